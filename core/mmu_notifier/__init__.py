@@ -1,0 +1,92 @@
+"""An executable model of the Linux 5.4 mmu_notifier subsystem (get/put registration).
+
+The public API, by kernel concept:
+
+* address spaces: :class:`MM` (VMAs, CPU page table, ``mm_users``/``mm_count``,
+  ``mmap_lock``) on a :class:`Kernel` (notifier SRCU, drivers, physical memory);
+* registration: :func:`get`, :func:`get_locked`, :func:`put`,
+  :func:`register`, :func:`register_locked`, :func:`unregister`,
+  :func:`synchronize`;
+* drivers: subclass :class:`Driver`, implement hooks from
+  :mod:`mmu_notifier.hookspecs` marked with :data:`hookimpl`, and embed your
+  per-mm state in a subclass of :class:`MMUNotifier`;
+* invalidations: :class:`Range` and :class:`Event`; dispatchers in
+  :mod:`mmu_notifier.notifier`;
+* primitives a driver model may use: :mod:`mmu_notifier.sync`.
+"""
+
+from mmu_notifier.config import DriverConfig
+from mmu_notifier.errors import (
+    BadAddressError,
+    BusyError,
+    ConfigError,
+    DeadlockError,
+    DoubleFreeError,
+    InvalidArgumentError,
+    KernelError,
+    MisuseError,
+    ModelBug,
+    NoMemoryError,
+    PluginError,
+    RefcountOverflowError,
+    SleepInAtomicError,
+    TryAgainError,
+    UseAfterFreeError,
+)
+from mmu_notifier.hookspecs import hookimpl
+from mmu_notifier.kernel import Kernel, default_kernel
+from mmu_notifier.mm import MM, RW, VMA, Prot
+from mmu_notifier.notifier import (
+    MMUNotifier,
+    get,
+    get_locked,
+    put,
+    register,
+    register_locked,
+    synchronize,
+    unregister,
+)
+from mmu_notifier.pagetable import PTE
+from mmu_notifier.plugins import Driver, MMUNotifierOps
+from mmu_notifier.range import Event, Range
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MM",
+    "PTE",
+    "RW",
+    "VMA",
+    "BadAddressError",
+    "BusyError",
+    "ConfigError",
+    "DeadlockError",
+    "DoubleFreeError",
+    "Driver",
+    "DriverConfig",
+    "Event",
+    "InvalidArgumentError",
+    "Kernel",
+    "KernelError",
+    "MMUNotifier",
+    "MMUNotifierOps",
+    "MisuseError",
+    "ModelBug",
+    "NoMemoryError",
+    "PluginError",
+    "Prot",
+    "Range",
+    "RefcountOverflowError",
+    "SleepInAtomicError",
+    "TryAgainError",
+    "UseAfterFreeError",
+    "default_kernel",
+    "get",
+    "get_locked",
+    "hookimpl",
+    "put",
+    "register",
+    "register_locked",
+    "synchronize",
+    "unregister",
+]

@@ -1,0 +1,117 @@
+"""Exception types of the model.
+
+Two families, as the kernel has two ways to say "no":
+
+* :class:`KernelError` subclasses carry an errno, the value a kernel function
+  would return (``-EOVERFLOW`` from ``mmu_notifier_get``, ``-EFAULT`` from
+  ``hmm_range_register`` ...). Callers are expected to handle them.
+* :class:`ModelBug` subclasses are what the kernel reports with WARN, BUG,
+  lockdep or the might-sleep debug checks: the *caller* broke a rule. The model
+  raises them before changing any state, so a test can catch and inspect them.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+
+
+class KernelError(Exception):
+    """An error a kernel function returns as ``-errno``."""
+
+    errno: int = 0
+
+    @property
+    def kernel_return(self) -> int:
+        """The value the kernel function would have returned (``-errno``)."""
+        return -self.errno
+
+
+class TryAgainError(KernelError):
+    """EAGAIN: a non-blockable operation would have had to sleep."""
+
+    errno = _errno.EAGAIN
+
+
+class RefcountOverflowError(KernelError):
+    """EOVERFLOW: a reference count is at its limit (``mmu_notifier_get``)."""
+
+    errno = _errno.EOVERFLOW
+
+
+class NoMemoryError(KernelError):
+    """ENOMEM: an allocation failed, or a range is not (fully) mapped."""
+
+    errno = _errno.ENOMEM
+
+
+class BadAddressError(KernelError):
+    """EFAULT: an address is not mapped, or the mm is already dying."""
+
+    errno = _errno.EFAULT
+
+
+class BusyError(KernelError):
+    """EBUSY: the state changed underneath the caller; retry."""
+
+    errno = _errno.EBUSY
+
+
+class InvalidArgumentError(KernelError):
+    """EINVAL: an argument is malformed (unaligned, zero length, ...)."""
+
+    errno = _errno.EINVAL
+
+
+class ModelBug(Exception):
+    """A rule of the kernel was broken: what the kernel reports with WARN/BUG."""
+
+
+class MisuseError(ModelBug):
+    """An API was called in a state where the kernel WARNs or BUGs."""
+
+
+class LockingError(ModelBug):
+    """A lock was released by a task that does not hold it, or taken twice."""
+
+
+class SleepInAtomicError(ModelBug):
+    """A blocking primitive was used in atomic or non-blocking context.
+
+    Models ``might_sleep()`` ("BUG: sleeping function called from invalid
+    context") and the ``non_block_start()`` debug check.
+    """
+
+
+class DeadlockError(ModelBug):
+    """A wait that can never finish (for example ``synchronize`` inside a read section)."""
+
+
+class UseAfterFreeError(ModelBug):
+    """A freed subscription was touched: a field read or a callback dispatched to it."""
+
+    def __init__(self, message: str, *, free_site: str | None = None) -> None:
+        super().__init__(message if free_site is None else f"{message}\n  freed at: {free_site}")
+        self.free_site = free_site
+
+
+class DoubleFreeError(UseAfterFreeError):
+    """``free_notifier`` would run a second time for the same subscription."""
+
+
+class PluginError(Exception):
+    """A driver plugin could not be loaded: import error, bad hooks, bad signature."""
+
+    def __init__(self, driver: str, reason: str) -> None:
+        super().__init__(f"driver {driver!r}: {reason}")
+        self.driver = driver
+        self.reason = reason
+
+
+class ConfigError(Exception):
+    """A driver configuration is invalid; the message names driver, field, value and reason."""
+
+    def __init__(self, driver: str, problems: list[str]) -> None:
+        joined = "; ".join(problems)
+        super().__init__(f"driver {driver!r}: invalid config: {joined}")
+        self.driver = driver
+        self.problems = problems

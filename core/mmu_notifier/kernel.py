@@ -1,0 +1,79 @@
+"""One modelled machine: the notifier SRCU domain, loaded drivers, physical memory.
+
+The kernel has exactly one of each; the model lets a test or an exploration
+build as many independent kernels as it likes, so runs never share state.
+Functions that the kernel calls without an mm (``mmu_notifier_synchronize``)
+take a kernel, defaulting to :func:`default_kernel`.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from mmu_notifier.log import LOG
+from mmu_notifier.pagetable import PhysicalMemory
+from mmu_notifier.plugins import DriverRegistry
+from mmu_notifier.srcu import Srcu
+
+#: ``UINT_MAX``: the limit of ``struct mmu_notifier.users``.
+UINT_MAX = (1 << 32) - 1
+
+
+class Kernel:
+    """The shared state of one modelled machine.
+
+    ``users_limit`` is the get/put overflow limit (lower it to reach EOVERFLOW
+    in a test). ``end_after_failed_start`` switches on the behaviour of later
+    kernels (5.10+): after a refused non-blockable start, every subscription
+    with an end callback receives the end; 5.4 sends no end at all.
+
+    ``warnings`` collects every WARN (the kernel prints and carries on);
+    ``bugs`` collects exceptions raised by deferred callbacks (for example a
+    ``free_notifier`` that slept). Checkers treat either being non-empty as a
+    failure.
+    """
+
+    def __init__(
+        self,
+        *,
+        frames: int = 1 << 20,
+        users_limit: int = UINT_MAX,
+        end_after_failed_start: bool = False,
+        page_size: int = 4096,
+    ) -> None:
+        if page_size <= 0 or page_size & (page_size - 1):
+            raise ValueError(f"page_size must be a power of two, got {page_size}")
+        self.page_size = page_size
+        self.users_limit = users_limit
+        self.end_after_failed_start = end_after_failed_start
+        self.memory = PhysicalMemory(frames)
+        self.srcu = Srcu("mmu_notifier_srcu", on_error=self.bugs_append)
+        self.drivers = DriverRegistry(self)
+        self.warnings: list[str] = []
+        self.bugs: list[BaseException] = []
+        self._mm_ids = itertools.count(1)
+
+    def next_mm_id(self) -> int:
+        """A fresh address-space number (for names and logs)."""
+        return next(self._mm_ids)
+
+    def warn(self, message: str) -> None:
+        """Record a WARN and carry on, as the kernel does."""
+        self.warnings.append(message)
+        if LOG.on:
+            LOG.event("kernel.warn", message=message)
+
+    def bugs_append(self, error: BaseException) -> None:
+        """Record an exception raised where nobody can catch it (a deferred callback)."""
+        self.bugs.append(error)
+
+
+_default: Kernel | None = None
+
+
+def default_kernel() -> Kernel:
+    """The process-wide kernel used when none is named."""
+    global _default
+    if _default is None:
+        _default = Kernel()
+    return _default

@@ -1,0 +1,597 @@
+"""Subscriptions, the per-mm container, registration and dispatch.
+
+Models ``mm/mmu_notifier.c`` of Linux 5.4 after the get/put series: a
+subscription (``struct mmu_notifier``) is linked on its mm's container
+(``struct mmu_notifier_mm``); ``get``/``put`` share one refcounted subscription
+per (driver, mm); every walk of the list is an SRCU read section of the
+kernel's one notifier SRCU domain; the last ``put`` unlinks at once and defers
+``free_notifier`` past a grace period, so no walker can touch freed memory.
+
+Locking rules (as in the kernel):
+
+* the container's spinlock guards list membership, ``users`` and the
+  "still linked?" test; it is never held across a driver callback;
+* registration needs the mmap lock held for write (``*_locked`` variants assert
+  it, the others take it);
+* callbacks run inside an SRCU read section with no core lock held.
+
+Where the kernel WARNs and carries on, the model appends to
+``kernel.warnings`` and carries on; where the issue asks for a clear error
+instead (misuse of ``put``), it raises before changing anything.
+"""
+
+from __future__ import annotations
+
+import errno
+import sys
+from collections.abc import Callable, Generator
+from contextlib import closing
+from typing import TYPE_CHECKING, Any
+
+from mmu_notifier import sync
+from mmu_notifier.errors import (
+    DoubleFreeError,
+    MisuseError,
+    RefcountOverflowError,
+    UseAfterFreeError,
+)
+from mmu_notifier.log import LOG
+from mmu_notifier.range import RANGE_BLOCKABLE, Range
+
+if TYPE_CHECKING:
+    from mmu_notifier.kernel import Kernel
+    from mmu_notifier.mm import MM
+    from mmu_notifier.pagetable import PTE
+    from mmu_notifier.plugins import MMUNotifierOps
+
+__all__ = [
+    "MMUNotifier",
+    "MMUNotifierMM",
+    "get",
+    "get_locked",
+    "put",
+    "register",
+    "register_locked",
+    "synchronize",
+    "unregister",
+]
+
+_EAGAIN = -errno.EAGAIN
+
+#: Signature of :func:`clear_flush_young` and :func:`clear_young`.
+YoungCallback = Callable[["MM", int, int], int]
+
+
+class MMUNotifier:
+    """One subscription of a driver on an mm (``struct mmu_notifier``).
+
+    Drivers subclass it to embed their per-mm state, exactly as kernel drivers
+    embed the struct, and return an instance from ``alloc_notifier``. The core
+    owns the four fields below; a driver reads ``mm`` (stable while it holds a
+    reference) and may read ``users``.
+
+    After ``free_notifier`` ran, the object is poisoned: reading or writing any
+    attribute raises :class:`UseAfterFreeError` naming where it was freed.
+    """
+
+    __slots__ = ("ops", "mm", "users", "linked", "__weakref__", "__dict__")
+
+    def __init__(self) -> None:
+        self.ops: MMUNotifierOps | None = None
+        self.mm: MM | None = None
+        self.users = 0
+        #: on its mm's list (the kernel's ``!hlist_unhashed``)
+        self.linked = False
+
+    def __repr__(self) -> str:
+        name = self.ops.name if self.ops else "?"
+        mm = self.mm.id if self.mm else None
+        return f"<{type(self).__name__} driver={name} mm={mm} users={self.users} linked={self.linked}>"
+
+
+class MMUNotifierMM:
+    """The per-mm container (``struct mmu_notifier_mm``).
+
+    ``subscriptions`` is replaced, never mutated, under ``lock``: a walker
+    reads it once and sees a consistent snapshot, as an RCU list walker does.
+    It is ordered head first, so the most recent registration comes first.
+    ``by_ops`` indexes the linked subscriptions per driver (in registration
+    order) so that ``get`` does not walk the list as the kernel does.
+    """
+
+    __slots__ = ("lock", "subscriptions", "by_ops")
+
+    def __init__(self) -> None:
+        self.lock = sync.SpinLock("mmu_notifier_mm.lock")
+        self.subscriptions: tuple[MMUNotifier, ...] = ()
+        self.by_ops: dict[MMUNotifierOps, dict[MMUNotifier, None]] = {}
+
+    def link(self, sub: MMUNotifier) -> None:
+        """Add at the head (``hlist_add_head_rcu``); caller holds ``lock``."""
+        self.subscriptions = (sub, *self.subscriptions)
+        assert sub.ops is not None
+        self.by_ops.setdefault(sub.ops, {})[sub] = None
+        sub.linked = True
+
+    def unlink(self, sub: MMUNotifier) -> bool:
+        """Unlink if linked (``hlist_del_init_rcu``); caller holds ``lock``. True if it was."""
+        if not sub.linked:
+            return False
+        sub.linked = False
+        self.subscriptions = tuple(s for s in self.subscriptions if s is not sub)
+        assert sub.ops is not None
+        same = self.by_ops[sub.ops]
+        del same[sub]
+        if not same:
+            del self.by_ops[sub.ops]
+        return True
+
+    def find(self, ops: MMUNotifierOps) -> MMUNotifier | None:
+        """The first linked subscription with ``ops`` in list order; caller holds ``lock``."""
+        same = self.by_ops.get(ops)
+        return next(reversed(same)) if same else None
+
+
+# -- poisoning -----------------------------------------------------------------
+
+_poisoned_classes: dict[type, type] = {}
+_CORE_FILES = (__file__.rsplit(".", 1)[0],)
+
+
+def call_site(skip_core: bool = True) -> str:
+    """``file:line in function`` of the first caller outside the core's own notifier module."""
+    frame = sys._getframe(1)
+    while frame is not None and skip_core and frame.f_code.co_filename.rsplit(".", 1)[0] in _CORE_FILES:
+        frame = frame.f_back  # type: ignore[assignment]
+    if frame is None:
+        return "?"
+    return f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
+
+
+def _poisoned_class(cls: type) -> type:
+    poisoned = _poisoned_classes.get(cls)
+    if poisoned is not None:
+        return poisoned
+
+    def touch(self: Any, name: str, *value: Any) -> Any:
+        site = object.__getattribute__(self, "__dict__").get("_free_site")
+        raise UseAfterFreeError(f"{cls.__name__}.{name} touched after free_notifier", free_site=site)
+
+    def describe(self: Any) -> str:
+        return f"<freed {cls.__name__} at {id(self):#x}>"
+
+    poisoned = type(
+        f"Freed{cls.__name__}",
+        (cls,),
+        {"__slots__": (), "__getattribute__": touch, "__setattr__": touch, "__repr__": describe, "_poisoned": True},
+    )
+    _poisoned_classes[cls] = poisoned
+    return poisoned
+
+
+def is_freed(sub: MMUNotifier) -> bool:
+    """True once the subscription's memory was freed (it is poisoned)."""
+    return getattr(type(sub), "_poisoned", False)
+
+
+def poison(sub: MMUNotifier, site: str) -> None:
+    """Mark ``sub`` freed (kfree): every later access raises :class:`UseAfterFreeError`.
+
+    Raises :class:`DoubleFreeError` when it was freed already.
+    """
+    if is_freed(sub):
+        first = object.__getattribute__(sub, "__dict__").get("_free_site")
+        raise DoubleFreeError(f"{type(sub).__name__} freed twice (again at {site})", free_site=first)
+    sub.__dict__["_free_site"] = site
+    sub.__class__ = _poisoned_class(type(sub))
+
+
+# -- registration --------------------------------------------------------------
+
+
+def _kernel_of(mm: MM) -> Kernel:
+    return mm.kernel
+
+
+def register_locked(sub: MMUNotifier, mm: MM, *, driver: object) -> None:
+    """``__mmu_notifier_register``: link ``sub`` on ``mm``; the caller holds the mmap lock for write.
+
+    Sets ``users`` to 1 and pins ``mm_count`` (dropped by ``unregister`` or by
+    the free after the last ``put``). Creates the container on the first
+    registration only.
+    """
+    if not mm.mmap_lock.is_write_locked_by_current():
+        raise MisuseError("register_locked/get_locked needs the mmap lock held for write by the caller")
+    if mm.mm_users.value <= 0:
+        raise MisuseError(f"register on mm {mm.id} with mm_users == 0 (the kernel BUGs)")
+    if sub.linked:
+        raise MisuseError(f"{sub!r} is already registered")
+    ops = mm.kernel.drivers.ops_of(driver)
+    sub.ops = ops
+    sub.mm = mm
+    sub.users = 1
+    container = mm.mmu_notifier_mm
+    if container is None:
+        container = MMUNotifierMM()
+    mm.mmgrab()
+    mm.mmu_notifier_mm = container
+    with container.lock:
+        container.link(sub)
+    if LOG.on:
+        LOG.event("notifier.register", mm=mm.id, driver=ops.name)
+
+
+def register(sub: MMUNotifier, mm: MM, *, driver: object) -> None:
+    """``mmu_notifier_register``: take the mmap lock for write and register."""
+    mm.mmap_lock.down_write()
+    try:
+        register_locked(sub, mm, driver=driver)
+    finally:
+        mm.mmap_lock.up_write()
+
+
+def get_locked(driver: object, mm: MM) -> MMUNotifier:
+    """``mmu_notifier_get_locked``: the caller holds the mmap lock for write.
+
+    Returns the live subscription of ``driver`` on ``mm`` with one more user,
+    or calls the driver's ``alloc_notifier`` and registers the result with one
+    user. An exception from ``alloc_notifier`` propagates with nothing
+    registered. Raises :class:`RefcountOverflowError` (EOVERFLOW) at the users
+    limit, without falling back to a second subscription.
+    """
+    if not mm.mmap_lock.is_write_locked_by_current():
+        raise MisuseError("get_locked needs the mmap lock held for write by the caller")
+    kernel = mm.kernel
+    ops = kernel.drivers.ops_of(driver)
+    container = mm.mmu_notifier_mm
+    if container is not None:
+        with container.lock:
+            sub = container.find(ops)
+            if sub is not None:
+                if sub.users >= kernel.users_limit:
+                    raise RefcountOverflowError(f"{sub!r}: users at the limit {kernel.users_limit}")
+                sub.users += 1
+                if LOG.on:
+                    LOG.event("notifier.get", mm=mm.id, driver=ops.name, users=sub.users)
+                return sub
+    alloc = ops.alloc_notifier
+    if alloc is None:
+        raise MisuseError(f"driver {ops.name!r} has no alloc_notifier hook, so get cannot create a subscription")
+    sub = alloc(mm)
+    if not isinstance(sub, MMUNotifier):
+        raise MisuseError(f"driver {ops.name!r}: alloc_notifier returned {sub!r}, not an MMUNotifier")
+    if LOG.on:
+        LOG.event("notifier.alloc", mm=mm.id, driver=ops.name)
+    try:
+        register_locked(sub, mm, driver=driver)
+    except BaseException:
+        # Never published: free at once, no grace period needed.
+        _free_now(sub, ops, call_site())
+        raise
+    return sub
+
+
+def get(driver: object, mm: MM) -> MMUNotifier:
+    """``mmu_notifier_get``: take the mmap lock for write and :func:`get_locked`."""
+    mm.mmap_lock.down_write()
+    try:
+        return get_locked(driver, mm)
+    finally:
+        mm.mmap_lock.up_write()
+
+
+def put(sub: MMUNotifier) -> None:
+    """``mmu_notifier_put``: drop a user; the last one unlinks and defers the free.
+
+    Never sleeps and never calls ``release``. After the last put, a grace
+    period of the notifier SRCU passes, then ``free_notifier`` runs (in atomic
+    context) and the mm pin taken at registration is dropped. Raises
+    :class:`MisuseError` for a subscription never registered or with no users
+    left (the kernel WARNs), and :class:`UseAfterFreeError` for a freed one.
+    """
+    mm = sub.mm
+    if mm is None:
+        raise MisuseError(f"put of {sub!r}, which was never registered")
+    ops = sub.ops
+    assert ops is not None
+    if ops.free_notifier is None:
+        raise MisuseError(f"put of a {ops.name!r} subscription, but the driver has no free_notifier hook")
+    container = mm.mmu_notifier_mm
+    assert container is not None
+    with container.lock:
+        if sub.users == 0:
+            raise MisuseError(f"put of {sub!r} with no users left (the kernel WARNs and ignores it)")
+        sub.users -= 1
+        users = sub.users
+        if not users:
+            container.unlink(sub)
+    if LOG.on:
+        LOG.event("notifier.put", mm=mm.id, driver=ops.name, users=users)
+    if users:
+        return
+    site = call_site()
+    mm.kernel.srcu.call(lambda: _free_after_grace_period(sub, ops, mm, site))
+
+
+def _free_now(sub: MMUNotifier, ops: MMUNotifierOps, site: str) -> None:
+    free = ops.free_notifier
+    if free is not None:
+        free(sub)
+    poison(sub, site)
+    if LOG.on:
+        LOG.event("notifier.free", driver=ops.name, site=site)
+
+
+def _free_after_grace_period(sub: MMUNotifier, ops: MMUNotifierOps, mm: MM, site: str) -> None:
+    """The SRCU callback queued by the last put: free, then drop the mm pin."""
+    _free_now(sub, ops, f"free_notifier after the grace period of put at {site}")
+    mm.mmdrop()
+
+
+def unregister(sub: MMUNotifier, mm: MM) -> None:
+    """``mmu_notifier_unregister``: release if still linked, unlink, wait, drop the pin.
+
+    Calls ``release`` only when the subscription is still linked (mm teardown
+    may have run it already), waits for a grace period so no callback on it is
+    running or will run, and drops one ``mm_count``. Does not look at ``users``
+    and does not call ``free_notifier``: the caller owns the memory afterwards.
+    Must not be called from inside a callback (it would wait for itself).
+    """
+    if sub.mm is not mm:
+        raise MisuseError(f"unregister of {sub!r} from mm {mm.id}, where it was never registered")
+    sync.might_sleep("mmu_notifier_unregister")
+    kernel = mm.kernel
+    container = mm.mmu_notifier_mm
+    assert container is not None
+    ops = sub.ops
+    assert ops is not None
+    if sub.linked:
+        release = ops.release
+        if release is not None:
+            with kernel.srcu.read_section():
+                release(sub, mm)
+                if LOG.on:
+                    LOG.event("notifier.release", mm=mm.id, driver=ops.name, by="unregister")
+        with container.lock:
+            container.unlink(sub)
+    kernel.srcu.synchronize()
+    if LOG.on:
+        LOG.event("notifier.unregister", mm=mm.id, driver=ops.name)
+    mm.mmdrop()
+
+
+def synchronize(kernel: Kernel | None = None) -> None:
+    """``mmu_notifier_synchronize``: return only after every pending free has run.
+
+    What a module calls on unload. The 5.4 code is a ``synchronize_srcu``; the
+    model implements the documented contract ("all outstanding SRCU work queued
+    by put has completed"), which is ``srcu_barrier``.
+    """
+    if kernel is None:
+        from mmu_notifier.kernel import default_kernel
+
+        kernel = default_kernel()
+    kernel.srcu.barrier()
+    if LOG.on:
+        LOG.event("notifier.synchronize")
+
+
+# -- teardown ------------------------------------------------------------------
+
+
+def release(mm: MM) -> None:
+    """``__mmu_notifier_release``: mm teardown, called by exit_mmap.
+
+    Runs every linked subscription's ``release`` inside one SRCU read section,
+    unlinks every subscription (users and mm pins untouched: the driver still
+    owes its put or unregister), then waits for a grace period so no release
+    started by a concurrent unregister is still running.
+    """
+    container = mm.mmu_notifier_mm
+    if container is None:
+        return
+    kernel = mm.kernel
+    srcu = kernel.srcu
+    index = srcu.read_lock()
+    try:
+        walk_point = sync.backend().walk_point
+        for sub in container.subscriptions:
+            if not sub.linked:
+                continue
+            if walk_point is not None:
+                walk_point(sub)
+            ops = sub.ops
+            assert ops is not None
+            if ops.release is not None:
+                ops.release(sub, mm)
+                if LOG.on:
+                    LOG.event("notifier.release", mm=mm.id, driver=ops.name, by="exit")
+        with container.lock:
+            for sub in container.subscriptions:
+                container.unlink(sub)
+    finally:
+        srcu.read_unlock(index)
+    srcu.synchronize()
+
+
+# -- invalidation dispatch -----------------------------------------------------
+
+
+def invalidate_range_start(range: Range) -> None:
+    """``mmu_notifier_invalidate_range_start``: a blockable start; cannot fail."""
+    container = range.mm.mmu_notifier_mm
+    sync.might_sleep("mmu_notifier_invalidate_range_start")
+    range.flags |= RANGE_BLOCKABLE
+    if container is not None:
+        _start(range, container)
+
+
+def invalidate_range_start_nonblock(range: Range) -> int:
+    """``mmu_notifier_invalidate_range_start_nonblock``: 0, or ``-EAGAIN`` if a driver refused.
+
+    As in 5.4, every subscription is still offered the start after a refusal
+    and none then receives an end; the caller must not call the end either.
+    With ``kernel.end_after_failed_start`` (the later kernels' behaviour) every
+    subscription that has an end callback receives it before this returns.
+    """
+    container = range.mm.mmu_notifier_mm
+    range.flags &= ~RANGE_BLOCKABLE
+    if container is None:
+        return 0
+    result = _start(range, container)
+    if result and range.mm.kernel.end_after_failed_start:
+        _end(range, container, only_end=True)
+    return result
+
+
+def _start(range: Range, container: MMUNotifierMM) -> int:
+    """The core start (``__mmu_notifier_invalidate_range_start``)."""
+    mm = range.mm
+    kernel = mm.kernel
+    srcu = kernel.srcu
+    blockable = range.flags & RANGE_BLOCKABLE
+    if LOG.on:
+        LOG.event("invalidate.start", mm=mm.id, event=range.event.name, start=range.start, end=range.end,
+                  blockable=bool(blockable))
+    result = 0
+    index = srcu.read_lock()
+    try:
+        walk_point = sync.backend().walk_point
+        for sub in container.subscriptions:
+            if not sub.linked:
+                continue
+            if walk_point is not None:
+                walk_point(sub)
+            start = sub.ops.invalidate_range_start  # type: ignore[union-attr]
+            if start is None:
+                continue
+            if blockable:
+                ret = start(sub, range)
+            else:
+                with sync.non_block():
+                    ret = start(sub, range)
+            if ret:
+                result = _start_failed(range, sub, ret)
+    finally:
+        srcu.read_unlock(index)
+    return result
+
+
+def _start_failed(range: Range, sub: MMUNotifier, ret: int) -> int:
+    """A start callback returned non-zero: WARN unless it is a legal -EAGAIN."""
+    ops = sub.ops
+    assert ops is not None
+    kernel = range.mm.kernel
+    if range.blockable or ret != _EAGAIN:
+        mode = "blockable" if range.blockable else "non-blockable"
+        kernel.warn(f"driver {ops.name!r}: invalidate_range_start returned {ret} for a {mode} {range!r}")
+    elif kernel.end_after_failed_start and ops.invalidate_range_end is not None:
+        kernel.warn(f"driver {ops.name!r} refused a start but has an end callback (later kernels WARN)")
+    if LOG.on:
+        LOG.event("invalidate.refused", mm=range.mm.id, driver=ops.name, ret=ret)
+    return ret
+
+
+def invalidate_range_end(range: Range) -> None:
+    """``mmu_notifier_invalidate_range_end``: ``invalidate_range`` then the end callback."""
+    container = range.mm.mmu_notifier_mm
+    if range.flags & RANGE_BLOCKABLE:
+        sync.might_sleep("mmu_notifier_invalidate_range_end")
+    if container is not None:
+        _end(range, container, only_end=False)
+
+
+def invalidate_range_only_end(range: Range) -> None:
+    """``mmu_notifier_invalidate_range_only_end``: the caller already called ``invalidate_range``."""
+    container = range.mm.mmu_notifier_mm
+    if container is not None:
+        _end(range, container, only_end=True)
+
+
+def _end(range: Range, container: MMUNotifierMM, *, only_end: bool) -> None:
+    """The core end (``__mmu_notifier_invalidate_range_end``)."""
+    mm = range.mm
+    srcu = mm.kernel.srcu
+    blockable = range.flags & RANGE_BLOCKABLE
+    index = srcu.read_lock()
+    try:
+        walk_point = sync.backend().walk_point
+        for sub in container.subscriptions:
+            if not sub.linked:
+                continue
+            if walk_point is not None:
+                walk_point(sub)
+            ops = sub.ops
+            if not only_end and ops.invalidate_range is not None:  # type: ignore[union-attr]
+                ops.invalidate_range(sub, mm, range.start, range.end)  # type: ignore[union-attr]
+            end = ops.invalidate_range_end  # type: ignore[union-attr]
+            if end is None:
+                continue
+            if blockable:
+                end(sub, range)
+            else:
+                with sync.non_block():
+                    end(sub, range)
+    finally:
+        srcu.read_unlock(index)
+    if LOG.on:
+        LOG.event("invalidate.end", mm=mm.id, event=range.event.name, start=range.start, end=range.end)
+
+
+def _each_with(mm: MM, callback: str) -> Generator[tuple[MMUNotifier, Any], None, None]:
+    """Yield ``(sub, fn)`` for linked subscriptions that have ``callback``, inside an SRCU read section."""
+    container = mm.mmu_notifier_mm
+    if container is None:
+        return
+    srcu = mm.kernel.srcu
+    index = srcu.read_lock()
+    try:
+        walk_point = sync.backend().walk_point
+        for sub in container.subscriptions:
+            if not sub.linked:
+                continue
+            if walk_point is not None:
+                walk_point(sub)
+            fn = getattr(sub.ops, callback)
+            if fn is not None:
+                yield sub, fn
+    finally:
+        srcu.read_unlock(index)
+
+
+def invalidate_range(mm: MM, start: int, end: int) -> None:
+    """``mmu_notifier_invalidate_range``: flush secondary TLBs for ``[start, end)``."""
+    for sub, fn in _each_with(mm, "invalidate_range"):
+        fn(sub, mm, start, end)
+
+
+def clear_flush_young(mm: MM, start: int, end: int) -> int:
+    """``mmu_notifier_clear_flush_young``: OR of every subscription's answer."""
+    young = 0
+    for sub, fn in _each_with(mm, "clear_flush_young"):
+        young |= fn(sub, mm, start, end) or 0
+    return young
+
+
+def clear_young(mm: MM, start: int, end: int) -> int:
+    """``mmu_notifier_clear_young``: OR of every subscription's answer, no flush needed."""
+    young = 0
+    for sub, fn in _each_with(mm, "clear_young"):
+        young |= fn(sub, mm, start, end) or 0
+    return young
+
+
+def test_young(mm: MM, address: int) -> int:
+    """``mmu_notifier_test_young``: the first non-zero answer in list order, else 0."""
+    with closing(_each_with(mm, "test_young")) as subscriptions:
+        for sub, fn in subscriptions:
+            young = fn(sub, mm, address)
+            if young:
+                return int(young)
+    return 0
+
+
+def change_pte(mm: MM, address: int, pte: PTE) -> None:
+    """``mmu_notifier_change_pte``: the CPU entry at ``address`` is about to become ``pte``."""
+    for sub, fn in _each_with(mm, "change_pte"):
+        fn(sub, mm, address, pte)

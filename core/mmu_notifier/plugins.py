@@ -1,0 +1,238 @@
+"""Driver discovery, validation and the resolved ops table.
+
+Models module loading: a driver plugin is found through the entry-point group
+``mmu_notifier.drivers``, its config is validated, its hooks are checked, and
+its callbacks are resolved **once** into an :class:`MMUNotifierOps` (the model
+of ``struct mmu_notifier_ops``). The ops object is the identity key of the
+get/put scheme: one subscription per (ops, mm).
+
+Dispatch calls an ops field directly. With no wrapper plugin installed that
+field is the driver's own bound method (or a tiny argument adapter), so the
+cost of a callback does not grow with the number of installed drivers. When a
+wrapper is registered, every driver is re-resolved so that its fields go
+through pluggy with the wrappers around that driver's implementation only.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import pluggy
+
+from mmu_notifier import hookspecs
+from mmu_notifier.config import DriverConfig, validate
+from mmu_notifier.errors import ConfigError, MisuseError, PluginError
+
+if TYPE_CHECKING:
+    from mmu_notifier.kernel import Kernel
+
+ENTRY_POINT_GROUP = "mmu_notifier.drivers"
+
+
+class Driver:
+    """Base class for driver plugins (optional, but it gives the metadata the core reads).
+
+    A subclass sets ``name`` and ``version``, may set ``config_model`` and
+    ``required_hooks``, and implements hooks from :mod:`mmu_notifier.hookspecs`
+    as methods marked ``@hookimpl``. The entry point names the class; the core
+    instantiates it with the validated config.
+    """
+
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "0"
+    config_model: ClassVar[type[DriverConfig]] = DriverConfig
+    #: hooks the driver cannot work without; a driver lacking one is not loaded
+    required_hooks: ClassVar[tuple[str, ...]] = ("alloc_notifier", "free_notifier")
+    #: what the conformance kit may expect of it (see ``mmu_notifier.exerciser``)
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, config: DriverConfig | None = None) -> None:
+        self.config = config if config is not None else self.config_model()
+
+    def __repr__(self) -> str:
+        return f"<driver {self.name} {self.version}>"
+
+
+class MMUNotifierOps:
+    """One driver's resolved callbacks (``struct mmu_notifier_ops``); ``None`` where absent."""
+
+    __slots__ = ("name", "driver", "version", "exerciser", *hookspecs.CALLBACKS)
+
+    def __init__(self, name: str, driver: object) -> None:
+        self.name = name
+        self.driver = driver
+        self.version = str(getattr(driver, "version", "0"))
+        self.exerciser: Callable[..., Any] | None = None
+        for callback in hookspecs.CALLBACKS:
+            setattr(self, callback, None)
+
+    def __repr__(self) -> str:
+        return f"<MMUNotifierOps {self.name}>"
+
+
+@dataclass
+class LoadReport:
+    """What :meth:`DriverRegistry.load_entry_points` did: loaded drivers and failures by name."""
+
+    loaded: dict[str, MMUNotifierOps] = field(default_factory=dict)
+    failed: dict[str, Exception] = field(default_factory=dict)
+
+
+def _adapter(function: Callable[..., Any], spec_args: tuple[str, ...], impl_args: tuple[str, ...]) -> Callable[..., Any]:
+    """Call ``function`` positionally with the spec arguments it declares."""
+    if impl_args == spec_args:
+        return function
+    positions = tuple(spec_args.index(name) for name in impl_args)
+    return lambda *args: function(*(args[i] for i in positions))
+
+
+class DriverRegistry:
+    """The drivers loaded into one :class:`~mmu_notifier.kernel.Kernel`, and its pluggy manager."""
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self._ops: dict[int, MMUNotifierOps] = {}
+        self._by_name: dict[str, MMUNotifierOps] = {}
+
+    # -- adding -----------------------------------------------------------
+    def add(self, driver: object, name: str | None = None) -> MMUNotifierOps:
+        """Load a driver object; returns its ops. Raises :class:`PluginError` and registers nothing on a bad driver."""
+        name = name or str(getattr(driver, "name", "") or type(driver).__name__)
+        if name in self._by_name:
+            raise PluginError(name, "a driver of that name is already loaded")
+        try:
+            self.pm.register(driver, name=name)
+        except (pluggy.PluginValidationError, ValueError) as error:
+            raise PluginError(name, f"bad hook: {error}") from error
+        try:
+            self._check_hooks(driver, name)
+        except PluginError:
+            self.pm.unregister(driver)
+            raise
+        ops = MMUNotifierOps(name, driver)
+        self._ops[id(driver)] = ops
+        self._by_name[name] = ops
+        self._resolve_all()
+        return ops
+
+    def add_plugin(self, plugin: object, name: str | None = None) -> None:
+        """Register a non-driver plugin (a tracer, a fault injector); its wrappers apply to every driver."""
+        try:
+            self.pm.register(plugin, name=name)
+        except (pluggy.PluginValidationError, ValueError) as error:
+            raise PluginError(name or type(plugin).__name__, f"bad hook: {error}") from error
+        self._resolve_all()
+
+    def remove_plugin(self, plugin: object) -> None:
+        """Unregister a non-driver plugin added with :meth:`add_plugin`."""
+        self.pm.unregister(plugin)
+        self._resolve_all()
+
+    def load_entry_points(
+        self,
+        configs: Mapping[str, Mapping[str, Any]] | None = None,
+        only: Iterable[str] | None = None,
+    ) -> LoadReport:
+        """Load every driver of the ``mmu_notifier.drivers`` group (or the ones named in ``only``).
+
+        A driver that fails to import, has an invalid config, lacks a required
+        hook or has a wrong hook signature is reported in ``failed`` under its
+        name; the others still load.
+        """
+        report = LoadReport()
+        wanted = set(only) if only is not None else None
+        for entry_point in available_drivers():
+            if wanted is not None and entry_point.name not in wanted:
+                continue
+            try:
+                report.loaded[entry_point.name] = self._load(entry_point, (configs or {}).get(entry_point.name, {}))
+            except (PluginError, ConfigError) as error:
+                report.failed[entry_point.name] = error
+        for missing in sorted((wanted or set()) - set(report.loaded) - set(report.failed)):
+            report.failed[missing] = PluginError(missing, "no such driver is installed")
+        return report
+
+    def _load(self, entry_point: importlib.metadata.EntryPoint, raw: Mapping[str, Any]) -> MMUNotifierOps:
+        name = entry_point.name
+        try:
+            factory = entry_point.load()
+        except Exception as error:
+            raise PluginError(name, f"import failed: {type(error).__name__}: {error}") from error
+        declared = getattr(factory, "name", None)
+        if declared != name:
+            raise PluginError(name, f"declares name {declared!r} but its entry point is {name!r}")
+        model = getattr(factory, "config_model", DriverConfig)
+        config = validate(name, model, raw)
+        try:
+            driver = factory(config)
+        except Exception as error:
+            raise PluginError(name, f"construction failed: {type(error).__name__}: {error}") from error
+        return self.add(driver, name)
+
+    def _check_hooks(self, driver: object, name: str) -> None:
+        callers = self.pm.get_hookcallers(driver) or []
+        unknown = sorted(caller.name for caller in callers if caller.spec is None)
+        if unknown:
+            raise PluginError(name, f"implements unknown hook(s) {unknown}")
+        implemented = {caller.name for caller in callers}
+        missing = [hook for hook in getattr(driver, "required_hooks", ()) if hook not in implemented]
+        if missing:
+            raise PluginError(name, f"lacks required hook(s) {missing}")
+
+    # -- resolving --------------------------------------------------------
+    def _resolve_all(self) -> None:
+        drivers = [ops.driver for ops in self._by_name.values()]
+        for ops in self._by_name.values():
+            others = [d for d in drivers if d is not ops.driver]
+            for callback in (*hookspecs.CALLBACKS, "exerciser"):
+                setattr(ops, callback, self._resolve(ops.driver, callback, others))
+
+    def _resolve(self, driver: object, callback: str, others: list[object]) -> Callable[..., Any] | None:
+        caller = getattr(self.pm.hook, callback)
+        impls = caller.get_hookimpls()
+        own = [impl for impl in impls if impl.plugin is driver and not (impl.wrapper or impl.hookwrapper)]
+        if not own:
+            return None
+        spec_args = tuple(caller.spec.argnames)
+        foreign = [impl for impl in impls if impl.plugin is not driver and impl.plugin not in others]
+        if not foreign:
+            return _adapter(own[0].function, spec_args, tuple(own[0].argnames))
+        subset = self.pm.subset_hook_caller(callback, remove_plugins=others)
+        return lambda *args: subset(**dict(zip(spec_args, args, strict=True)))
+
+    # -- lookup -----------------------------------------------------------
+    def ops_of(self, driver: object) -> MMUNotifierOps:
+        """The ops of a loaded driver object (or the ops itself, or a driver name)."""
+        if isinstance(driver, MMUNotifierOps):
+            return driver
+        if isinstance(driver, str):
+            found = self._by_name.get(driver)
+        else:
+            found = self._ops.get(id(driver))
+        if found is None:
+            raise MisuseError(f"driver {driver!r} is not loaded into this kernel")
+        return found
+
+    def __iter__(self) -> Any:
+        return iter(self._by_name.values())
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+    def names(self) -> list[str]:
+        """Names of the loaded drivers, in load order."""
+        return list(self._by_name)
+
+    def scenarios(self) -> list[Any]:
+        """Every scenario any plugin adds to the explorer (the ``explore_scenarios`` hook)."""
+        return [scenario for batch in self.pm.hook.explore_scenarios() for scenario in batch]
+
+
+def available_drivers() -> list[importlib.metadata.EntryPoint]:
+    """Installed entry points of the ``mmu_notifier.drivers`` group, sorted by name."""
+    return sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)

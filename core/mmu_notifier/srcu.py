@@ -1,0 +1,157 @@
+"""One SRCU domain: sleepable read sections, grace periods and deferred callbacks.
+
+Models ``kernel/rcu/srcutree.c`` as the notifier core uses it (``srcu_read_lock``,
+``srcu_read_unlock``, ``synchronize_srcu``, ``call_srcu``, ``srcu_barrier``).
+
+Grace periods are tracked with tickets: every reader takes the next ticket when
+it enters, and a grace period that starts when the ticket counter reads ``t``
+ends once no reader holding a ticket below ``t`` is left. Readers that enter
+later never hold it up, as in the kernel.
+
+Callbacks queued with :meth:`Srcu.call` run on a background task (the model of
+SRCU's callback workqueue) in atomic context, so a callback that sleeps is
+reported, as the kernel's ``free_notifier`` contract demands. They run in the
+order they were queued. An exception from a callback is handed to ``on_error``
+(the kernel records it as a bug) and the worker goes on with the next one;
+without ``on_error`` it propagates out of the worker task.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from mmu_notifier import sync
+from mmu_notifier.errors import DeadlockError, LockingError
+
+
+class Srcu:
+    """An SRCU domain."""
+
+    def __init__(self, name: str = "srcu", on_error: Callable[[BaseException], None] | None = None) -> None:
+        self.name = name
+        self.on_error = on_error
+        self._next_ticket = 0
+        self._readers: dict[int, sync.Task] = {}
+        self._callbacks: deque[tuple[int, Callable[[], None]]] = deque()
+        self._queued = 0
+        self._completed = 0
+        self._worker_running = False
+
+    # -- readers ---------------------------------------------------------
+    def read_lock(self) -> int:
+        """Enter a read section; returns the index to hand to :meth:`read_unlock`."""
+        b = sync.backend()
+        b.point("srcu_read_lock", self)
+        task = b.current()
+        with b.critical():
+            ticket = self._next_ticket
+            self._next_ticket = ticket + 1
+            self._readers[ticket] = task
+        task.srcu_depth[self] = task.srcu_depth.get(self, 0) + 1
+        return ticket
+
+    def read_unlock(self, index: int) -> None:
+        """Leave the read section entered with ``index``."""
+        b = sync.backend()
+        task = b.current()
+        with b.critical():
+            if self._readers.get(index) is not task:
+                raise LockingError(f"task {task.name} leaves {self.name} read section {index} it did not enter")
+            del self._readers[index]
+            b.wake(self)
+        depth = task.srcu_depth[self] - 1
+        if depth:
+            task.srcu_depth[self] = depth
+        else:
+            del task.srcu_depth[self]
+        b.point("srcu_read_unlock", self)
+
+    @contextmanager
+    def read_section(self) -> Iterator[None]:
+        """``with srcu.read_section():`` brackets a read section."""
+        index = self.read_lock()
+        try:
+            yield
+        finally:
+            self.read_unlock(index)
+
+    def readers(self) -> int:
+        """How many read sections are open now."""
+        return len(self._readers)
+
+    # -- grace periods ---------------------------------------------------
+    def synchronize(self) -> None:
+        """``synchronize_srcu``: wait until every reader present now has left."""
+        sync.might_sleep(f"synchronize_srcu({self.name})")
+        b = sync.backend()
+        task = b.current()
+        if task.srcu_depth.get(self):
+            raise DeadlockError(f"task {task.name} calls synchronize_srcu({self.name}) inside its own read section")
+        b.point("synchronize_srcu", self)
+        with b.critical():
+            target = self._next_ticket
+            b.wait_until(self, lambda: self._grace_period_over(target), "synchronize_srcu")
+
+    def call(self, callback: Callable[[], None]) -> None:
+        """``call_srcu``: run ``callback`` after every reader present now has left.
+
+        Never sleeps and never runs the callback before returning.
+        """
+        b = sync.backend()
+        b.point("call_srcu", self)
+        with b.critical():
+            self._callbacks.append((self._next_ticket, callback))
+            self._queued += 1
+            start_worker = not self._worker_running
+            self._worker_running = True
+        if start_worker:
+            b.spawn_daemon(f"{self.name}-callbacks", self._run_callbacks)
+
+    def barrier(self) -> None:
+        """``srcu_barrier``: wait until every callback queued before the call has run."""
+        sync.might_sleep(f"srcu_barrier({self.name})")
+        b = sync.backend()
+        task = b.current()
+        if task.srcu_depth.get(self):
+            raise DeadlockError(f"task {task.name} calls srcu_barrier({self.name}) inside its own read section")
+        b.point("srcu_barrier", self)
+        with b.critical():
+            target = self._queued
+            b.wait_until(self, lambda: self._completed >= target, "srcu_barrier")
+
+    def pending_callbacks(self) -> int:
+        """Callbacks queued and not yet run."""
+        return self._queued - self._completed
+
+    def _grace_period_over(self, ticket: int) -> bool:
+        return not self._readers or min(self._readers) >= ticket
+
+    def _head_ready(self) -> bool:
+        return self._grace_period_over(self._callbacks[0][0])
+
+    def _run_callbacks(self) -> None:
+        """Body of the callback worker: runs until the queue is empty, then exits."""
+        b = sync.backend()
+        while True:
+            with b.critical():
+                if not self._callbacks:
+                    self._worker_running = False
+                    return
+                b.wait_until(self, self._head_ready, "srcu_gp")
+                _, callback = self._callbacks.popleft()
+            try:
+                with sync.atomic_context():
+                    callback()
+            except BaseException as error:
+                if self.on_error is None:
+                    with b.critical():
+                        self._completed += 1
+                        self._worker_running = False
+                        b.wake(self)
+                    raise
+                self.on_error(error)
+            with b.critical():
+                self._completed += 1
+                b.wake(self)

@@ -1,0 +1,576 @@
+"""Synchronisation primitives: the only place in the model that blocks or switches.
+
+Models ``kernel/locking`` (mutex, spinlock, rw-semaphore), wait queues,
+completions, atomics, ``might_sleep()`` and ``non_block_start()/end()``.
+
+Every primitive keeps its state as plain Python and delegates the three things
+that depend on *how* threads run to the active :class:`Backend`:
+
+* ``critical()`` guards a primitive's state while it is inspected or changed;
+* ``wait_until(resource, ready)`` blocks the current task until ``ready()``
+  holds (called inside ``critical()``), and ``wake(resource)`` re-checks the
+  tasks waiting on ``resource``;
+* ``point(op, resource)`` is a scheduling point: a place where another task may
+  run first.
+
+The default :class:`ThreadBackend` runs model code on real OS threads. The
+deterministic explorer (:mod:`mmu_notifier.explore`) installs its own backend
+with :func:`use_backend`; no other module knows it exists.
+
+Locking rule of this module: a primitive never calls model code while inside
+``critical()``, and ``point()`` is never called inside ``critical()``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
+
+from mmu_notifier.errors import DeadlockError, LockingError, SleepInAtomicError
+
+__all__ = [
+    "Atomic",
+    "Backend",
+    "Completion",
+    "Mutex",
+    "RWSemaphore",
+    "SpinLock",
+    "Task",
+    "ThreadBackend",
+    "WaitQueue",
+    "atomic_context",
+    "backend",
+    "current",
+    "might_sleep",
+    "non_block",
+    "use_backend",
+    "yield_now",
+]
+
+
+class Task:
+    """Per-thread context: the model's ``current`` plus its preempt count.
+
+    ``atomic_depth`` counts spinlocks held and softirq-like sections,
+    ``non_block_depth`` counts ``non_block_start()`` sections (callbacks of a
+    non-blockable invalidation). ``held`` lists the locks the task holds in
+    acquisition order (what lockdep records); ``blocked_on`` names what it
+    waits for, so a deadlock report can print the wait-for cycle.
+    """
+
+    __slots__ = ("name", "atomic_depth", "non_block_depth", "held", "blocked_on", "srcu_depth")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.atomic_depth = 0
+        self.non_block_depth = 0
+        self.srcu_depth: dict[object, int] = {}
+        self.held: list[object] = []
+        self.blocked_on: object | None = None
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name}>"
+
+
+class Backend:
+    """How model tasks run. Subclasses provide the four operations below.
+
+    ``walk_point`` is ``None`` when list walks need no scheduling point (real
+    threads interleave anywhere anyway); the explorer sets it to a callable so
+    it can preempt a walker between loading a list element and using it.
+    """
+
+    name = "abstract"
+    walk_point: Callable[[object], None] | None = None
+
+    def current(self) -> Task:
+        """The task running now."""
+        raise NotImplementedError
+
+    def critical(self) -> AbstractContextManager[Any]:
+        """A context that makes a primitive's state change atomic."""
+        raise NotImplementedError
+
+    def wait_until(
+        self, resource: object, ready: Callable[[], bool], op: str, timeout: float | None = None
+    ) -> bool:
+        """Block (inside ``critical()``) until ``ready()``; False if ``timeout`` expired."""
+        raise NotImplementedError
+
+    def wake(self, resource: object) -> None:
+        """Let tasks waiting on ``resource`` re-check their condition (inside ``critical()``)."""
+        raise NotImplementedError
+
+    def point(self, op: str, resource: object) -> None:
+        """A scheduling point before ``op`` on ``resource``."""
+
+    def spawn_daemon(self, name: str, fn: Callable[[], None]) -> None:
+        """Run ``fn`` in a background task (the model's kworker)."""
+        raise NotImplementedError
+
+
+class ThreadBackend(Backend):
+    """Model tasks are OS threads; one lock guards all primitive state.
+
+    Each waited-on resource gets its own condition variable over that lock, so
+    a wake disturbs only the tasks waiting on that resource.
+    """
+
+    name = "threads"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._conditions: dict[int, tuple[threading.Condition, int]] = {}
+        self._local = threading.local()
+
+    def current(self) -> Task:
+        try:
+            task: Task = self._local.task
+        except AttributeError:
+            task = self._local.task = Task(threading.current_thread().name)
+        return task
+
+    def critical(self) -> AbstractContextManager[Any]:
+        return self._lock
+
+    def wait_until(
+        self, resource: object, ready: Callable[[], bool], op: str, timeout: float | None = None
+    ) -> bool:
+        if ready():
+            return True
+        key = id(resource)
+        cond, waiters = self._conditions.get(key, (None, 0))
+        if cond is None:
+            cond = threading.Condition(self._lock)
+        self._conditions[key] = (cond, waiters + 1)
+        task = self.current()
+        task.blocked_on = resource
+        try:
+            return cond.wait_for(ready, timeout)
+        finally:
+            task.blocked_on = None
+            cond, waiters = self._conditions[key]
+            if waiters == 1:
+                del self._conditions[key]
+            else:
+                self._conditions[key] = (cond, waiters - 1)
+
+    def wake(self, resource: object) -> None:
+        entry = self._conditions.get(id(resource))
+        if entry is not None:
+            entry[0].notify_all()
+
+    def spawn_daemon(self, name: str, fn: Callable[[], None]) -> None:
+        threading.Thread(target=fn, name=name, daemon=True).start()
+
+
+_backend: Backend = ThreadBackend()
+
+
+def backend() -> Backend:
+    """The backend in force."""
+    return _backend
+
+
+@contextmanager
+def use_backend(new: Backend) -> Iterator[Backend]:
+    """Run the block with ``new`` as the backend (the explorer's entry point)."""
+    global _backend
+    old, _backend = _backend, new
+    try:
+        yield new
+    finally:
+        _backend = old
+
+
+def current() -> Task:
+    """The running task (``current`` in the kernel)."""
+    return _backend.current()
+
+
+def yield_now() -> None:
+    """An explicit scheduling point (``cond_resched()``)."""
+    _backend.point("yield", None)
+
+
+def might_sleep(what: str) -> None:
+    """Raise :class:`SleepInAtomicError` if the current task may not sleep.
+
+    Models the kernel's ``might_sleep()`` and the ``non_block_start()`` check.
+    """
+    task = _backend.current()
+    if task.atomic_depth or task.non_block_depth:
+        if task.atomic_depth:
+            spin = [_name(lock) for lock in task.held if isinstance(lock, SpinLock)]
+            where = f"holding spinlock {', '.join(spin)}" if spin else "in atomic context"
+        else:
+            where = "inside a non-blockable invalidation"
+        raise SleepInAtomicError(f"{what} may sleep but task {task.name} is {where}")
+
+
+@contextmanager
+def non_block() -> Iterator[None]:
+    """``non_block_start()/non_block_end()``: sleeping inside is a bug."""
+    task = _backend.current()
+    task.non_block_depth += 1
+    try:
+        yield
+    finally:
+        task.non_block_depth -= 1
+
+
+@contextmanager
+def atomic_context() -> Iterator[None]:
+    """Softirq-like context (SRCU callbacks run here): sleeping inside is a bug."""
+    task = _backend.current()
+    task.atomic_depth += 1
+    try:
+        yield
+    finally:
+        task.atomic_depth -= 1
+
+
+def _name(lock: object) -> str:
+    return getattr(lock, "name", type(lock).__name__)
+
+
+class _ExclusiveLock:
+    """Shared body of :class:`Mutex` and :class:`SpinLock`: one owner at a time."""
+
+    __slots__ = ("name", "owner")
+    _sleeps = True
+    _kind = "mutex"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.owner: Task | None = None
+
+    def lock(self) -> None:
+        b = _backend
+        task = b.current()
+        if self._sleeps:
+            might_sleep(f"{self._kind}_lock({self.name})")
+        if self.owner is task:
+            raise DeadlockError(f"task {task.name} takes {self._kind} {self.name} it already holds")
+        b.point(f"{self._kind}_lock", self)
+        with b.critical():
+            if self.owner is not None:
+                b.wait_until(self, self._is_free, f"{self._kind}_lock")
+            self.owner = task
+        self._acquired(task)
+
+    def trylock(self) -> bool:
+        """Take the lock if it is free; never blocks."""
+        b = _backend
+        task = b.current()
+        b.point(f"{self._kind}_trylock", self)
+        with b.critical():
+            if self.owner is not None:
+                return False
+            self.owner = task
+        self._acquired(task)
+        return True
+
+    def unlock(self) -> None:
+        b = _backend
+        task = b.current()
+        if self.owner is not task:
+            raise LockingError(f"task {task.name} releases {self._kind} {self.name} it does not hold")
+        with b.critical():
+            self.owner = None
+            b.wake(self)
+        task.held.remove(self)
+        if not self._sleeps:
+            task.atomic_depth -= 1
+        b.point(f"{self._kind}_unlock", self)
+
+    def held_by_current(self) -> bool:
+        """True when the running task holds the lock (``lockdep_assert_held``)."""
+        return self.owner is _backend.current()
+
+    def _is_free(self) -> bool:
+        return self.owner is None
+
+    def _acquired(self, task: Task) -> None:
+        task.held.append(self)
+        if not self._sleeps:
+            task.atomic_depth += 1
+
+    def __enter__(self) -> None:
+        self.lock()
+
+    def __exit__(self, *exc: object) -> None:
+        self.unlock()
+
+    def __repr__(self) -> str:
+        owner = self.owner.name if self.owner else None
+        return f"<{type(self).__name__} {self.name} owner={owner}>"
+
+
+class Mutex(_ExclusiveLock):
+    """A sleeping lock (``struct mutex``): taking it may sleep."""
+
+    __slots__ = ()
+
+
+class SpinLock(_ExclusiveLock):
+    """A spinlock: holding it puts the task in atomic context (no sleeping)."""
+
+    __slots__ = ()
+    _sleeps = False
+    _kind = "spin"
+
+
+class RWSemaphore:
+    """A reader/writer semaphore (``struct rw_semaphore``, e.g. ``mmap_sem``).
+
+    Like the kernel's, a waiting writer holds back new readers, so a task
+    that takes the read side twice while a writer waits deadlocks, as it would
+    in the kernel.
+    """
+
+    __slots__ = ("name", "writer", "readers", "writers_waiting")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.writer: Task | None = None
+        self.readers: list[Task] = []
+        self.writers_waiting = 0
+
+    def down_read(self) -> None:
+        """Take the read side; may sleep."""
+        b = _backend
+        task = b.current()
+        might_sleep(f"down_read({self.name})")
+        if self.writer is task:
+            raise DeadlockError(f"task {task.name} takes {self.name} for read while holding it for write")
+        b.point("down_read", self)
+        with b.critical():
+            if not self._read_ok():
+                b.wait_until(self, self._read_ok, "down_read")
+            self.readers.append(task)
+        task.held.append(self)
+
+    def down_read_trylock(self) -> bool:
+        """Take the read side if that needs no wait."""
+        b = _backend
+        task = b.current()
+        b.point("down_read_trylock", self)
+        with b.critical():
+            if not self._read_ok():
+                return False
+            self.readers.append(task)
+        task.held.append(self)
+        return True
+
+    def up_read(self) -> None:
+        """Release the read side."""
+        b = _backend
+        task = b.current()
+        with b.critical():
+            if task not in self.readers:
+                raise LockingError(f"task {task.name} releases {self.name} for read without holding it")
+            self.readers.remove(task)
+            b.wake(self)
+        task.held.remove(self)
+        b.point("up_read", self)
+
+    def down_write(self) -> None:
+        """Take the write side; may sleep."""
+        b = _backend
+        task = b.current()
+        might_sleep(f"down_write({self.name})")
+        if self.writer is task or task in self.readers:
+            raise DeadlockError(f"task {task.name} takes {self.name} for write while holding it")
+        b.point("down_write", self)
+        with b.critical():
+            if not self._write_ok():
+                self.writers_waiting += 1
+                try:
+                    b.wait_until(self, self._write_ok, "down_write")
+                finally:
+                    self.writers_waiting -= 1
+            self.writer = task
+        task.held.append(self)
+
+    def down_write_trylock(self) -> bool:
+        """Take the write side if that needs no wait."""
+        b = _backend
+        task = b.current()
+        b.point("down_write_trylock", self)
+        with b.critical():
+            if not self._write_ok():
+                return False
+            self.writer = task
+        task.held.append(self)
+        return True
+
+    def up_write(self) -> None:
+        """Release the write side."""
+        b = _backend
+        task = b.current()
+        with b.critical():
+            if self.writer is not task:
+                raise LockingError(f"task {task.name} releases {self.name} for write without holding it")
+            self.writer = None
+            b.wake(self)
+        task.held.remove(self)
+        b.point("up_write", self)
+
+    def downgrade_write(self) -> None:
+        """Turn a held write lock into a read lock without letting a writer in."""
+        b = _backend
+        task = b.current()
+        with b.critical():
+            if self.writer is not task:
+                raise LockingError(f"task {task.name} downgrades {self.name} without holding it for write")
+            self.writer = None
+            self.readers.append(task)
+            b.wake(self)
+
+    def is_write_locked_by_current(self) -> bool:
+        """``lockdep_assert_held_write`` for the running task."""
+        return self.writer is _backend.current()
+
+    def is_locked_by_current(self) -> bool:
+        """``lockdep_assert_held`` (either side) for the running task."""
+        task = _backend.current()
+        return self.writer is task or task in self.readers
+
+    def _read_ok(self) -> bool:
+        return self.writer is None and self.writers_waiting == 0
+
+    def _write_ok(self) -> bool:
+        return self.writer is None and not self.readers
+
+    def __repr__(self) -> str:
+        writer = self.writer.name if self.writer else None
+        return f"<RWSemaphore {self.name} writer={writer} readers={len(self.readers)}>"
+
+
+class WaitQueue:
+    """``wait_queue_head_t`` with ``wait_event`` / ``wake_up_all``.
+
+    The condition is evaluated with the primitive state guarded, so it must
+    only read plain fields (no locks, no model calls).
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def wait_event(self, condition: Callable[[], bool], timeout: float | None = None) -> bool:
+        """Sleep until ``condition()``; with ``timeout`` (seconds) return False on expiry."""
+        b = _backend
+        might_sleep(f"wait_event({self.name})")
+        b.point("wait_event", self)
+        with b.critical():
+            return b.wait_until(self, condition, "wait_event", timeout)
+
+    def wake_up_all(self) -> None:
+        """Wake every waiter so it re-checks its condition."""
+        b = _backend
+        with b.critical():
+            b.wake(self)
+        b.point("wake_up", self)
+
+    def __repr__(self) -> str:
+        return f"<WaitQueue {self.name}>"
+
+
+class Completion:
+    """``struct completion``: wait until ``complete``/``complete_all`` was called."""
+
+    __slots__ = ("name", "done")
+
+    _ALL = 1 << 62
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.done = 0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """``wait_for_completion``: consumes one ``complete``; False on timeout."""
+        b = _backend
+        might_sleep(f"wait_for_completion({self.name})")
+        b.point("wait_for_completion", self)
+        with b.critical():
+            if not b.wait_until(self, self.is_done, "wait_for_completion", timeout):
+                return False
+            if self.done != self._ALL:
+                self.done -= 1
+        return True
+
+    def complete(self) -> None:
+        """Let one waiter through."""
+        self._signal(False)
+
+    def complete_all(self) -> None:
+        """Let every present and future waiter through (until :meth:`reinit`)."""
+        self._signal(True)
+
+    def reinit(self) -> None:
+        """``reinit_completion``: back to not done."""
+        with _backend.critical():
+            self.done = 0
+
+    def is_done(self) -> bool:
+        """``completion_done``."""
+        return self.done > 0
+
+    def _signal(self, everyone: bool) -> None:
+        b = _backend
+        with b.critical():
+            if everyone:
+                self.done = self._ALL
+            elif self.done != self._ALL:
+                self.done += 1
+            b.wake(self)
+        b.point("complete", self)
+
+
+class Atomic:
+    """``atomic_t``: each operation is one indivisible, schedulable step."""
+
+    __slots__ = ("name", "value")
+
+    def __init__(self, name: str, value: int = 0) -> None:
+        self.name = name
+        self.value = value
+
+    def read(self) -> int:
+        """``atomic_read``."""
+        _backend.point("atomic_read", self)
+        return self.value
+
+    def add_return(self, delta: int) -> int:
+        """``atomic_add_return``: add and return the new value."""
+        b = _backend
+        b.point("atomic_add", self)
+        with b.critical():
+            self.value += delta
+            return self.value
+
+    def inc(self) -> int:
+        """``atomic_inc_return``."""
+        return self.add_return(1)
+
+    def dec(self) -> int:
+        """``atomic_dec_return``."""
+        return self.add_return(-1)
+
+    def inc_not_zero(self) -> bool:
+        """``atomic_inc_not_zero``: increment unless the value is zero."""
+        b = _backend
+        b.point("atomic_inc_not_zero", self)
+        with b.critical():
+            if self.value == 0:
+                return False
+            self.value += 1
+            return True
+
+    def __repr__(self) -> str:
+        return f"<Atomic {self.name}={self.value}>"
