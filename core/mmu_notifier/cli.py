@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from mmu_notifier import config as config_mod
+from mmu_notifier import plugins
 from mmu_notifier.errors import ConfigError
 from mmu_notifier.kernel import Kernel
-from mmu_notifier.plugins import available_drivers
 
 
 class UsageError(Exception):
@@ -37,7 +37,7 @@ def driver_configs(config_file: Path | None) -> dict[str, dict[str, Any]]:
 
 
 def _cmd_drivers(args: argparse.Namespace) -> int:
-    entry_points = {ep.name: ep for ep in available_drivers()}
+    entry_points = {ep.name: ep for ep in plugins.available_drivers()}
     if args.schema:
         if args.schema not in entry_points:
             raise UsageError(f"no installed driver is named {args.schema!r} (installed: {sorted(entry_points)})")
@@ -45,7 +45,7 @@ def _cmd_drivers(args: argparse.Namespace) -> int:
         print(json.dumps(model.model_json_schema(), indent=2))
         return 0
     report = Kernel().drivers.load_entry_points(driver_configs(args.config))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, ep in entry_points.items():
         ops = report.loaded.get(name)
         dist = ep.dist.name if ep.dist else "?"
@@ -62,8 +62,8 @@ def _cmd_drivers(args: argparse.Namespace) -> int:
         print("no driver plugins are installed (entry-point group mmu_notifier.drivers)")
     else:
         for row in rows:
-            caps = ", ".join(row["capabilities"]) or "-"
-            print(f"{row['name']:<10} {row['version']:<8} {row['distribution']:<24} {row['config']}  [{caps}]")
+            shown = ", ".join(row["capabilities"]) or "-"
+            print(f"{row['name']:<10} {row['version']:<8} {row['distribution']:<24} {row['config']}  [{shown}]")
     return 1 if report.failed else 0
 
 

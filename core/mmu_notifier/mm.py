@@ -268,7 +268,9 @@ class MM:
             else:
                 start, end = self._pages(addr, length)
                 if self._overlapping(start, end):
-                    raise InvalidArgumentError(f"range {start:#x}-{end:#x} overlaps an existing mapping of mm {self.id}")
+                    raise InvalidArgumentError(
+                        f"range {start:#x}-{end:#x} overlaps an existing mapping of mm {self.id}"
+                    )
             self._insert_vma(VMA(start, end, Prot(prot), shared))
             return start
 
@@ -286,9 +288,8 @@ class MM:
         self._split(end)
         self.vmas = [vma for vma in self.vmas if not (start <= vma.start and vma.end <= end)]
         span_start, span_end = max(start, doomed[0].start), min(end, doomed[-1].end)
-        with self._invalidating(span_start, span_end, Event.UNMAP, doomed[0]) as to_free:
-            with self.page_table_lock:
-                self._zap(span_start, span_end, to_free)
+        with self._invalidating(span_start, span_end, Event.UNMAP, doomed[0]) as to_free, self.page_table_lock:
+            self._zap(span_start, span_end, to_free)
 
     def mprotect(self, addr: int, length: int, prot: Prot) -> None:
         """Change protection of a fully mapped range (PROTECTION_VMA); write access is revoked at once."""
@@ -335,13 +336,12 @@ class MM:
                 raise NoMemoryError(f"mapping at {old_start:#x} cannot grow in place and may not move")
             new_start = self._free_gap(new_size)
             self._insert_vma(VMA(new_start, new_start + new_size, vma.prot, vma.shared))
-            with self._invalidating(old_start, old_end, Event.UNMAP, vma):
-                with self.page_table_lock:
-                    delta = (new_start - old_start) >> self.page_shift
-                    for vpn in self._vpns(old_start, old_end):
-                        entry = self.page_table.clear(vpn)
-                        assert entry is not None
-                        self.page_table.set(vpn + delta, entry)
+            with self._invalidating(old_start, old_end, Event.UNMAP, vma), self.page_table_lock:
+                delta = (new_start - old_start) >> self.page_shift
+                for vpn in self._vpns(old_start, old_end):
+                    entry = self.page_table.clear(vpn)
+                    assert entry is not None
+                    self.page_table.set(vpn + delta, entry)
             self._munmap_locked(old_start, old_end)
             return new_start
 
@@ -503,14 +503,13 @@ class MM:
             for vma in self.vmas:
                 child.vmas.append(VMA(vma.start, vma.end, vma.prot, vma.shared))
                 cow = not vma.shared and vma.writable
-                with self._cow_announced(vma, cow):
-                    with self.page_table_lock:
-                        for vpn in self._vpns(vma.start, vma.end):
-                            pte = self.page_table.entries[vpn]
-                            if cow:
-                                pte.writable = False
-                            memory.get(pte.pfn)
-                            child.page_table.set(vpn, PTE(pte.pfn, pte.writable, pte.young, pte.dirty, pte.soft_dirty))
+                with self._cow_announced(vma, cow), self.page_table_lock:
+                    for vpn in self._vpns(vma.start, vma.end):
+                        pte = self.page_table.entries[vpn]
+                        if cow:
+                            pte.writable = False
+                        memory.get(pte.pfn)
+                        child.page_table.set(vpn, PTE(pte.pfn, pte.writable, pte.young, pte.dirty, pte.soft_dirty))
             child.swap.update(self.swap)
             return child
 
@@ -524,12 +523,10 @@ class MM:
 
     def clear_soft_dirty(self) -> None:
         """``echo 4 > /proc/PID/clear_refs``: reset soft-dirty bits and write-protect (SOFT_DIRTY)."""
-        with self._read_locked():
-            with self._invalidating(0, TASK_SIZE, Event.SOFT_DIRTY):
-                with self.page_table_lock:
-                    for pte in self.page_table.entries.values():
-                        pte.soft_dirty = False
-                        pte.writable = False
+        with self._read_locked(), self._invalidating(0, TASK_SIZE, Event.SOFT_DIRTY), self.page_table_lock:
+            for pte in self.page_table.entries.values():
+                pte.soft_dirty = False
+                pte.writable = False
 
     def oom_reap(self) -> bool:
         """``__oom_reap_task_mm``: unmap private memory with non-blockable invalidations.
@@ -565,7 +562,6 @@ class MM:
         if LOG.on:
             LOG.event("mm.exit", mm=self.id)
         notifier.release(self)
-        with self._invalidating(0, TASK_SIZE, Event.UNMAP) as to_free:
-            with self.page_table_lock:
-                self._zap(0, TASK_SIZE, to_free)
+        with self._invalidating(0, TASK_SIZE, Event.UNMAP) as to_free, self.page_table_lock:
+            self._zap(0, TASK_SIZE, to_free)
         self.vmas = []

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import errno
 import sys
-from collections.abc import Callable, Generator
-from contextlib import closing
+from collections.abc import Callable, Generator, Iterator
+from contextlib import closing, contextmanager
 from typing import TYPE_CHECKING, Any
 
 from mmu_notifier import sync
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from mmu_notifier.mm import MM
     from mmu_notifier.pagetable import PTE
     from mmu_notifier.plugins import MMUNotifierOps
+    from mmu_notifier.srcu import Srcu
 
 __all__ = [
     "MMUNotifier",
@@ -77,7 +78,8 @@ class MMUNotifier:
     __slots__ = ("ops", "mm", "users", "linked", "__weakref__", "__dict__")
 
     def __init__(self) -> None:
-        self.ops: MMUNotifierOps | None = None
+        #: the owning driver's ops; set by registration (``None`` until then)
+        self.ops: MMUNotifierOps = None  # type: ignore[assignment]
         self.mm: MM | None = None
         self.users = 0
         #: on its mm's list (the kernel's ``!hlist_unhashed``)
@@ -390,18 +392,14 @@ def release(mm: MM) -> None:
     container = mm.mmu_notifier_mm
     if container is None:
         return
-    kernel = mm.kernel
-    srcu = kernel.srcu
-    index = srcu.read_lock()
-    try:
-        walk_point = sync.backend().walk_point
+    srcu = mm.kernel.srcu
+    with _walk_section(srcu, blockable=True) as walk_point:
         for sub in container.subscriptions:
             if not sub.linked:
                 continue
             if walk_point is not None:
                 walk_point(sub)
             ops = sub.ops
-            assert ops is not None
             if ops.release is not None:
                 ops.release(sub, mm)
                 if LOG.on:
@@ -409,12 +407,31 @@ def release(mm: MM) -> None:
         with container.lock:
             for sub in container.subscriptions:
                 container.unlink(sub)
-    finally:
-        srcu.read_unlock(index)
     srcu.synchronize()
 
 
 # -- invalidation dispatch -----------------------------------------------------
+
+
+@contextmanager
+def _walk_section(srcu: Srcu, blockable: int | bool) -> Iterator[Callable[[object], None] | None]:
+    """One list walk: an SRCU read section, non-blocking as well for a non-blockable range.
+
+    The kernel brackets each callback of a non-blockable range with
+    ``non_block_start()/end()``; bracketing the whole walk is the same to the
+    callbacks and keeps the per-subscription cost of dispatch low. Yields the
+    backend's walk point (``None`` on real threads).
+    """
+    index = srcu.read_lock()
+    task = None if blockable else sync.current()
+    if task is not None:
+        task.non_block_depth += 1
+    try:
+        yield sync.backend().walk_point
+    finally:
+        if task is not None:
+            task.non_block_depth -= 1
+        srcu.read_unlock(index)
 
 
 def invalidate_range_start(range: Range) -> None:
@@ -454,26 +471,17 @@ def _start(range: Range, container: MMUNotifierMM) -> int:
         LOG.event("invalidate.start", mm=mm.id, event=range.event.name, start=range.start, end=range.end,
                   blockable=bool(blockable))
     result = 0
-    index = srcu.read_lock()
-    try:
-        walk_point = sync.backend().walk_point
+    with _walk_section(srcu, blockable) as walk_point:
         for sub in container.subscriptions:
             if not sub.linked:
                 continue
             if walk_point is not None:
                 walk_point(sub)
-            start = sub.ops.invalidate_range_start  # type: ignore[union-attr]
-            if start is None:
-                continue
-            if blockable:
+            start = sub.ops.invalidate_range_start
+            if start is not None:
                 ret = start(sub, range)
-            else:
-                with sync.non_block():
-                    ret = start(sub, range)
-            if ret:
-                result = _start_failed(range, sub, ret)
-    finally:
-        srcu.read_unlock(index)
+                if ret:
+                    result = _start_failed(range, sub, ret)
     return result
 
 
@@ -512,28 +520,18 @@ def _end(range: Range, container: MMUNotifierMM, *, only_end: bool) -> None:
     """The core end (``__mmu_notifier_invalidate_range_end``)."""
     mm = range.mm
     srcu = mm.kernel.srcu
-    blockable = range.flags & RANGE_BLOCKABLE
-    index = srcu.read_lock()
-    try:
-        walk_point = sync.backend().walk_point
+    with _walk_section(srcu, range.flags & RANGE_BLOCKABLE) as walk_point:
         for sub in container.subscriptions:
             if not sub.linked:
                 continue
             if walk_point is not None:
                 walk_point(sub)
             ops = sub.ops
-            if not only_end and ops.invalidate_range is not None:  # type: ignore[union-attr]
-                ops.invalidate_range(sub, mm, range.start, range.end)  # type: ignore[union-attr]
-            end = ops.invalidate_range_end  # type: ignore[union-attr]
-            if end is None:
-                continue
-            if blockable:
+            if not only_end and ops.invalidate_range is not None:
+                ops.invalidate_range(sub, mm, range.start, range.end)
+            end = ops.invalidate_range_end
+            if end is not None:
                 end(sub, range)
-            else:
-                with sync.non_block():
-                    end(sub, range)
-    finally:
-        srcu.read_unlock(index)
     if LOG.on:
         LOG.event("invalidate.end", mm=mm.id, event=range.event.name, start=range.start, end=range.end)
 
@@ -543,10 +541,7 @@ def _each_with(mm: MM, callback: str) -> Generator[tuple[MMUNotifier, Any], None
     container = mm.mmu_notifier_mm
     if container is None:
         return
-    srcu = mm.kernel.srcu
-    index = srcu.read_lock()
-    try:
-        walk_point = sync.backend().walk_point
+    with _walk_section(mm.kernel.srcu, blockable=True) as walk_point:
         for sub in container.subscriptions:
             if not sub.linked:
                 continue
@@ -555,8 +550,6 @@ def _each_with(mm: MM, callback: str) -> Generator[tuple[MMUNotifier, Any], None
             fn = getattr(sub.ops, callback)
             if fn is not None:
                 yield sub, fn
-    finally:
-        srcu.read_unlock(index)
 
 
 def invalidate_range(mm: MM, start: int, end: int) -> None:

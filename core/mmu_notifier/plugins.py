@@ -56,16 +56,31 @@ class Driver:
         return f"<driver {self.name} {self.version}>"
 
 
+Callback = Callable[..., Any]
+
+
 class MMUNotifierOps:
     """One driver's resolved callbacks (``struct mmu_notifier_ops``); ``None`` where absent."""
 
-    __slots__ = ("name", "driver", "version", "exerciser", *hookspecs.CALLBACKS)
+    __slots__ = ("driver", "exerciser", "name", "version", *hookspecs.CALLBACKS)
+
+    release: Callback | None
+    clear_flush_young: Callback | None
+    clear_young: Callback | None
+    test_young: Callback | None
+    change_pte: Callback | None
+    invalidate_range_start: Callback | None
+    invalidate_range_end: Callback | None
+    invalidate_range: Callback | None
+    alloc_notifier: Callback | None
+    free_notifier: Callback | None
+    exerciser: Callback | None
 
     def __init__(self, name: str, driver: object) -> None:
         self.name = name
         self.driver = driver
         self.version = str(getattr(driver, "version", "0"))
-        self.exerciser: Callable[..., Any] | None = None
+        self.exerciser = None
         for callback in hookspecs.CALLBACKS:
             setattr(self, callback, None)
 
@@ -81,7 +96,7 @@ class LoadReport:
     failed: dict[str, Exception] = field(default_factory=dict)
 
 
-def _adapter(function: Callable[..., Any], spec_args: tuple[str, ...], impl_args: tuple[str, ...]) -> Callable[..., Any]:
+def _adapter(function: Callback, spec_args: tuple[str, ...], impl_args: tuple[str, ...]) -> Callback:
     """Call ``function`` positionally with the spec arguments it declares."""
     if impl_args == spec_args:
         return function
@@ -210,10 +225,7 @@ class DriverRegistry:
         """The ops of a loaded driver object (or the ops itself, or a driver name)."""
         if isinstance(driver, MMUNotifierOps):
             return driver
-        if isinstance(driver, str):
-            found = self._by_name.get(driver)
-        else:
-            found = self._ops.get(id(driver))
+        found = self._by_name.get(driver) if isinstance(driver, str) else self._ops.get(id(driver))
         if found is None:
             raise MisuseError(f"driver {driver!r} is not loaded into this kernel")
         return found
