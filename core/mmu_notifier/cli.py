@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     drivers.add_argument("--config", type=Path, help="TOML file with [drivers.NAME] tables")
     drivers.add_argument("--json", action="store_true", help="print JSON")
     drivers.set_defaults(func=_cmd_drivers)
+    from mmu_notifier.workload.cli import add_commands as add_run  # sub-commands import this module
+
+    add_run(sub)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""The main job: workloads over every installed driver, checked against every rule."""

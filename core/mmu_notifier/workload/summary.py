@@ -1,0 +1,58 @@
+"""The run summary a person reads at a glance: one table, drivers as rows, then totals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+COLUMNS = (
+    ("driver", 10),
+    ("alloc", 6),
+    ("freed", 6),
+    ("peak users", 11),
+    ("invalidations", 14),
+    ("refused", 8),
+    ("releases", 9),
+    ("dev faults", 11),
+    ("retries", 8),
+    ("violations", 10),
+)
+
+
+def _row(name: str, stats: dict[str, Any]) -> str:
+    values = (
+        name,
+        stats["allocated"],
+        stats["freed"],
+        stats["peak_users"],
+        sum(stats["invalidations"].values()),
+        stats["nonblock_refusals"],
+        stats["releases"],
+        stats["device_faults"],
+        stats["retries"],
+        len(stats["violations"]),
+    )
+    return "  ".join(str(value).rjust(width) if i else str(value).ljust(width)
+                     for i, ((_, width), value) in enumerate(zip(COLUMNS, values, strict=True)))
+
+
+def render(doc: dict[str, Any]) -> str:
+    """The summary document of :func:`mmu_notifier.workload.runner.describe` as text."""
+    header = "  ".join(title.rjust(width) if i else title.ljust(width) for i, (title, width) in enumerate(COLUMNS))
+    lines = [f"workload {doc['workload']!r}, {doc['mode']}, seed {doc['seed']}", "", header, "-" * len(header)]
+    lines += [_row(name, stats) for name, stats in doc["drivers"].items()]
+    lines += ["-" * len(header), _row("total", doc["totals"]), ""]
+    events = doc["totals"]["invalidations"]
+    if events:
+        lines.append("invalidations by event: " + ", ".join(f"{k} {v}" for k, v in events.items()))
+    rate = doc["events_per_second"]
+    lines.append(
+        f"{doc['steps']} steps ({doc['skipped_steps']} skipped), {doc['callbacks']} driver callbacks, "
+        f"{doc['events']} events in {doc['wall_seconds']:.2f} s ({rate:,.0f} events/s)"
+    )
+    problems = doc["violations"] + [f"{name}: {v}" for name, s in doc["drivers"].items() for v in s["violations"]]
+    if problems:
+        lines.append(f"VIOLATIONS ({len(problems)}):")
+        lines += [f"  - {problem}" for problem in problems]
+    else:
+        lines.append("no violations")
+    return "\n".join(lines)

@@ -1,0 +1,96 @@
+"""The main job (`mmu-notifier run`) with a small, correct mirroring driver."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import sys
+import types
+
+import pytest
+from mirror_driver import MirrorDriver
+
+from mmu_notifier import plugins
+from mmu_notifier.cli import main
+from mmu_notifier.workload import model, runner
+from mmu_notifier.workload.default import DEFAULT
+
+
+@pytest.fixture
+def mirror_installed(monkeypatch):
+    module = types.ModuleType("fake_mirror")
+    module.MirrorDriver = MirrorDriver
+    monkeypatch.setitem(sys.modules, "fake_mirror", module)
+    entry = importlib.metadata.EntryPoint(name="mirror", value="fake_mirror:MirrorDriver",
+                                          group=plugins.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(plugins, "available_drivers", lambda: [entry])
+
+
+def test_default_workload_runs_clean_and_reports_every_driver(mirror_installed, capsys):
+    assert main(["run", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ok"] and doc["violations"] == []
+    stats = doc["drivers"]["mirror"]
+    assert stats["allocated"] == stats["freed"] > 0
+    assert stats["device_faults"] > 0 and stats["peak_users"] >= 1
+    assert set(stats["invalidations"]) >= {"UNMAP", "CLEAR", "PROTECTION_VMA", "PROTECTION_PAGE", "SOFT_DIRTY"}
+    assert doc["events_per_second"] > 0
+
+
+def test_same_seed_same_summary(mirror_installed):
+    first = runner.describe(runner.run_deterministic(DEFAULT, seed=7))
+    second = runner.describe(runner.run_deterministic(DEFAULT, seed=7))
+    for doc in (first, second):
+        doc.pop("wall_seconds")
+        doc.pop("events_per_second")
+    assert first == second
+
+
+def test_text_summary_is_readable(mirror_installed, capsys):
+    assert main(["run"]) == 0
+    out = capsys.readouterr().out
+    assert "mirror" in out and "no violations" in out and "events/s" in out
+
+
+def test_threads_mode_runs_clean(mirror_installed):
+    result = runner.run_threads(DEFAULT, threads=3)
+    assert result.ok, result.violations
+    assert result.mode == "threads(3)"
+
+
+def test_malformed_workload_is_one_line_naming_the_field(mirror_installed, tmp_path, capsys):
+    path = tmp_path / "bad.toml"
+    path.write_text('[[processes]]\nname = "p"\nsteps = [{op = "mmapp"}]\n')
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "processes.0.steps.0.op" in err
+
+
+def test_yaml_workload_runs(mirror_installed, tmp_path, capsys):
+    path = tmp_path / "w.yaml"
+    path.write_text(
+        "name: tiny\nprocesses:\n  - name: p\n    steps:\n      - {op: mmap, pages: 2}\n"
+        "      - {op: attach}\n      - {op: access, write: true}\n      - {op: munmap}\n"
+    )
+    assert main(["run", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["workload"] == "tiny"
+
+
+def test_unknown_driver_in_workload_is_refused_before_running(mirror_installed, tmp_path, capsys):
+    path = tmp_path / "w.toml"
+    path.write_text('drivers = ["nosuch"]\n[[processes]]\nname = "p"\nsteps = [{op = "mmap"}]\n')
+    assert main(["run", str(path)]) == 2
+    assert "nosuch" in capsys.readouterr().err
+
+
+def test_timeline_svg_is_rendered(mirror_installed, tmp_path, capsys):
+    picture = tmp_path / "run.svg"
+    assert main(["run", "--timeline", str(picture), "--json"]) == 0
+    text = picture.read_text()
+    assert text.startswith("<svg") and "kswapd" in text and "worker0" in text
+    assert "srcu_read_lock" in text and 'fill="#2e9d5b"' in text
+
+
+def test_workload_model_rejects_unknown_keys():
+    with pytest.raises(model.WorkloadError, match=r"processes\.0\.stepz: Extra inputs"):
+        model.parse({"processes": [{"name": "p", "steps": [{"op": "mmap"}], "stepz": []}]})
