@@ -6,6 +6,7 @@ import importlib.metadata
 import json
 import sys
 import types
+from pathlib import Path
 
 import pytest
 from mirror_driver import MirrorDriver
@@ -94,3 +95,13 @@ def test_timeline_svg_is_rendered(mirror_installed, tmp_path, capsys):
 def test_workload_model_rejects_unknown_keys():
     with pytest.raises(model.WorkloadError, match=r"processes\.0\.stepz: Extra inputs"):
         model.parse({"processes": [{"name": "p", "steps": [{"op": "mmap"}], "stepz": []}]})
+
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples" / "workloads").glob("*.*"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_example_workloads_run_clean(mirror_installed, path):
+    result = runner.run_deterministic(model.load(path), seed=0)
+    assert result.ok, result.violations
+    assert result.steps > 0
