@@ -76,9 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     drivers.add_argument("--config", type=Path, help="TOML file with [drivers.NAME] tables")
     drivers.add_argument("--json", action="store_true", help="print JSON")
     drivers.set_defaults(func=_cmd_drivers)
-    from mmu_notifier.workload.cli import add_commands as add_run  # sub-commands import this module
+    # sub-command modules import this one (UsageError), so they are imported here, late
+    from mmu_notifier.explore.cli import add_commands as add_explore
+    from mmu_notifier.workload.cli import add_commands as add_run
 
     add_run(sub)
+    add_explore(sub)
     return parser
 
 

@@ -137,11 +137,12 @@ class MMUNotifierMM:
 # -- poisoning -----------------------------------------------------------------
 
 _poisoned_classes: dict[type, type] = {}
-_CORE_FILES = (__file__.rsplit(".", 1)[0],)
+#: frames of these modules are skipped when recording where something was freed
+_CORE_FILES = (__file__.rsplit(".", 1)[0], __file__.rsplit("notifier.", 1)[0] + "legacy")
 
 
 def call_site(skip_core: bool = True) -> str:
-    """``file:line in function`` of the first caller outside the core's own notifier module."""
+    """``file:line in function`` of the first caller outside the core's notifier and legacy modules."""
     frame = sys._getframe(1)
     while frame is not None and skip_core and frame.f_code.co_filename.rsplit(".", 1)[0] in _CORE_FILES:
         frame = frame.f_back  # type: ignore[assignment]

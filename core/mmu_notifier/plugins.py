@@ -109,10 +109,17 @@ class DriverRegistry:
 
     def __init__(self, kernel: Kernel) -> None:
         self.kernel = kernel
-        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
-        self.pm.add_hookspecs(hookspecs)
+        self._pm: pluggy.PluginManager | None = None
         self._ops: dict[int, MMUNotifierOps] = {}
         self._by_name: dict[str, MMUNotifierOps] = {}
+
+    @property
+    def pm(self) -> pluggy.PluginManager:
+        """The pluggy manager, made on first use (a kernel that loads no driver never pays for it)."""
+        if self._pm is None:
+            self._pm = pluggy.PluginManager(hookspecs.PROJECT)
+            self._pm.add_hookspecs(hookspecs)
+        return self._pm
 
     # -- adding -----------------------------------------------------------
     def add(self, driver: object, name: str | None = None) -> MMUNotifierOps:

@@ -26,19 +26,32 @@ _NAMED: dict[type, str] = {
 }
 
 
+def _class_name(resource: object) -> str:
+    """The object's class name; for a poisoned (freed) object, that of the class it had."""
+    cls = type(resource)
+    if getattr(cls, "_poisoned", False):
+        cls = cls.__mro__[1]
+    return cls.__name__
+
+
 def kind(resource: object) -> str:
     """The resource kind that enters a trace fingerprint (stable across runs)."""
-    return "-" if resource is None else type(resource).__name__
+    return "-" if resource is None else _class_name(resource)
 
 
-def describe(resource: object) -> str:
-    """``mutex mmap_lock``, ``srcu notifier``, ``KFDProcess`` ... for reports."""
+def describe(resource: object, with_kind: bool = True) -> str:
+    """``mutex mmap_lock``, ``srcu notifier``, ``KFDProcess`` ... for reports.
+
+    ``with_kind=False`` drops the primitive's kind (``mmap_lock``), for places
+    where the operation already names it.
+    """
     if resource is None:
         return ""
     label = _NAMED.get(type(resource))
     if label is not None:
-        return f"{label} {resource.name}"  # type: ignore[attr-defined]
-    return type(resource).__name__
+        name: str = resource.name  # type: ignore[attr-defined]
+        return f"{label} {name}" if with_kind else name
+    return _class_name(resource)
 
 
 def short_path(filename: str) -> str:

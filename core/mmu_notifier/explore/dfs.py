@@ -18,36 +18,52 @@ execution whose every runnable thread sleeps is abandoned (it is equivalent to
 one already explored).
 
 *Independence* is judged on the (op, resource) labels of the two steps, under
-the model's convention that shared state is touched only at a scheduling point
-on the resource that guards it: steps on different resources commute, as do
-two reads of one atomic. Steps whose effect reaches beyond their resource are
-dependent on everything: a thread's first step, ``yield``, an SRCU read-lock
-(the walker snapshots lists that writers change under their own locks) and a
-list-walk element (the walker then reads the element and calls into its
-driver). The reduction is exact for the explored bound except for the known
-interplay of sleep sets with preemption bounding (Coons et al., OOPSLA 2013):
-an interleaving may be pruned in favour of an equivalent one that needs more
-preemptions than the bound allows.
+the model's convention that a step touches shared state only through the
+resource of the scheduling point it starts at (and a thread's code before its
+first point only its own state). So steps on different resources commute, as
+do two reads of one atomic, and a thread's first step commutes with
+everything. Two exceptions follow the kernel's RCU discipline: an SRCU
+read-lock step snapshots lists that writers change inside lock critical
+sections, so it depends on every lock acquisition; and ``yield`` (the marker
+for unsynchronised shared data) and a list-walk element (the walker then
+reads the element, which may be freed in any step, and calls its driver)
+depend on everything. The reduction is exact for the explored bound except
+for the known interplay of sleep sets with preemption bounding (Coons et al.,
+OOPSLA 2013): an interleaving may be pruned in favour of an equivalent one
+that needs more preemptions than the bound allows.
 """
 
 from __future__ import annotations
 
+from mmu_notifier.explore.lockdep import ACQUIRE_OPS
 from mmu_notifier.explore.scheduler import Execution, ModelThread, Outcome
 from mmu_notifier.explore.strategies import Strategy
 
+#: A thread's first step: its prologue touches only its own state.
+LOCAL_OPS = frozenset({"start"})
 #: Ops whose step may touch state no (op, resource) label names.
-GLOBAL_OPS = frozenset({"start", "yield", "srcu_read_lock", "walk"})
+GLOBAL_OPS = frozenset({"yield", "walk"})
 #: Ops that only read their resource.
 READ_OPS = frozenset({"atomic_read"})
+#: Ops that snapshot lock-protected lists without the lock (RCU readers).
+RCU_READ_OPS = frozenset({"srcu_read_lock"})
+#: Ops that enter a critical section, where RCU-visible data is written.
+WRITER_OPS = ACQUIRE_OPS | {"mutex_trylock", "spin_trylock", "down_read_trylock", "down_write_trylock"}
 
 
 def dependent(a_op: str, a_res: object, b_op: str, b_res: object) -> bool:
-    """True unless the two steps provably commute."""
+    """True unless the two steps commute (see the module docstring for the rules)."""
+    if a_op in LOCAL_OPS or b_op in LOCAL_OPS:
+        return False
     if a_res is None or b_res is None or a_op in GLOBAL_OPS or b_op in GLOBAL_OPS:
         return True
-    if a_res is not b_res:
-        return False
-    return not (a_op in READ_OPS and b_op in READ_OPS)
+    if a_res is b_res:
+        return not (a_op in READ_OPS and b_op in READ_OPS)
+    if a_op in RCU_READ_OPS:
+        return b_op in WRITER_OPS
+    if b_op in RCU_READ_OPS:
+        return a_op in WRITER_OPS
+    return False
 
 
 class _Node:
@@ -88,10 +104,6 @@ class BoundedDFS(Strategy):
             raise ValueError(f"preemption bound must be >= 0, got {preemptions}")
         self.bound = preemptions
         self.reduction = reduction
-        self.exhausted = False
-        #: executions abandoned because every runnable thread slept (or the bound allowed none)
-        self.pruned = 0
-        self.nondeterminism: str | None = None
         self._stack: list[_Node] = []
         self._depth = 0
         self._preempt = 0
@@ -105,7 +117,9 @@ class BoundedDFS(Strategy):
         self._seen = 0
         return not self.exhausted and self.nondeterminism is None
 
-    def choose(self, cands: list[ModelThread], current: ModelThread | None, ex: Execution) -> ModelThread | None:
+    def choose(
+        self, cands: list[ModelThread], current: ModelThread | None, ex: Execution
+    ) -> ModelThread | None:
         if self.reduction:
             self._wake_sleepers(ex)
         ids = tuple(t.idx for t in cands)
@@ -115,8 +129,8 @@ class BoundedDFS(Strategy):
             node = stack[depth]
             if node.cands != ids:
                 self.nondeterminism = (
-                    f"decision {depth} offered threads {ids} where an earlier execution offered {node.cands}: "
-                    "the scenario is not deterministic"
+                    f"decision {depth} offered threads {ids} where an earlier execution "
+                    f"offered {node.cands}: the scenario is not deterministic"
                 )
                 return None
         else:
@@ -152,9 +166,14 @@ class BoundedDFS(Strategy):
         self._seen = len(trace)
 
     def finish(self, outcome: Outcome) -> None:
+        stack = self._stack
+        if self._depth < len(stack) and self.nondeterminism is None:
+            self.nondeterminism = (
+                f"an execution ended after {self._depth} decisions where an earlier one with the same "
+                f"choices went on to {len(stack)}: the scenario is not deterministic"
+            )
         if outcome.status == "aborted":
             self.pruned += 1
-        stack = self._stack
         while stack:
             node = stack[-1]
             node.done.add(node.chosen)

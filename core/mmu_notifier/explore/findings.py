@@ -18,10 +18,12 @@ past predictive problems and stops at the first real one.
 
 from __future__ import annotations
 
+import os
+import re
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -38,7 +40,7 @@ if TYPE_CHECKING:
     from mmu_notifier.explore.scheduler import ModelThread
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     """The detectors, by the name a report prints."""
 
     USE_AFTER_FREE = "use-after-free"
@@ -50,9 +52,6 @@ class Kind(str, Enum):
     HELD_AT_EXIT = "held-at-exit"
     EXCEPTION = "exception"
     INVARIANT = "invariant"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(slots=True)
@@ -82,6 +81,14 @@ class Problem:
         return (self.kind.value, where.rsplit(" in ", 1)[-1] if where else "")
 
 
+#: Functions of the core's poisoning machinery (in its notifier module): the access site is their caller.
+_POISON_FRAMES = frozenset({"touch", "poison", "__getattribute__", "__setattr__"})
+_NOTIFIER_FILE = os.path.join("mmu_notifier", "notifier.py")
+_SCHEDULER_FILE = os.path.join("explore", "scheduler.py")
+#: innermost frames a report prints
+_STACK_DEPTH = 5
+
+
 def _frames(tb: TracebackType | None) -> list[traceback.FrameSummary]:
     return list(traceback.extract_tb(tb)) if tb is not None else []
 
@@ -90,29 +97,35 @@ def _site(frame: traceback.FrameSummary) -> str:
     return f"{short_path(frame.filename)}:{frame.lineno} in {frame.name}"
 
 
-#: Functions of the core's poisoning machinery: the access site is their caller.
-_POISON_FRAMES = frozenset({"touch", "poison", "__getattribute__", "__setattr__"})
+_PATH = re.compile(r"\S+\.py")
 
 
-def _access_frame(frames: list[traceback.FrameSummary]) -> traceback.FrameSummary | None:
-    for frame in reversed(frames):
-        if frame.name not in _POISON_FRAMES:
-            return frame
-    return None
+def _shorten_paths(text: str) -> str:
+    """Shorten every file path in a site string the core recorded."""
+    return _PATH.sub(lambda m: short_path(m.group(0)), text)
+
+
+def _model_frames(frames: list[traceback.FrameSummary]) -> list[traceback.FrameSummary]:
+    """The frames of model code: without the scheduler's own and the poisoning machinery."""
+    return [
+        f
+        for f in frames
+        if not f.filename.endswith(_SCHEDULER_FILE)
+        and not (f.name in _POISON_FRAMES and f.filename.endswith(_NOTIFIER_FILE))
+    ]
 
 
 def from_exception(error: BaseException, thread: str | None, step: int) -> Problem:
     """Classify an exception raised inside a model thread (or an end-of-run check)."""
-    frames = _frames(error.__traceback__)
+    frames = _model_frames(_frames(error.__traceback__))
     details: dict[str, str] = {}
-    access = _access_frame(frames)
-    if access is not None:
-        details["site"] = _site(access)
+    if frames:
+        details["site"] = _site(frames[-1])
     first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
     if isinstance(error, UseAfterFreeError):
         kind = Kind.DOUBLE_FREE if isinstance(error, DoubleFreeError) else Kind.USE_AFTER_FREE
         details = {
-            "free site": error.free_site or "?",
+            "free site": _shorten_paths(error.free_site or "?"),
             "access site" if kind is Kind.USE_AFTER_FREE else "second free": details.get("site", "?"),
         }
     elif isinstance(error, SleepInAtomicError):
@@ -125,7 +138,7 @@ def from_exception(error: BaseException, thread: str | None, step: int) -> Probl
         kind = error.kind if isinstance(error, Violation) else Kind.EXCEPTION
         if kind is Kind.EXCEPTION:
             first_line = f"{type(error).__name__}: {first_line}"
-    details["stack"] = " <- ".join(_site(f) for f in reversed(frames[-6:])) if frames else "?"
+    details["stack"] = " <- ".join(_site(f) for f in reversed(frames[-_STACK_DEPTH:])) if frames else "?"
     return Problem(kind, first_line, thread, step, details)
 
 
@@ -166,8 +179,13 @@ def deadlock(blocked: list[ModelThread], live: list[ModelThread], step: int) -> 
         if ready is not None and ready():
             lines[t.name] = f"lost wake-up: waits in {t.op} on {describe(t.res)} whose condition holds"
     if lines:
-        return Problem(Kind.DEADLOCK, "lost wake-up: a waiter's condition holds but it was never woken",
-                       None, step, lines)
+        return Problem(
+            Kind.DEADLOCK,
+            "lost wake-up: a waiter's condition holds but it was never woken",
+            None,
+            step,
+            lines,
+        )
 
     def waits_for(t: ModelThread) -> list[ModelThread]:
         owners = holders(t.res) or _srcu_holders(t.res, live)
@@ -181,9 +199,11 @@ def deadlock(blocked: list[ModelThread], live: list[ModelThread], step: int) -> 
     if cycle:
         path = " -> ".join(f"{t.name} [{t.op} {describe(t.res)}]" for t in cycle)
         lines = {"wait-for cycle": f"{path} -> {cycle[0].name}", **lines}
-        message = "deadlock: " + " -> ".join(t.name for t in cycle) + f" -> {cycle[0].name}"
+        message = (
+            "threads wait for each other: " + " -> ".join(t.name for t in cycle) + f" -> {cycle[0].name}"
+        )
     else:
-        message = "deadlock: every thread is blocked and none can wake another"
+        message = "every thread is blocked and none can wake another"
     return Problem(Kind.DEADLOCK, message, None, step, lines)
 
 
@@ -200,7 +220,7 @@ def _find_cycle(
                 break
             nxt = nexts[0]
             if nxt.idx in seen:
-                return path[path.index(nxt):]
+                return path[path.index(nxt) :]
             seen.add(nxt.idx)
             path.append(nxt)
     return []

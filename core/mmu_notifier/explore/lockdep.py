@@ -11,6 +11,8 @@ annotations.
 
 from __future__ import annotations
 
+import itertools
+
 from mmu_notifier.explore.findings import Kind, Problem
 
 #: Scheduling-point ops that acquire a lock and may wait for it (trylocks never wait).
@@ -38,7 +40,7 @@ class LockOrder:
             if self.cycle is None:
                 path = self._path(target, source)
                 if path:
-                    self.cycle = self._report(path + [target], thread, step)
+                    self.cycle = self._report([*path, target], thread, step)
 
     def _path(self, start: str, goal: str) -> list[str]:
         """Classes from ``start`` to ``goal`` along recorded edges (empty if unreachable)."""
@@ -48,13 +50,13 @@ class LockOrder:
             path = stack.pop()
             if path[-1] == goal:
                 return path
-            for (a, b) in self.edges:
+            for a, b in self.edges:
                 if a == path[-1] and b not in seen:
                     seen.add(b)
-                    stack.append(path + [b])
+                    stack.append([*path, b])
         return []
 
     def _report(self, cycle: list[str], thread: str, step: int) -> Problem:
-        details = {f"{a} -> {b}": f"taken by {self.edges[(a, b)]}" for a, b in zip(cycle, cycle[1:])}
-        message = "lock-order inversion: " + " -> ".join(cycle)
+        details = {f"{a} -> {b}": f"taken by {self.edges[(a, b)]}" for a, b in itertools.pairwise(cycle)}
+        message = "lock classes taken in a cycle: " + " -> ".join(cycle)
         return Problem(Kind.LOCK_ORDER, message, thread, step, details, predictive=True)

@@ -78,7 +78,9 @@ def encode_steps(steps: Sequence[int]) -> str:
         while j < n and steps[j] == t:
             j += 1
         if t >= len(_LETTERS):
-            raise ValueError(f"thread index {t} does not fit a schedule string (at most {len(_LETTERS)} threads)")
+            raise ValueError(
+                f"thread index {t} does not fit a schedule string (at most {len(_LETTERS)} threads)"
+            )
         out.append(_LETTERS[t] if j - i == 1 else f"{_LETTERS[t]}{j - i}")
         i = j
     return "".join(out)
@@ -97,7 +99,7 @@ def decode_steps(text: str) -> tuple[int, ...]:
         steps.extend([_INDEX[m.group(1)]] * count)
         pos = m.end()
     if pos != len(text):
-        raise ScheduleFormatError(f"bad step text at position {pos}: {text[pos:pos + 10]!r}")
+        raise ScheduleFormatError(f"bad step text at position {pos}: {text[pos : pos + 10]!r}")
     return tuple(steps)
 
 

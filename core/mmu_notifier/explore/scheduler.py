@@ -32,12 +32,13 @@ is still installed.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
 
-from greenlet import greenlet, getcurrent
+from greenlet import getcurrent, greenlet
 
 from mmu_notifier import sync
 from mmu_notifier.explore import findings
@@ -67,7 +68,19 @@ class ModelThread:
     ``ready`` is the wait condition of a blocked thread.
     """
 
-    __slots__ = ("idx", "name", "daemon", "task", "glet", "state", "op", "res", "ready", "timeout", "timed_out")
+    __slots__ = (
+        "idx",
+        "name",
+        "daemon",
+        "task",
+        "glet",
+        "state",
+        "op",
+        "res",
+        "ready",
+        "timeout",
+        "timed_out",
+    )
 
     def __init__(self, idx: int, name: str, daemon: bool) -> None:
         self.idx = idx
@@ -98,7 +111,9 @@ class Chooser(Protocol):
 
     always: bool
 
-    def choose(self, cands: list[ModelThread], current: ModelThread | None, ex: Execution) -> ModelThread | None:
+    def choose(
+        self, cands: list[ModelThread], current: ModelThread | None, ex: Execution
+    ) -> ModelThread | None:
         """The thread that performs the next step."""
         ...
 
@@ -110,6 +125,10 @@ class Outcome:
     status: str
     trace: list[tuple[int, str, object]]
     threads: list[ModelThread]
+    #: names of the scenario's own threads (what its fingerprint covers)
+    declared: tuple[str, ...]
+    #: switches away from a thread that could have gone on
+    preemptions: int
     problem: Problem | None
     predicted: Problem | None
 
@@ -148,6 +167,7 @@ class Execution(sync.Backend):
         self.trace: list[tuple[int, str, object]] = []
         self.lock_order = LockOrder()
         self.problem: Problem | None = None
+        self.preemptions = 0
         self.status = ""
         self.walk_point = self._walk
         self._always = chooser.always
@@ -166,6 +186,7 @@ class Execution(sync.Backend):
             self._finale = instance.finale
             for name, fn in instance.threads:
                 self._spawn(name, fn, daemon=False)
+            declared = tuple(t.name for t in self.threads)
             if not self.threads and self._finale is not None:
                 self._spawn("finale", self._finale, daemon=False)
                 self._finale = None
@@ -173,7 +194,15 @@ class Execution(sync.Backend):
             if self.status == FINISHED:
                 self._check(instance.checks)
             self._teardown()
-        return Outcome(self.status, self.trace, self.threads, self.problem, self.lock_order.cycle)
+        return Outcome(
+            self.status,
+            self.trace,
+            self.threads,
+            declared,
+            self.preemptions,
+            self.problem,
+            self.lock_order.cycle,
+        )
 
     def _loop(self) -> None:
         while not self.status:
@@ -199,10 +228,8 @@ class Execution(sync.Backend):
             if th.glet:  # started and suspended
                 self._cur = th
                 self._task = th.task
-                try:
+                with contextlib.suppress(Abandon, Exception):
                     th.glet.throw(Abandon)
-                except (Abandon, Exception):
-                    pass
         self._cur = None
 
     # -- threads -------------------------------------------------------------
@@ -233,13 +260,20 @@ class Execution(sync.Backend):
         self.live.remove(th)
         task = th.task
         if task.held or task.srcu_depth or task.atomic_depth or task.non_block_depth:
-            left = [describe(lock) for lock in task.held] + [f"read section of {describe(s)}" for s in task.srcu_depth]
+            left = [describe(lock) for lock in task.held]
+            left += [f"read section of {describe(s)}" for s in task.srcu_depth]
             if task.non_block_depth:
                 left.append("a non-blockable section")
             elif task.atomic_depth and not task.held:
                 left.append("atomic context")
-            self._fail(Problem(Kind.HELD_AT_EXIT, f"thread {th.name} exited still holding {', '.join(left)}",
-                               th.name, len(self.trace) - 1))
+            self._fail(
+                Problem(
+                    Kind.HELD_AT_EXIT,
+                    f"thread {th.name} exited still holding {', '.join(left)}",
+                    th.name,
+                    len(self.trace) - 1,
+                )
+            )
         elif not th.daemon and self._finale is not None and all(t.daemon for t in self.live):
             fn, self._finale = self._finale, None
             self._spawn("finale", fn, daemon=False)
@@ -280,6 +314,8 @@ class Execution(sync.Backend):
             if nxt is None:
                 self.status = ABORTED
                 return None
+            if nxt is not cur and cur is not None and cur.state == RUN:
+                self.preemptions += 1
         trace.append((nxt.idx, nxt.op, nxt.res))  # type: ignore[union-attr]
         return nxt
 

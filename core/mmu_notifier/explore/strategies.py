@@ -20,12 +20,20 @@ class Strategy:
     name = "abstract"
     #: consult :meth:`choose` even when only one thread can run
     always = False
+    #: nothing is left to explore (a systematic search finished)
+    exhausted = False
+    #: executions the strategy abandoned as equivalent to explored ones
+    pruned = 0
+    #: why the scenario was found not to be deterministic, if it was
+    nondeterminism: str | None = None
 
     def start(self) -> bool:
         """Prepare the next execution; False when the strategy has nothing left."""
         return True
 
-    def choose(self, cands: list[ModelThread], current: ModelThread | None, ex: Execution) -> ModelThread | None:
+    def choose(
+        self, cands: list[ModelThread], current: ModelThread | None, ex: Execution
+    ) -> ModelThread | None:
         """The thread to run next (``None`` abandons the execution)."""
         raise NotImplementedError
 
@@ -46,7 +54,9 @@ class RandomWalk(Strategy):
         self.seed = seed
         self._random = random.Random(seed).random
 
-    def choose(self, cands: list[ModelThread], current: ModelThread | None, ex: Execution) -> ModelThread | None:
+    def choose(
+        self, cands: list[ModelThread], current: ModelThread | None, ex: Execution
+    ) -> ModelThread | None:
         return cands[int(self._random() * len(cands))]
 
     def describe(self) -> str:
@@ -86,7 +96,9 @@ class PCT(Strategy):
         self._changes = sorted(rng.sample(range(1, self.horizon + 1), count), reverse=True)
         return True
 
-    def choose(self, cands: list[ModelThread], current: ModelThread | None, ex: Execution) -> ModelThread | None:
+    def choose(
+        self, cands: list[ModelThread], current: ModelThread | None, ex: Execution
+    ) -> ModelThread | None:
         self._decisions += 1
         prio = self._prio
         changes = self._changes
@@ -122,7 +134,9 @@ class Replay(Strategy):
         self.steps = steps
         self.divergence: str | None = None
 
-    def choose(self, cands: list[ModelThread], current: ModelThread | None, ex: Execution) -> ModelThread | None:
+    def choose(
+        self, cands: list[ModelThread], current: ModelThread | None, ex: Execution
+    ) -> ModelThread | None:
         i = len(ex.trace)
         runnable = ", ".join(t.name for t in cands)
         if i >= len(self.steps):

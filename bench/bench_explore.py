@@ -1,0 +1,235 @@
+"""Benchmark of the deterministic explorer (issue 3 performance targets).
+
+Measures, in one process so the ratios are fair:
+
+* the baselines: a raw greenlet switch and an OS-thread hand-off (the two ways
+  a scheduler can pass control between model threads);
+* the scheduler's own cost per step: a scheduling point that does not switch,
+  and one that switches to another model thread;
+* each strategy on the built-in scenarios: schedules/s, steps/s, and how many
+  schedules it needs to find the ``unregister-no-release`` race;
+* bounded DFS (preemption bound 2) proving ``get-put`` clean.
+
+Targets: >= 2,000 schedules/s for ``unregister-no-release`` with random;
+DFS finds the race within 10 schedules and proves ``get-put`` clean in < 0.5 s.
+
+Run: ``python bench/bench_explore.py [--quick] [--json FILE]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from greenlet import getcurrent, greenlet  # type: ignore[import-untyped]
+
+from mmu_notifier import sync
+from mmu_notifier.explore import Scenario, ScenarioInstance, explore
+from mmu_notifier.explore.scheduler import Execution
+from mmu_notifier.explore.strategies import RandomWalk
+
+
+def best_of(repeat: int, fn: Callable[[], float]) -> float:
+    """The fastest of ``repeat`` measurements (least disturbed by the machine)."""
+    return min(fn() for _ in range(repeat))
+
+
+def greenlet_switch_ns(n: int) -> float:
+    """One greenlet switch (half a round trip between two greenlets)."""
+    hub = getcurrent()
+
+    def ping() -> None:
+        while True:
+            hub.switch()
+
+    other = greenlet(ping)
+    start = time.perf_counter()
+    for _ in range(n):
+        other.switch()
+    return (time.perf_counter() - start) / (2 * n) * 1e9
+
+
+def thread_handoff_ns(n: int) -> float:
+    """One hand-off between two OS threads through a condition variable."""
+    cond = threading.Condition()
+    turn = [0]
+
+    def player(me: int) -> None:
+        for _ in range(n):
+            with cond:
+                while turn[0] != me:
+                    cond.wait()
+                turn[0] = 1 - me
+                cond.notify()
+
+    other = threading.Thread(target=player, args=(1,))
+    start = time.perf_counter()
+    other.start()
+    player(0)
+    other.join()
+    return (time.perf_counter() - start) / (2 * n) * 1e9
+
+
+def _points(threads: int, points: int) -> Scenario:
+    def body() -> None:
+        for _ in range(points):
+            sync.yield_now()
+
+    def build() -> ScenarioInstance:
+        run = ScenarioInstance()
+        for i in range(threads):
+            run.thread(f"T{i}")(body)
+        return run
+
+    return Scenario(f"points-{threads}x{points}", build)
+
+
+class _AlwaysSwitch(RandomWalk):
+    """Picks a thread other than the running one whenever it can: every step is a switch."""
+
+    def choose(self, cands: Any, current: Any, ex: Any) -> Any:
+        for t in cands:
+            if t is not current:
+                return t
+        return cands[0]
+
+
+def step_cost_ns(points: int, switching: bool) -> float:
+    """Scheduler cost per step: one thread (no switch) or two threads alternating (switch each step)."""
+    scenario = _points(2 if switching else 1, points)
+    strategy = _AlwaysSwitch(0) if switching else RandomWalk(0)
+    start = time.perf_counter()
+    out = Execution(scenario, strategy, max_steps=10 * points).run()
+    return (time.perf_counter() - start) / len(out.trace) * 1e9
+
+
+def kernel_build_us(n: int) -> float:
+    """Cost of the fresh ``Kernel`` every notifier scenario builds per schedule."""
+    from mmu_notifier.kernel import Kernel
+
+    start = time.perf_counter()
+    for _ in range(n):
+        Kernel(frames=64)
+    return (time.perf_counter() - start) / n * 1e6
+
+
+def throughput(name: str, strategy: str, budget: int, **kw: Any) -> dict[str, Any]:
+    """Schedules and steps per second of a full-budget exploration (no early stop)."""
+    result = explore(name, strategy, budget, stop_on_first=False, minimise_budget=0, reproduce=0, **kw)
+    s = result.stats
+    return {
+        "scenario": name,
+        "strategy": result.strategy,
+        "schedules": s.schedules,
+        "failing": s.failing,
+        "steps_avg": round(s.steps_avg, 1),
+        "schedules_per_s": round(s.schedules_per_s),
+        "steps_per_s": round(s.steps_per_s),
+        "elapsed_s": round(s.elapsed, 3),
+    }
+
+
+def schedules_to_find(strategy: str, seeds: int, **kw: Any) -> dict[str, Any]:
+    """How many schedules a strategy needs to hit the race, over several seeds."""
+    needed = []
+    for seed in range(seeds):
+        result = explore("unregister-no-release", strategy, 5000, seed, minimise_budget=0, reproduce=0, **kw)
+        needed.append(result.bugs[0].found_after if result.bugs else None)
+    found = [n for n in needed if n is not None]
+    return {
+        "strategy": strategy,
+        "seeds": seeds,
+        "found": len(found),
+        "median": statistics.median(found) if found else None,
+        "max": max(found) if found else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller budgets (a smoke run)")
+    parser.add_argument("--json", type=Path, help="write the numbers as JSON")
+    args = parser.parse_args()
+    scale = 1 if args.quick else 5
+    report: dict[str, Any] = {}
+
+    switch = best_of(3, lambda: greenlet_switch_ns(100_000 * scale))
+    handoff = best_of(3, lambda: thread_handoff_ns(5_000 * scale))
+    stay = best_of(3, lambda: step_cost_ns(20_000 * scale, switching=False))
+    moved = best_of(3, lambda: step_cost_ns(20_000 * scale, switching=True))
+    report["baseline_ns"] = {"greenlet_switch": round(switch), "os_thread_handoff": round(handoff)}
+    report["step_ns"] = {"no_switch": round(stay), "switch": round(moved)}
+    print("baselines")
+    print(f"  greenlet switch          {switch:9.0f} ns")
+    print(f"  OS-thread hand-off       {handoff:9.0f} ns   ({handoff / switch:5.1f}x a greenlet switch)")
+    print("scheduler cost per step")
+    print(f"  point, no switch         {stay:9.0f} ns   ({stay / switch:5.1f}x a greenlet switch)")
+    print(
+        f"  point with a switch      {moved:9.0f} ns   ({moved / switch:5.1f}x a greenlet switch, "
+        f"{handoff / moved:4.1f}x faster than an OS hand-off)"
+    )
+
+    kernel_us = best_of(3, lambda: kernel_build_us(200 * scale))
+    report["kernel_build_us"] = round(kernel_us, 1)
+    print("per-schedule set-up")
+    print(f"  Kernel() (one per schedule) {kernel_us:6.0f} us")
+
+    budget = 2000 * scale
+    rows = [
+        throughput("unregister-no-release", "random", budget, seed=1),
+        throughput("unregister-no-release", "pct", budget, seed=1, depth=2),
+        throughput("get-put", "random", budget, seed=1),
+        throughput("get-put", "pct", budget, seed=1, depth=2),
+        throughput("abba-deadlock", "random", budget, seed=1),
+    ]
+    report["throughput"] = rows
+    print("throughput (full budget, no early stop)")
+    for r in rows:
+        print(
+            f"  {r['scenario']:<22} {r['strategy']:<24} {r['schedules_per_s']:8,} schedules/s "
+            f"{r['steps_per_s']:10,} steps/s  ({r['steps_avg']} steps avg)"
+        )
+    target = rows[0]["schedules_per_s"]
+    print(
+        f"  target >= 2,000 schedules/s for unregister-no-release/random: {target:,} "
+        f"({'met' if target >= 2000 else 'MISSED'})"
+    )
+
+    seeds = 10 * scale
+    finds = [schedules_to_find("random", seeds), schedules_to_find("pct", seeds, depth=2)]
+    report["schedules_to_find"] = finds
+    print("schedules needed to find the unregister-no-release race")
+    for f in finds:
+        print(
+            f"  {f['strategy']:<8} found with {f['found']}/{f['seeds']} seeds, median {f['median']}, "
+            f"max {f['max']}"
+        )
+
+    race = explore("unregister-no-release", "dfs", budget=1000, preemptions=2, minimise_budget=0, reproduce=0)
+    proof = best_of(3, lambda: explore("get-put", "dfs", budget=100_000, preemptions=2).stats.elapsed)
+    clean = explore("get-put", "dfs", budget=100_000, preemptions=2)
+    report["dfs"] = {
+        "race_found_after": race.bugs[0].found_after if race.bugs else None,
+        "get_put_schedules": clean.stats.schedules,
+        "get_put_complete": clean.complete,
+        "get_put_findings": len(clean.findings),
+        "get_put_seconds": round(proof, 4),
+    }
+    print("bounded DFS (preemption bound 2, sleep sets)")
+    print(f"  race found after {report['dfs']['race_found_after']} schedules (target <= 10)")
+    print(
+        f"  get-put proved clean: {clean.stats.schedules} schedules, complete={clean.complete}, "
+        f"{len(clean.findings)} findings, {proof:.3f} s (target < 0.5 s)"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
