@@ -367,32 +367,40 @@ class MM:
             raise BadAddressError(f"{access} fault at {addr:#x} of mm {self.id}: no mapping allows it")
         vpn = addr >> self.page_shift
         memory = self.kernel.memory
-        with self.page_table_lock:
-            pte = self.page_table.lookup(vpn)
-            if pte is None:
-                pte = PTE(memory.alloc(self.swap.pop(vpn, None)), writable=vma.writable)
-                self.page_table.set(vpn, pte)
-            elif write and not pte.writable and memory.refcount[pte.pfn] == 1:
-                pte.writable = True  # wp_page_reuse: the only mapper may write in place
-            if not write or pte.writable:
-                pte.young = True
-                if write:
-                    pte.dirty = pte.soft_dirty = True
-                return pte.pfn
-        return self._wp_page_copy(vpn, vma)
+        while True:
+            with self.page_table_lock:
+                pte = self.page_table.lookup(vpn)
+                if pte is None:
+                    pte = PTE(memory.alloc(self.swap.pop(vpn, None)), writable=vma.writable)
+                    self.page_table.set(vpn, pte)
+                elif write and not pte.writable and memory.refcount[pte.pfn] == 1:
+                    pte.writable = True  # wp_page_reuse: the only mapper may write in place
+                if not write or pte.writable:
+                    pte.young = True
+                    if write:
+                        pte.dirty = pte.soft_dirty = True
+                    return pte.pfn
+            copied = self._wp_page_copy(vpn, vma, pte)
+            if copied is not None:
+                return copied
 
-    def _wp_page_copy(self, vpn: int, vma: VMA) -> int:
-        """Break COW: copy the shared frame and map the copy writable."""
+    def _wp_page_copy(self, vpn: int, vma: VMA, orig: PTE) -> int | None:
+        """Break COW: copy the shared frame and map the copy writable.
+
+        Returns None when the entry changed while the invalidation started
+        (reclaim, migration, another fault): the caller retries the fault, as
+        the kernel does when its ``pte_same`` check fails.
+        """
         start = vpn << self.page_shift
         memory = self.kernel.memory
         with self._invalidating(start, start + self.page_size, Event.CLEAR, vma) as to_free:
             with self.page_table_lock:
-                old = self.page_table.lookup(vpn)
-                assert old is not None
-                new = PTE(memory.alloc(memory.content[old.pfn]), writable=True, dirty=True)
+                if self.page_table.lookup(vpn) is not orig or orig.writable:
+                    return None
+                new = PTE(memory.alloc(memory.content[orig.pfn]), writable=True, dirty=True)
                 notifier.change_pte(self, start, new)
                 self.page_table.set(vpn, new)
-                to_free.append(old.pfn)
+                to_free.append(orig.pfn)
         return new.pfn
 
     # -- reverse-map operations -------------------------------------------
@@ -432,41 +440,45 @@ class MM:
     def ksm_merge(self, addr: int, other: MM, other_addr: int) -> int:
         """Merge the page at ``addr`` into the page at ``other_addr`` of ``other`` (KSM); returns the shared frame.
 
-        The stable page is write-protected first (CLEAR), then this page is
-        replaced inside a CLEAR range with ``change_pte`` called before the
-        CPU entry changes, as ``replace_page`` does.
+        The stable page is write-protected first (CLEAR) and pinned, then this
+        page is replaced inside a CLEAR range with ``change_pte`` called before
+        the CPU entry changes, as ``replace_page`` does. A page that vanished
+        meanwhile (reclaim, munmap) ends the merge with :class:`BadAddressError`.
         """
-        kpfn = other._write_protect(other_addr)
+        kpfn = other._write_protect(other_addr)  # holds a reference on kpfn for us
         vpn = addr >> self.page_shift
         page = vpn << self.page_shift
         memory = self.kernel.memory
-        with self._read_locked():
-            if self.page_table.lookup(vpn) is None:
-                raise BadAddressError(f"no page at {addr:#x} of mm {self.id} to merge")
-            with self._invalidating(page, page + self.page_size, Event.CLEAR, self.find_vma(page)) as to_free:
-                with self.page_table_lock:
-                    old = self.page_table.lookup(vpn)
-                    assert old is not None
-                    memory.get(kpfn)
-                    new = PTE(kpfn, writable=False, young=old.young, dirty=False, soft_dirty=old.soft_dirty)
-                    notifier.change_pte(self, page, new)
-                    self.page_table.set(vpn, new)
-                    to_free.append(old.pfn)
+        try:
+            with self._read_locked():
+                with self._invalidating(page, page + self.page_size, Event.CLEAR, self.find_vma(page)) as to_free:
+                    with self.page_table_lock:
+                        old = self.page_table.lookup(vpn)
+                        if old is None:
+                            raise BadAddressError(f"no page at {addr:#x} of mm {self.id} to merge")
+                        new = PTE(kpfn, writable=False, young=old.young, dirty=False, soft_dirty=old.soft_dirty)
+                        notifier.change_pte(self, page, new)
+                        self.page_table.set(vpn, new)
+                        to_free.append(old.pfn)
+        except BaseException:
+            memory.put(kpfn)
+            raise
         return kpfn
 
     def _write_protect(self, addr: int) -> int:
-        """``write_protect_page``: make the page at ``addr`` read-only (CLEAR); returns its frame."""
+        """``write_protect_page``: make the page at ``addr`` read-only (CLEAR); returns its frame, pinned."""
         vpn = addr >> self.page_shift
         page = vpn << self.page_shift
         with self._read_locked():
-            pte = self.page_table.lookup(vpn)
-            if pte is None:
-                raise BadAddressError(f"no page at {addr:#x} of mm {self.id} to merge into")
             with self._invalidating(page, page + self.page_size, Event.CLEAR, self.find_vma(page)):
                 with self.page_table_lock:
+                    pte = self.page_table.lookup(vpn)
+                    if pte is None:
+                        raise BadAddressError(f"no page at {addr:#x} of mm {self.id} to merge into")
                     pte.writable = False
                     pte.dirty = False
-            return pte.pfn
+                    self.kernel.memory.get(pte.pfn)
+                    return pte.pfn
 
     def clear_flush_young(self, addr: int) -> bool:
         """``ptep_clear_flush_young_notify``: was the page accessed by the CPU or a device? Clears both."""

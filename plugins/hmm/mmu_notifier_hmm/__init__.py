@@ -1,0 +1,134 @@
+"""The ``hmm`` driver plugin: the HMM mirror of Linux 5.4 (``mm/hmm.c``, ``include/linux/hmm.h``).
+
+One :class:`~mmu_notifier_hmm.hmm.Hmm` (``struct hmm``) per mm is the mm's
+``hmm`` subscription, shared by every mirror of that mm
+(:mod:`mmu_notifier_hmm.mirror`); drivers track CPU page-table changes over
+address ranges with the range API (:mod:`mmu_notifier_hmm.range`); a model
+device mirror like nouveau's SVM shows the documented fault loop
+(:mod:`mmu_notifier_hmm.device`). ``scheme = "legacy"`` swaps in the 5.3
+object with its own kref (:mod:`mmu_notifier_hmm.legacy`).
+
+The driver's notifier callbacks forward to the subscription object, whose
+class carries the scheme: 5.4's are plain, 5.3's run under a temporary kref.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+from mmu_notifier import MM, Driver, Kernel, MisuseError, Range, get_locked, hookimpl
+from mmu_notifier.exerciser import DEVICE_TRANSLATIONS, REFUSES_NONBLOCK, RELEASE
+from mmu_notifier_hmm.config import HmmConfig
+from mmu_notifier_hmm.device import DeviceMirror
+from mmu_notifier_hmm.hmm import Hmm
+from mmu_notifier_hmm.legacy import BackPointers, LegacyHmm, hmm_get_or_create
+from mmu_notifier_hmm.mirror import HmmMirror, mirror_register, mirror_unregister
+from mmu_notifier_hmm.range import (
+    HmmPfn,
+    HmmPfnFlag,
+    HmmRange,
+    PermissionDeniedError,
+    range_fault,
+    range_register,
+    range_unregister,
+    range_valid,
+    range_wait_until_valid,
+)
+
+if TYPE_CHECKING:
+    from mmu_notifier.explore import Scenario
+    from mmu_notifier_hmm.exerciser import HmmExerciser
+
+__all__ = [
+    "DeviceMirror",
+    "Hmm",
+    "HmmConfig",
+    "HmmDriver",
+    "HmmMirror",
+    "HmmPfn",
+    "HmmPfnFlag",
+    "HmmRange",
+    "LegacyHmm",
+    "PermissionDeniedError",
+    "mirror_register",
+    "mirror_unregister",
+    "range_fault",
+    "range_register",
+    "range_unregister",
+    "range_valid",
+    "range_wait_until_valid",
+]
+
+
+class HmmDriver(Driver):
+    """``hmm_mmu_notifier_ops``: the notifier side of ``mm/hmm.c``.
+
+    ``back_pointers`` is the legacy scheme's ``mm->hmm`` (the model may not add
+    a field to the core's mm), guarded by each mm's ``page_table_lock``.
+    """
+
+    name: ClassVar[str] = "hmm"
+    version: ClassVar[str] = "5.4"
+    config_model: ClassVar[type[HmmConfig]] = HmmConfig
+    capabilities: ClassVar[frozenset[str]] = frozenset({RELEASE, REFUSES_NONBLOCK, DEVICE_TRANSLATIONS})
+
+    config: HmmConfig
+
+    def __init__(self, config: HmmConfig | None = None) -> None:
+        super().__init__(config)
+        self.back_pointers: BackPointers = {}
+
+    def hmm_get_locked(self, mm: MM) -> Hmm:
+        """The mm's struct hmm with one more reference; the caller holds the mmap lock for write.
+
+        5.4: ``mmu_notifier_get_locked`` (allocating through
+        :meth:`alloc_notifier` on first use). 5.3: ``hmm_get_or_create``.
+        """
+        if self.config.scheme == "legacy":
+            return hmm_get_or_create(self, self.back_pointers, self.config.legacy_srcu_fix, mm)
+        hmm = get_locked(self, mm)
+        assert isinstance(hmm, Hmm)
+        return hmm
+
+    # -- mmu_notifier_ops ------------------------------------------------------
+    @hookimpl
+    def alloc_notifier(self, mm: MM) -> Hmm:
+        """``hmm_alloc_notifier``: a fresh struct hmm, no mirror, no range, nothing in flight."""
+        if self.config.scheme == "legacy":
+            raise MisuseError("the 5.3 struct hmm is created by hmm_get_or_create, not by mmu_notifier_get")
+        return Hmm()
+
+    @hookimpl
+    def free_notifier(self, subscription: Hmm) -> None:
+        """``hmm_free_notifier`` (atomic context): WARN about leftovers; the core frees the memory."""
+        subscription.free()
+
+    @hookimpl
+    def release(self, subscription: Hmm, mm: MM) -> None:
+        """``hmm_release``: every mirror's ``release`` (``mm`` is the subscription's own)."""
+        subscription.release()
+
+    @hookimpl
+    def invalidate_range_start(self, subscription: Hmm, range: Range) -> int:
+        """``hmm_invalidate_range_start``: 0 or ``-EAGAIN`` (non-blockable only)."""
+        return subscription.invalidate_range_start(range)
+
+    @hookimpl
+    def invalidate_range_end(self, subscription: Hmm, range: Range) -> None:
+        """``hmm_invalidate_range_end``."""
+        subscription.invalidate_range_end(range)
+
+    # -- model plumbing ------------------------------------------------------------
+    @hookimpl
+    def exerciser(self, kernel: Kernel) -> HmmExerciser:
+        """The conformance exerciser: a model device per attach."""
+        from mmu_notifier_hmm.exerciser import HmmExerciser
+
+        return HmmExerciser(kernel, self)
+
+    @hookimpl
+    def explore_scenarios(self) -> list[Scenario]:
+        """The plugin's explorer scenarios (each builds its own kernel and driver)."""
+        from mmu_notifier_hmm.scenarios import SCENARIOS
+
+        return list(SCENARIOS)

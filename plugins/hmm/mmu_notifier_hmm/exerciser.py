@@ -1,0 +1,69 @@
+"""The conformance exerciser of the ``hmm`` driver: one model device mirror per attach.
+
+Each :meth:`HmmExerciser.attach` opens a :class:`~mmu_notifier_hmm.device.DeviceMirror`
+on the mm and binds it (``hmm_mirror_register`` under the mmap write lock,
+ending in ``mmu_notifier_get_locked``); :meth:`HmmExerciser.detach` drops its
+translations and unbinds it (ending in ``mmu_notifier_put``). A device mirrors
+the whole address space, so ``map_range`` only records the interest.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mmu_notifier import MM, Kernel, synchronize
+from mmu_notifier.exerciser import Handle
+from mmu_notifier_hmm.device import DeviceMirror
+
+if TYPE_CHECKING:
+    from mmu_notifier_hmm import HmmDriver
+
+
+class HmmExerciser:
+    """:class:`mmu_notifier.exerciser.Exerciser` for ``hmm``."""
+
+    driver = "hmm"
+
+    def __init__(self, kernel: Kernel, hmm_driver: HmmDriver) -> None:
+        self.kernel = kernel
+        self.hmm_driver = hmm_driver
+        self.capabilities = hmm_driver.capabilities
+        self.devices: list[DeviceMirror] = []
+
+    def attach(self, mm: MM) -> Handle:
+        """Open a device on ``mm`` and bind it as a mirror (takes the struct hmm reference)."""
+        device = DeviceMirror(mm, self.hmm_driver.config)
+        device.bind()
+        self.devices.append(device)
+        assert device.hmm is not None
+        return Handle(mm, device.hmm, device)
+
+    def map_range(self, handle: Handle, start: int, end: int) -> None:
+        """Record the interest; an HMM device mirrors the whole address space anyway."""
+        handle.ranges.append((start, end))
+
+    def access(self, handle: Handle, address: int, write: bool = False) -> int | None:
+        """A device access through the device's fault path (see :meth:`DeviceMirror.access`)."""
+        device: DeviceMirror = handle.state
+        return device.access(address, write)
+
+    def translations(self, mm: MM) -> dict[int, int]:
+        """The translations every device of ``mm`` holds, merged (they agree when coherent)."""
+        merged: dict[int, int] = {}
+        for device in self.devices:
+            if device.mm is mm:
+                merged.update(device.translations())
+        return merged
+
+    def detach(self, handle: Handle) -> None:
+        """Drop the device's translations and unbind it (``hmm_mirror_unregister``: the put)."""
+        device: DeviceMirror = handle.state
+        device.unbind()
+        self.devices.remove(device)
+
+    def unload(self) -> None:
+        """Module unload: unbind every device left, then wait for every pending free."""
+        for device in list(self.devices):
+            device.unbind()
+        self.devices.clear()
+        synchronize(self.kernel)
