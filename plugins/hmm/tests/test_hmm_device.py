@@ -150,7 +150,7 @@ PAGES = 3
 #: "fork" (COW) is left out: the core's copy-on-write fault asserts the PTE it saw is still there after
 #: starting its invalidation, and a concurrent reclaim under the same mmap read lock breaks that (a core
 #: issue, reported); test_device_write_access_breaks_cow_first covers COW without the race.
-CPU_OPS = ("reclaim", "migrate", "dontneed", "write", "protect", "oom")
+CPU_OPS = ("reclaim", "migrate", "dontneed", "write", "protect", "oom", "fork")
 
 
 def _cpu_op(mm: mn.MM, op: str, addr: int) -> None:
@@ -165,6 +165,8 @@ def _cpu_op(mm: mn.MM, op: str, addr: int) -> None:
     elif op == "protect":
         mm.mprotect(addr, mm.page_size, mn.Prot.READ)
         mm.mprotect(addr, mm.page_size, mn.RW)
+    elif op == "fork":
+        mm.fork().exit()  # write-protects the parent: the device's next write fault breaks COW
     else:
         mm.oom_reap()
 
