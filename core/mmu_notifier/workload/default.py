@@ -3,7 +3,12 @@
 Several processes use every installed driver through its exerciser while they
 mmap, touch, mprotect, madvise, mremap, munmap, fork and exit; the kernel's
 threads reclaim, migrate and age pages alongside. Workers detach before they
-exit; exiters exit first and detach afterwards (a put after release).
+exit; exiters are OOM-reaped, exit, and detach afterwards (a put after release).
+
+No device touches a reaped address space: in 5.4 a refused non-blockable start
+sends no end to anybody, so a driver that counts starts (GRU's range_active)
+stays counted until teardown and its next device fault would wait forever,
+exactly as in the kernel before the later "end for everyone" change.
 """
 
 from __future__ import annotations
@@ -50,8 +55,7 @@ DEFAULT = Workload(
                 Step(op="attach"),
                 Step(op="map"),
                 Step(op="access"),
-                Step(op="oom_reap"),
-                Step(op="access"),
+                Step(op="oom_reap"),  # the OOM killer's victim: reaped, then it exits
                 Step(op="exit"),
                 Step(op="detach"),
             ],
