@@ -19,7 +19,8 @@ from typing import Any, TextIO
 
 import structlog
 
-#: Every event name the core emits, with what it means.
+#: Every event name the core emits, with what it means. Plugins emit their own
+#: events through the same :data:`LOG`, named ``<driver>.<what>`` (``gru.dropin``).
 EVENTS: dict[str, str] = {
     "mm.create": "an address space was created",
     "mm.exit": "the last mm_users reference went: release, then unmap of everything",
