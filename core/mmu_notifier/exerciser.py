@@ -11,6 +11,28 @@ reference (which must end in ``put``).
 
 Capabilities say what the kit may expect; it skips only what a missing
 capability rules out, and says so.
+
+Rules every exerciser keeps (the conformance kit relies on them):
+
+* it uses only the driver's own code and the primitives of
+  :mod:`mmu_notifier.sync` (no real threads, no clock, no unseeded
+  randomness), so the explorer can replay any interleaving of its calls;
+* ``capabilities`` equals the driver class's ``capabilities``, and
+  ``driver`` is the entry-point name;
+* ``attach`` is called only while the caller holds an ``mm_users``
+  reference on ``mm`` (the mm is alive) and holds no mmap lock;
+* ``detach`` must also work after the mm exited (detach after exit), and
+  a :data:`DETACH_BY_EXIT` driver's ``detach`` changes nothing;
+* ``map_range`` appends ``(start, end)`` to ``handle.ranges``;
+* ``access`` may raise a :class:`~mmu_notifier.errors.KernelError` (EFAULT
+  for an address the CPU cannot fault in, an exited mm, no range covering
+  it ...): callers treat that as "no translation"; a frame it returns is
+  the one the CPU page table maps at ``address`` at the time of the access;
+* ``translations`` is called only from outside driver callbacks, at points
+  where the caller knows no invalidation is in flight; it returns a fresh
+  dict and must not change any state;
+* the driver drops every device translation of an attach before the
+  ``put`` of its ``detach`` (release is not guaranteed under get/put).
 """
 
 from __future__ import annotations
@@ -69,15 +91,18 @@ class Exerciser(Protocol):
 
     def access(self, handle: Handle, address: int, write: bool = False) -> int | None:
         """A device access at ``address``: returns the frame now translated, or None if the device
-        must retry later (an invalidation is in flight, or the driver refused)."""
+        must retry later (an invalidation is in flight, or the driver refused). May raise a
+        :class:`~mmu_notifier.errors.KernelError` where the access cannot be served at all."""
         ...
 
     def translations(self, mm: MM) -> dict[int, int]:
-        """Every device translation of ``mm`` now held: virtual page number -> frame."""
+        """Every device translation of ``mm`` now held: virtual page number -> frame (a fresh dict; no side effects)."""
         ...
 
     def detach(self, handle: Handle) -> None:
-        """Drop the reference ``attach`` took (ends in ``put``); a no-op with :data:`DETACH_BY_EXIT`."""
+        """Drop the reference ``attach`` took (ends in ``put``); a no-op with :data:`DETACH_BY_EXIT`.
+
+        Works after the mm exited too."""
         ...
 
     def unload(self) -> None:

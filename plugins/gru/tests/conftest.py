@@ -6,9 +6,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from mmu_notifier_gru import GruConfig, GruDriver, GruDriverBase
 
 import mmu_notifier as mn
+from mmu_notifier_gru import GruConfig, GruDriver, GruDriverBase
 
 Loaded = tuple[mn.Kernel, GruDriverBase]
 

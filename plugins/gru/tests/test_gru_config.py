@@ -7,12 +7,12 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from mmu_notifier_gru import GruConfig, GruDriver
-from mmu_notifier_gru.config import ASID_INC, MAX_ASID, MAX_CONTEXTS
-from mmu_notifier_gru.legacy import LegacyGruDriver
 
 import mmu_notifier as mn
 from mmu_notifier.config import validate
+from mmu_notifier_gru import GruConfig, GruDriver
+from mmu_notifier_gru.config import ASID_INC, MAX_ASID, MAX_CONTEXTS
+from mmu_notifier_gru.legacy import LegacyGruDriver
 
 
 def test_defaults_are_the_v54_driver_on_a_two_chiplet_machine() -> None:

@@ -8,11 +8,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from mmu_notifier_gru import GruDriverBase, GruMMStruct, GruThreadState
-from mmu_notifier_gru.device import GRUMAXINVAL, GruTLB
 
 import mmu_notifier as mn
 from mmu_notifier import notifier
+from mmu_notifier_gru import GruDriverBase, GruMMStruct, GruThreadState
+from mmu_notifier_gru.device import GRUMAXINVAL, GruTLB
 
 PAGE = 4096
 Loaded = tuple[mn.Kernel, GruDriverBase]

@@ -12,10 +12,10 @@ import contextlib
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from mmu_notifier_gru import GruConfig, GruDriver, GruDriverBase, GruThreadState
-from mmu_notifier_gru.device import live_asid
 
 import mmu_notifier as mn
+from mmu_notifier_gru import GruConfig, GruDriver, GruDriverBase, GruThreadState
+from mmu_notifier_gru.device import live_asid
 
 PAGE = 4096
 PAGES = 6

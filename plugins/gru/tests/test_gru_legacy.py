@@ -8,13 +8,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+
+import mmu_notifier as mn
+from mmu_notifier.explore import Kind, explore, replay
 from mmu_notifier_gru import GruDriverBase, GruMMStruct
 from mmu_notifier_gru.device import gru_flush_tlb_range
 from mmu_notifier_gru.legacy import LegacyGruMMStruct
 from mmu_notifier_gru.scenarios import SCENARIOS
-
-import mmu_notifier as mn
-from mmu_notifier.explore import Kind, explore, replay
 
 Loaded = tuple[mn.Kernel, GruDriverBase]
 BY_NAME = {scenario.name: scenario for scenario in SCENARIOS}

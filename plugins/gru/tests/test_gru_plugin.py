@@ -6,12 +6,11 @@ import importlib.metadata
 import subprocess
 import sys
 
-from mmu_notifier_gru import GruDriver
-
 import mmu_notifier as mn
 from mmu_notifier.exerciser import DEVICE_TRANSLATIONS, Exerciser
 from mmu_notifier.explore import registry
 from mmu_notifier.plugins import available_drivers
+from mmu_notifier_gru import GruDriver
 
 PAGE = 4096
 

@@ -10,9 +10,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from mmu_notifier_hmm import HmmConfig, HmmDriver, HmmMirror, mirror_register
 
 import mmu_notifier as mn
+from mmu_notifier_hmm import HmmConfig, HmmDriver, HmmMirror, mirror_register
 
 
 class RecordingMirror(HmmMirror):

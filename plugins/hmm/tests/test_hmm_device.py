@@ -7,11 +7,11 @@ import contextlib
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from mmu_notifier_hmm import DeviceMirror, HmmConfig, HmmDriver, PermissionDeniedError
 
 import mmu_notifier as mn
 from mmu_notifier.explore import Scenario, ScenarioInstance, Violation, explore
 from mmu_notifier.notifier import invalidate_range_end, invalidate_range_start
+from mmu_notifier_hmm import DeviceMirror, HmmConfig, HmmDriver, PermissionDeniedError
 
 
 @pytest.fixture

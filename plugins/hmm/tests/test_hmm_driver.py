@@ -6,11 +6,11 @@ import subprocess
 import sys
 
 import pytest
-from mmu_notifier_hmm import Hmm, HmmConfig, HmmDriver
 from pydantic import ValidationError
 
 import mmu_notifier as mn
 from mmu_notifier.exerciser import Exerciser
+from mmu_notifier_hmm import Hmm, HmmConfig, HmmDriver
 
 
 def test_entry_point_loads_with_its_config():

@@ -5,10 +5,10 @@ from __future__ import annotations
 import errno
 
 import pytest
-from mmu_notifier_hmm import HmmRange, range_register, range_valid
 
 import mmu_notifier as mn
 from mmu_notifier.notifier import invalidate_range_end, invalidate_range_start, invalidate_range_start_nonblock
+from mmu_notifier_hmm import HmmRange, range_register, range_valid
 
 EAGAIN = -errno.EAGAIN
 

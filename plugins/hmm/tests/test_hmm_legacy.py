@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from mmu_notifier_hmm import DeviceMirror, HmmRange, LegacyHmm, mirror_unregister, range_register, range_unregister
 
 import mmu_notifier as mn
+from mmu_notifier_hmm import DeviceMirror, HmmRange, LegacyHmm, mirror_unregister, range_register, range_unregister
 
 
 @pytest.fixture

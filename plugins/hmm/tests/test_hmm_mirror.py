@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from mmu_notifier_hmm import Hmm, HmmRange, mirror_register, mirror_unregister, range_register
 
 import mmu_notifier as mn
+from mmu_notifier_hmm import Hmm, HmmRange, mirror_register, mirror_unregister, range_register
 
 
 def test_two_mirrors_share_one_struct_hmm(world, recording, register):

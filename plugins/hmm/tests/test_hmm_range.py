@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import pytest
+
+import mmu_notifier as mn
+from mmu_notifier.explore import Scenario, ScenarioInstance, explore
+from mmu_notifier.notifier import invalidate_range_end, invalidate_range_start
 from mmu_notifier_hmm import (
     HmmPfn,
     HmmPfnFlag,
@@ -14,10 +18,6 @@ from mmu_notifier_hmm import (
     range_valid,
     range_wait_until_valid,
 )
-
-import mmu_notifier as mn
-from mmu_notifier.explore import Scenario, ScenarioInstance, explore
-from mmu_notifier.notifier import invalidate_range_end, invalidate_range_start
 
 
 @pytest.fixture
