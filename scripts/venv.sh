@@ -1,4 +1,5 @@
-# Sourced by scripts/run and scripts/test: make .venv and install the core and every plugin of this repo.
+# Sourced by scripts/run and scripts/test: make .venv and install the core and every plugin of this repo
+# (the driver plugins under plugins/ and the example third-party plugin under examples/).
 # Re-running is cheap: pip skips what is already installed.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -10,7 +11,7 @@ fi
 venv="${MMU_NOTIFIER_VENV:-$repo/.venv}"
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 plugins=()
-for plugin in "$repo"/plugins/*/; do
+for plugin in "$repo"/plugins/*/ "$repo"/examples/*/; do
   [ -f "$plugin/pyproject.toml" ] && plugins+=(-e "$plugin")
 done
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$repo[${MMU_NOTIFIER_EXTRAS:-test}]" "${plugins[@]}"

@@ -77,11 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     drivers.add_argument("--json", action="store_true", help="print JSON")
     drivers.set_defaults(func=_cmd_drivers)
     # sub-command modules import this one (UsageError), so they are imported here, late
+    from mmu_notifier.conformance.cli import add_commands as add_conformance
     from mmu_notifier.explore.cli import add_commands as add_explore
     from mmu_notifier.workload.cli import add_commands as add_run
 
     add_run(sub)
     add_explore(sub)
+    add_conformance(sub)
     return parser
 
 

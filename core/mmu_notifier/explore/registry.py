@@ -22,7 +22,7 @@ class UnknownScenarioError(KeyError):
 
 
 def _builtins() -> list[Scenario]:
-    from mmu_notifier.explore.scenarios import BUILTIN
+    from mmu_notifier.explore.builtin import BUILTIN
 
     return list(BUILTIN)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mmu_notifier.explore.scenario import Scenario
-from mmu_notifier.explore.scenarios import locks, notifier
+from mmu_notifier.explore.builtin import locks, notifier
 
 BUILTIN: tuple[Scenario, ...] = (*notifier.SCENARIOS, *locks.SCENARIOS)
 

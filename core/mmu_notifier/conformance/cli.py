@@ -1,0 +1,95 @@
+"""``mmu-notifier conformance [NAME...]``: run the conformance kit (pytest) against installed drivers.
+
+The exit code is pytest's: 0 when every check passed, 1 when one failed
+(a broken driver fails, it is never skipped), 2 to 5 for pytest's own
+troubles. Wired into the main CLI by :func:`add_commands`; also runnable as
+``python -m mmu_notifier.conformance``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+PLUGIN = "mmu_notifier.conformance.plugin"
+
+
+def plugin_autoloaded() -> bool:
+    """True when pytest will load the kit's plugin by itself (the pytest11 entry point, autoload on)."""
+    if os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
+        return False
+    return any(ep.value == PLUGIN for ep in importlib.metadata.entry_points(group="pytest11"))
+
+
+def pytest_args(args: argparse.Namespace) -> list[str]:
+    """The pytest command line for the parsed ``conformance`` arguments."""
+    argv = ["--pyargs", "mmu_notifier.conformance", "-p", "no:cacheprovider", "-o", "addopts=",
+            # this process imported mmu_notifier before pytest started: nothing of the kit is affected
+            "-W", "ignore::pytest.PytestAssertRewriteWarning"]
+    if not plugin_autoloaded():
+        argv += ["-p", PLUGIN]
+    for name in args.drivers:
+        argv += ["--mmu-driver", name]
+    for option in ("examples", "steps", "budget", "seed"):
+        value = getattr(args, option)
+        if value is not None:
+            argv += [f"--mmu-{option}", str(value)]
+    if args.config:
+        argv += ["--mmu-config", str(args.config)]
+    if args.k:
+        argv += ["-k", args.k]
+    if args.exitfirst:
+        argv.append("-x")
+    argv += ["-v"] * args.verbose + ["-q"] * args.quiet
+    if args.junitxml:
+        argv.append(f"--junitxml={args.junitxml}")
+    return argv
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run pytest on the kit; returns pytest's exit code."""
+    try:
+        import pytest
+    except ImportError:
+        print("mmu-notifier: the conformance kit needs pytest and hypothesis: pip install 'mmu-notifier[test]'",
+              file=sys.stderr)
+        return 2
+    return int(pytest.main(pytest_args(args)))
+
+
+def add_commands(subparsers: Any) -> None:
+    """Add ``conformance`` to the ``mmu-notifier`` sub-commands."""
+    parser = subparsers.add_parser(
+        "conformance",
+        help="run the conformance kit against installed driver plugins (exit code = pytest's)",
+        description="Run the conformance kit (pytest --pyargs mmu_notifier.conformance) against every installed "
+        "driver plugin, or the ones named.",
+    )
+    configure(parser)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """The arguments of the sub-command."""
+    parser.add_argument("drivers", nargs="*", metavar="NAME", help="drivers to check (default: every installed one)")
+    parser.add_argument("-k", metavar="EXPR", help="only checks matching the pytest -k expression")
+    parser.add_argument("-x", "--exitfirst", action="store_true", help="stop at the first failure")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more output (repeatable)")
+    parser.add_argument("-q", "--quiet", action="count", default=0, help="less output (repeatable)")
+    parser.add_argument("--examples", type=int, help="examples of the state-machine check")
+    parser.add_argument("--steps", type=int, help="steps per state-machine example")
+    parser.add_argument("--budget", type=int, help="PCT schedules per concurrency check")
+    parser.add_argument("--seed", type=int, help="seed of the PCT explorations")
+    parser.add_argument("--config", help="TOML file with [drivers.NAME] tables")
+    parser.add_argument("--junitxml", metavar="PATH", help="write a JUnit XML report")
+    parser.set_defaults(func=run)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m mmu_notifier.conformance``."""
+    parser = argparse.ArgumentParser(prog="python -m mmu_notifier.conformance", description=__doc__)
+    configure(parser)
+    return run(parser.parse_args(argv))

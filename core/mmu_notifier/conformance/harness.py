@@ -1,0 +1,477 @@
+"""The kit's harness: load a driver the way the kernel loads a module, and give each check a fresh world.
+
+* :class:`DriverUnderTest` loads one entry point of ``mmu_notifier.drivers``
+  through the core's own loader (so a broken plugin fails exactly as it would
+  for ``mmu-notifier run``) and checks its exerciser;
+* :class:`World` is one check's machine: a fresh :class:`~mmu_notifier.Kernel`
+  with only that driver loaded, the :class:`~mmu_notifier.invariants.Monitor`
+  watching it, and helpers that go through the exerciser;
+* :data:`RACES` are the concurrency checks: small scenarios rebuilt for every
+  schedule and explored with PCT by :func:`explore_race`; :func:`replay`
+  re-runs a reported schedule.
+
+Nothing here imports pytest, so the main job and scripts can use it too.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mmu_notifier import exerciser as contract
+from mmu_notifier import invariants, synchronize
+from mmu_notifier.config import DriverConfig, validate
+from mmu_notifier.errors import ConfigError, KernelError, PluginError
+from mmu_notifier.exerciser import Exerciser, Handle
+from mmu_notifier.invariants import Monitor, Violation
+from mmu_notifier.kernel import Kernel
+from mmu_notifier.mm import MM
+from mmu_notifier.notifier import MMUNotifier
+from mmu_notifier.plugins import MMUNotifierOps, available_drivers
+
+__all__ = [
+    "FRAMES",
+    "RACES",
+    "ContractError",
+    "DriverUnderTest",
+    "InvariantError",
+    "LoadFailure",
+    "Race",
+    "World",
+    "explore_race",
+    "make_exerciser",
+    "race_scenario",
+    "replay",
+]
+
+#: physical frames of a world's kernel (small: frames are reused at once, which exposes stale translations)
+FRAMES = 4096
+#: the methods of the exerciser contract
+CONTRACT_METHODS = ("attach", "map_range", "access", "translations", "detach", "unload")
+
+
+class LoadFailure(Exception):
+    """The driver could not be loaded (not installed, import error, bad hooks, invalid config, bad exerciser)."""
+
+
+class ContractError(LoadFailure):
+    """The driver's exerciser does not follow :mod:`mmu_notifier.exerciser`."""
+
+
+class InvariantError(AssertionError):
+    """One or more invariants were violated; the message lists them."""
+
+    def __init__(self, violations: list[Violation], context: str = "") -> None:
+        self.violations = violations
+        head = f"{context}: " if context else ""
+        super().__init__(f"{head}{len(violations)} violation(s)\n{invariants.format_violations(violations)}")
+
+
+def make_exerciser(ops: MMUNotifierOps, kernel: Kernel, name: str) -> Exerciser:
+    """Call the driver's ``exerciser`` hook and check the object it returns against the contract."""
+    if ops.exerciser is None:
+        raise ContractError(
+            f"driver {name!r} implements no 'exerciser' hook, so the kit cannot drive it "
+            f"(see mmu_notifier.exerciser and the plugin guide)"
+        )
+    try:
+        ex = ops.exerciser(kernel)
+    except Exception as error:
+        raise ContractError(f"driver {name!r}: the exerciser hook raised {type(error).__name__}: {error}") from error
+    if ex is None:
+        raise ContractError(f"driver {name!r}: the exerciser hook returned None")
+    missing = [m for m in CONTRACT_METHODS if not callable(getattr(ex, m, None))]
+    if missing:
+        raise ContractError(f"driver {name!r}: its exerciser {type(ex).__name__} lacks {', '.join(missing)}")
+    declared = getattr(ex, "driver", None)
+    if declared != name:
+        raise ContractError(
+            f"driver {name!r}: its exerciser says driver = {declared!r}; it must be the entry-point name"
+        )
+    caps = getattr(ex, "capabilities", None)
+    if not isinstance(caps, (set, frozenset)):
+        raise ContractError(f"driver {name!r}: exerciser.capabilities must be a frozenset, not {caps!r}")
+    unknown = sorted(set(caps) - contract.CAPABILITIES)
+    if unknown:
+        raise ContractError(
+            f"driver {name!r}: unknown capabilities {unknown}; known: {sorted(contract.CAPABILITIES)}"
+        )
+    return ex  # type: ignore[no-any-return]
+
+
+@dataclass
+class DriverUnderTest:
+    """One installed driver, loaded once; :meth:`world` builds a fresh machine with it."""
+
+    name: str
+    entry_point: importlib.metadata.EntryPoint
+    factory: Callable[[DriverConfig], object]
+    config: DriverConfig
+    capabilities: frozenset[str]
+    #: the driver object of the load check (its class attributes are what the kit compares)
+    driver: object = None
+    ops: MMUNotifierOps | None = None
+
+    @classmethod
+    def load(cls, name: str, configs: dict[str, dict[str, Any]] | None = None) -> DriverUnderTest:
+        """Load ``name`` from the entry points; raises :class:`LoadFailure` saying why it cannot be."""
+        entry_points = {ep.name: ep for ep in available_drivers()}
+        if name not in entry_points:
+            installed = ", ".join(sorted(entry_points)) or "none"
+            raise LoadFailure(f"no driver named {name!r} is installed in the entry-point group "
+                              f"'mmu_notifier.drivers' (installed: {installed})")
+        kernel = Kernel(frames=FRAMES)
+        report = kernel.drivers.load_entry_points(configs or {}, only=[name])
+        if name in report.failed:
+            raise LoadFailure(str(report.failed[name]))
+        ops = report.loaded[name]
+        ex = make_exerciser(ops, kernel, name)
+        driver = ops.driver
+        config = getattr(driver, "config", None)
+        if not isinstance(config, DriverConfig):
+            model = getattr(type(driver), "config_model", DriverConfig)
+            config = validate(name, model, (configs or {}).get(name, {}))
+        factory = entry_points[name].load()
+        dut = cls(name, entry_points[name], factory, config, frozenset(ex.capabilities), driver, ops)
+        try:
+            ex.unload()
+        except Exception as error:
+            raise ContractError(f"driver {name!r}: exerciser.unload() on a fresh driver raised "
+                                f"{type(error).__name__}: {error}") from error
+        return dut
+
+    def has(self, capability: str) -> bool:
+        """The exerciser declares ``capability``."""
+        return capability in self.capabilities
+
+    def world(self, frames: int = FRAMES) -> World:
+        """A fresh kernel with only this driver, watched by a monitor."""
+        return World(self, frames)
+
+
+class World:
+    """One check's machine: a kernel, the driver under test, its exerciser and a monitor."""
+
+    def __init__(self, dut: DriverUnderTest, frames: int = FRAMES) -> None:
+        self.dut = dut
+        self.name = dut.name
+        self.kernel = Kernel(frames=frames)
+        try:
+            driver = dut.factory(dut.config)
+        except Exception as error:
+            raise PluginError(dut.name, f"construction failed: {type(error).__name__}: {error}") from error
+        self.ops = self.kernel.drivers.add(driver, dut.name)
+        self.driver = driver
+        self.exerciser = make_exerciser(self.ops, self.kernel, dut.name)
+        self.caps = frozenset(self.exerciser.capabilities)
+        self.monitor = Monitor(self.kernel, [self.exerciser])
+        self.page = self.kernel.page_size
+        self.mms: list[MM] = []
+        #: violations the harness itself saw (an access returning a frame the CPU does not map)
+        self.extra: list[Violation] = []
+
+    # -- address spaces -------------------------------------------------------------
+    def new_mm(self) -> MM:
+        """A fresh process address space, watched by the monitor."""
+        mm = MM(self.kernel)
+        self.mms.append(mm)
+        self.monitor.track_mm(mm)
+        return mm
+
+    def region(
+        self, mm: MM, pages: int = 4, *, shared: bool = False, handle: Handle | None = None
+    ) -> tuple[int, int]:
+        """mmap ``pages`` pages; with ``handle``, also make the device interested in them. Returns ``(start, end)``."""
+        start = mm.mmap(pages * self.page, shared=shared)
+        end = start + pages * self.page
+        if handle is not None:
+            self.exerciser.map_range(handle, start, end)
+        return start, end
+
+    # -- attaches ---------------------------------------------------------------------
+    def attach(self, mm: MM) -> Handle:
+        """Attach through the exerciser and check the handle it returns."""
+        handle = self.exerciser.attach(mm)
+        if not isinstance(handle, Handle):
+            raise ContractError(
+                f"driver {self.name!r}: attach returned {handle!r}, not a mmu_notifier.exerciser.Handle"
+            )
+        if handle.mm is not mm or not isinstance(handle.subscription, MMUNotifier):
+            raise ContractError(f"driver {self.name!r}: attach returned a handle for mm {handle.mm!r} holding "
+                                f"{handle.subscription!r}; it must name the attached mm and the driver's subscription")
+        return self.monitor.attached(self.name, handle)
+
+    def detach(self, handle: Handle) -> None:
+        """Detach through the exerciser."""
+        self.monitor.detached(self.name, handle)
+        self.exerciser.detach(handle)
+
+    def held(self, mm: MM | None = None) -> list[Handle]:
+        """Handles still attached (on ``mm``)."""
+        return self.monitor.held(self.name, mm)
+
+    # -- device side ------------------------------------------------------------------
+    def access(
+        self, handle: Handle, address: int, write: bool = False, tries: int = 3, verify: bool = True
+    ) -> int | None:
+        """A device access, retried up to ``tries`` times while the driver says "retry".
+
+        A :class:`~mmu_notifier.errors.KernelError` counts as no translation.
+        With ``verify`` (single-threaded use only), a returned frame must be
+        the one the CPU page table maps at ``address`` right now.
+        """
+        for _ in range(tries):
+            try:
+                pfn = self.exerciser.access(handle, address, write)
+            except KernelError:
+                return None
+            if pfn is None:
+                continue
+            if verify:
+                mm = handle.mm
+                pte = mm.page_table.entries.get(address >> mm.page_shift)
+                if pte is None or pte.pfn != pfn:
+                    cpu = f"frame {pte.pfn}" if pte is not None else "nothing"
+                    self.extra.append(Violation(
+                        invariants.COHERENCE,
+                        f"a device access at {address:#x} of mm {mm.id} returned frame {pfn}, but the CPU maps {cpu} "
+                        f"there",
+                    ))
+            return int(pfn)
+        return None
+
+    def touch(self, handle: Handle, start: int, end: int, write: bool = False) -> dict[int, int | None]:
+        """A device access to every page of ``[start, end)``; address -> frame (or None)."""
+        return {addr: self.access(handle, addr, write) for addr in range(start, end, self.page)}
+
+    def translations(self, mm: MM) -> dict[int, int]:
+        """The device's translations of ``mm`` (empty without the device_translations capability)."""
+        if contract.DEVICE_TRANSLATIONS not in self.caps:
+            return {}
+        return dict(self.exerciser.translations(mm))
+
+    # -- checking ---------------------------------------------------------------------
+    def violations(self, settled: bool = False) -> list[Violation]:
+        """Every violation now (``settled``: synchronize just ran and nothing is in flight)."""
+        found = self.extra + self.monitor.check(settled)
+        self.extra = []
+        return found
+
+    def check(self, context: str = "", settled: bool = False, only: Iterable[str] | None = None) -> None:
+        """Raise :class:`InvariantError` listing every violation (of the checks in ``only``, if given)."""
+        found = self.violations(settled)
+        if only is not None:
+            wanted = set(only)
+            found = [v for v in found if v.check in wanted]
+        if found:
+            raise InvariantError(found, context)
+
+    def settle(self, context: str = "") -> None:
+        """``synchronize``, then check everything including leaks."""
+        synchronize(self.kernel)
+        self.check(context or "after synchronize", settled=True)
+
+    def close(self) -> None:
+        """Detach what is still attached, unload the driver and wait for every free."""
+        for handle in list(self.held()):
+            self.detach(handle)
+        self.exerciser.unload()
+        synchronize(self.kernel)
+
+
+# -- concurrency checks ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Race:
+    """One concurrency check: a scenario builder, what it shows, what it needs."""
+
+    key: str
+    description: str
+    build: Callable[[DriverUnderTest], Any]
+    needs: frozenset[str] = field(default_factory=frozenset)
+
+
+def _violation_check(world: World, context: str) -> Callable[[], None]:
+    def check() -> None:
+        from mmu_notifier.explore import Violation as ExploreViolation
+
+        found = world.violations(settled=True)
+        if found:
+            raise ExploreViolation(f"{context}: {invariants.format_violations(found)}")
+
+    return check
+
+
+def _finale(world: World, exit_mm: MM | None = None) -> Callable[[], None]:
+    """Module-exit-like end of a race: detach what is left, exit if asked, wait for every free."""
+
+    def finale() -> None:
+        if exit_mm is not None and exit_mm.alive:
+            exit_mm.exit()
+        for handle in list(world.held()):
+            world.detach(handle)
+        synchronize(world.kernel)
+
+    return finale
+
+
+def _prepared(dut: DriverUnderTest, pages: int = 3) -> tuple[World, MM, Handle, int, int]:
+    world = dut.world(frames=256)
+    mm = world.new_mm()
+    handle = world.attach(mm)
+    start, end = world.region(mm, pages, handle=handle)
+    for addr in range(start, end, world.page):
+        mm.fault(addr, write=True)
+        world.access(handle, addr, verify=False)
+    return world, mm, handle, start, end
+
+
+def _detach_vs_invalidation(dut: DriverUnderTest) -> Any:
+    from mmu_notifier.explore import ScenarioInstance
+
+    world, mm, handle, start, end = _prepared(dut)
+    by_exit = dut.has(contract.DETACH_BY_EXIT)
+    run = ScenarioInstance()
+    run.thread("detach")(lambda: world.detach(handle))
+
+    @run.thread("invalidate")
+    def invalidate() -> None:
+        mm.madvise_dontneed(start, world.page)
+        mm.munmap(start + world.page, end - start - world.page)
+
+    run.finale = _finale(world, mm if by_exit else None)
+    run.check(_violation_check(world, "after the last detach raced an invalidation"))
+    return run
+
+
+def _exit_vs_detach(dut: DriverUnderTest) -> Any:
+    from mmu_notifier.explore import ScenarioInstance
+
+    world, mm, handle, _, _ = _prepared(dut)
+    run = ScenarioInstance()
+    run.thread("exit")(mm.exit)
+    run.thread("detach")(lambda: world.detach(handle))
+    run.finale = _finale(world)
+    run.check(_violation_check(world, "after exit raced the last detach"))
+    return run
+
+
+def _attach_vs_exit(dut: DriverUnderTest) -> Any:
+    from mmu_notifier.explore import ScenarioInstance
+
+    world = dut.world(frames=256)
+    mm = world.new_mm()
+    start, end = world.region(mm, 2)
+    for addr in range(start, end, world.page):
+        mm.fault(addr, write=True)
+    run = ScenarioInstance()
+
+    @run.thread("attach")
+    def attach() -> None:
+        if not mm.mmget_not_zero():  # a remote attach pins the mm first (get_task_mm)
+            return
+        try:
+            handle = world.attach(mm)
+            world.exerciser.map_range(handle, start, end)
+            world.access(handle, start, verify=False)
+        finally:
+            mm.mmput()
+        world.access(handle, start + world.page, verify=False)
+        world.detach(handle)
+
+    run.thread("exit")(mm.exit)
+    run.finale = _finale(world)
+    run.check(_violation_check(world, "after an attach raced exit"))
+    return run
+
+
+def _access_race(dut: DriverUnderTest, cpu: str) -> Any:
+    """Device accesses to every page of a translated range race a CPU change of it; then coherence."""
+    from mmu_notifier.explore import ScenarioInstance
+    from mmu_notifier.explore import Violation as ExploreViolation
+
+    world, mm, handle, start, end = _prepared(dut)
+    run = ScenarioInstance()
+
+    @run.thread("device")
+    def device() -> None:
+        for addr in range(start, end, world.page):
+            world.access(handle, addr, tries=2, verify=False)
+
+    if cpu == "oom-reaper":
+        run.thread("oom-reaper")(mm.oom_reap)
+    else:
+
+        @run.thread("cpu")
+        def change() -> None:
+            mm.madvise_dontneed(start, 2 * world.page)
+            mm.migrate(end - world.page)
+
+    context = f"after {'a non-blockable' if cpu == 'oom-reaper' else 'an'} invalidation raced device accesses"
+
+    def finale() -> None:
+        found = world.violations()
+        if found:  # coherence while still attached, before the detach drops everything
+            raise ExploreViolation(f"{context}: {invariants.format_violations(found)}")
+        _finale(world, mm if dut.has(contract.DETACH_BY_EXIT) else None)()
+
+    run.finale = finale
+    run.check(_violation_check(world, context))
+    return run
+
+
+RACES: dict[str, Race] = {
+    race.key: race
+    for race in (
+        Race("detach-vs-invalidation", "the last detach (put) races munmap/madvise of a mapped range",
+             _detach_vs_invalidation),
+        Race("exit-vs-detach", "the mm exits (release) while the last attach detaches", _exit_vs_detach),
+        Race("attach-vs-exit", "a pinned remote attach, map and device access race the owner's exit",
+             _attach_vs_exit),
+        Race("nonblock-vs-access", "the OOM reaper's non-blockable invalidation races device accesses",
+             lambda dut: _access_race(dut, "oom-reaper"), frozenset({contract.DEVICE_TRANSLATIONS})),
+        Race("invalidation-vs-access", "madvise and migration of a translated range race device accesses",
+             lambda dut: _access_race(dut, "cpu"), frozenset({contract.DEVICE_TRANSLATIONS})),
+    )
+}
+
+
+def race_scenario(dut: DriverUnderTest, key: str) -> Any:
+    """The explorer :class:`~mmu_notifier.explore.Scenario` of race ``key`` for this driver."""
+    from mmu_notifier.explore import Scenario
+
+    race = RACES[key]
+    return Scenario(f"conformance.{dut.name}.{key}", lambda: race.build(dut), race.description)
+
+
+def explore_race(dut: DriverUnderTest, key: str, budget: int, seed: int = 0, depth: int = 2) -> Any:
+    """Explore race ``key`` with PCT for ``budget`` schedules; returns the :class:`Exploration`."""
+    from mmu_notifier.explore import explore
+
+    return explore(race_scenario(dut, key), strategy="pct", budget=budget, seed=seed, depth=depth,
+                   minimise_budget=300, reproduce=2)
+
+
+def replay(driver: str, key: str, schedule: str) -> Any:
+    """Replay a schedule the kit reported: ``replay("gntdev", "exit-vs-detach", "<schedule>")``."""
+    from mmu_notifier.explore import replay as explore_replay
+
+    return explore_replay(race_scenario(DriverUnderTest.load(driver), key), schedule)
+
+
+def kit_dir() -> Path:
+    """Where the kit's check modules live."""
+    return Path(__file__).parent
+
+
+def config_errors(name: str, model: type[DriverConfig], raw: dict[str, Any]) -> ConfigError | None:
+    """The :class:`ConfigError` validating ``raw`` raises, or None if it is valid."""
+    try:
+        validate(name, model, raw)
+    except ConfigError as error:
+        return error
+    return None
