@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from mmu_notifier.explore.scenario import Scenario
 from mmu_notifier.explore.builtin import locks, notifier
+from mmu_notifier.explore.scenario import Scenario
 
 BUILTIN: tuple[Scenario, ...] = (*notifier.SCENARIOS, *locks.SCENARIOS)
 
