@@ -326,3 +326,15 @@ def test_frames_are_always_accounted_and_vmas_never_overlap(operations):
     for each in mms:
         each.exit()
     assert kernel.memory.in_use() == 0
+
+
+def test_munmap_of_a_mappings_tail_clears_its_pages(kernel, driver, mm):
+    addr = mm.mmap(2 * PAGE)
+    mm.fault(addr, write=True)
+    mm.fault(addr + PAGE, write=True)
+    mn.get(driver, mm)
+    mm.munmap(addr + PAGE, PAGE)
+    assert mm.page_table.lookup((addr + PAGE) >> mm.page_shift) is None
+    assert mm.page_table.lookup(addr >> mm.page_shift) is not None
+    assert _events(driver) == [(Event.UNMAP, addr + PAGE, addr + 2 * PAGE)]
+    assert kernel.memory.in_use() == 1

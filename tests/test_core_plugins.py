@@ -219,3 +219,17 @@ def test_logging_is_silent_by_default_and_json_on_request(kernel, driver, mm):
 def test_unknown_log_format_is_rejected():
     with pytest.raises(ValueError, match="log format"):
         log.configure("xml")
+
+
+def test_invalidation_events_are_logged(kernel, driver, mm):
+    stream = io.StringIO()
+    log.configure("json", stream=stream)
+    try:
+        mn.get(driver, mm)
+        mm.munmap(mm.mmap(4096), 4096)
+    finally:
+        log.configure(None)
+    records = [json.loads(line) for line in stream.getvalue().splitlines()]
+    starts = [r for r in records if r["event"] == "invalidate.start"]
+    assert starts and starts[0]["kind"] == "UNMAP" and starts[0]["blockable"] is True
+    assert any(r["event"] == "invalidate.end" for r in records)

@@ -44,4 +44,4 @@ def call_srcu(kernel: Kernel, callback: Callable[[], None]) -> None:
 
 def kfree(sub: MMUNotifier) -> None:
     """Free the memory of a subscription the driver owns (``kfree``): later touches are use-after-free."""
-    poison(sub, call_site())
+    poison(sub, call_site(), freed_by="kfree")

@@ -284,10 +284,10 @@ class MM:
         doomed = self._overlapping(start, end)
         if not doomed:
             return
+        span_start, span_end = max(start, doomed[0].start), min(end, doomed[-1].end)  # before splits move them
         self._split(start)
         self._split(end)
         self.vmas = [vma for vma in self.vmas if not (start <= vma.start and vma.end <= end)]
-        span_start, span_end = max(start, doomed[0].start), min(end, doomed[-1].end)
         with self._invalidating(span_start, span_end, Event.UNMAP, doomed[0]) as to_free, self.page_table_lock:
             self._zap(span_start, span_end, to_free)
 

@@ -157,8 +157,9 @@ def _poisoned_class(cls: type) -> type:
         return poisoned
 
     def touch(self: Any, name: str, *value: Any) -> Any:
-        site = object.__getattribute__(self, "__dict__").get("_free_site")
-        raise UseAfterFreeError(f"{cls.__name__}.{name} touched after free_notifier", free_site=site)
+        state = object.__getattribute__(self, "__dict__")
+        freed_by = state.get("_freed_by", "free_notifier")
+        raise UseAfterFreeError(f"{cls.__name__}.{name} touched after {freed_by}", free_site=state.get("_free_site"))
 
     def describe(self: Any) -> str:
         return f"<freed {cls.__name__} at {id(self):#x}>"
@@ -177,8 +178,8 @@ def is_freed(sub: MMUNotifier) -> bool:
     return getattr(type(sub), "_poisoned", False)
 
 
-def poison(sub: MMUNotifier, site: str) -> None:
-    """Mark ``sub`` freed (kfree): every later access raises :class:`UseAfterFreeError`.
+def poison(sub: MMUNotifier, site: str, freed_by: str = "free_notifier") -> None:
+    """Mark ``sub`` freed: every later access raises :class:`UseAfterFreeError` naming ``freed_by`` and ``site``.
 
     Raises :class:`DoubleFreeError` when it was freed already.
     """
@@ -186,6 +187,7 @@ def poison(sub: MMUNotifier, site: str) -> None:
         first = object.__getattribute__(sub, "__dict__").get("_free_site")
         raise DoubleFreeError(f"{type(sub).__name__} freed twice (again at {site})", free_site=first)
     sub.__dict__["_free_site"] = site
+    sub.__dict__["_freed_by"] = freed_by
     sub.__class__ = _poisoned_class(type(sub))
 
 
@@ -469,7 +471,7 @@ def _start(range: Range, container: MMUNotifierMM) -> int:
     srcu = kernel.srcu
     blockable = range.flags & RANGE_BLOCKABLE
     if LOG.on:
-        LOG.event("invalidate.start", mm=mm.id, event=range.event.name, start=range.start, end=range.end,
+        LOG.event("invalidate.start", mm=mm.id, kind=range.event.name, start=range.start, end=range.end,
                   blockable=bool(blockable))
     result = 0
     with _walk_section(srcu, blockable) as walk_point:
@@ -534,7 +536,7 @@ def _end(range: Range, container: MMUNotifierMM, *, only_end: bool) -> None:
             if end is not None:
                 end(sub, range)
     if LOG.on:
-        LOG.event("invalidate.end", mm=mm.id, event=range.event.name, start=range.start, end=range.end)
+        LOG.event("invalidate.end", mm=mm.id, kind=range.event.name, start=range.start, end=range.end)
 
 
 def _each_with(mm: MM, callback: str) -> Generator[tuple[MMUNotifier, Any], None, None]:

@@ -69,8 +69,9 @@ class PCT(Strategy):
     Every thread gets a random priority above ``depth``; the highest-priority
     runnable thread always runs. At ``depth - 1`` decision points drawn
     uniformly from the expected number of decisions, the thread that ran last
-    drops to priority ``i`` (the i-th change point), below every initial
-    priority. A bug that needs ``depth`` ordering constraints is found with
+    drops to priority ``i`` (change point ``k_i``), below every initial
+    priority. As in the paper the labels ``i`` are drawn independently of the
+    points' order in time, so a later change point may drop below an earlier one. A bug that needs ``depth`` ordering constraints is found with
     probability at least 1/(n k^(depth-1)) per execution. The number of
     decisions ``k`` is learnt: the largest seen so far.
     """
@@ -86,6 +87,7 @@ class PCT(Strategy):
         self._rng = random.Random(seed)
         self._prio: dict[int, float] = {}
         self._changes: list[int] = []
+        self._label: dict[int, int] = {}
         self._decisions = 0
 
     def start(self) -> bool:
@@ -93,7 +95,9 @@ class PCT(Strategy):
         self._prio = {}
         self._decisions = 0
         count = min(self.depth - 1, self.horizon)
-        self._changes = sorted(rng.sample(range(1, self.horizon + 1), count), reverse=True)
+        points = rng.sample(range(1, self.horizon + 1), count)
+        self._label = {point: i for i, point in enumerate(points)}
+        self._changes = sorted(points, reverse=True)
         return True
 
     def choose(
@@ -103,9 +107,9 @@ class PCT(Strategy):
         prio = self._prio
         changes = self._changes
         while changes and changes[-1] <= self._decisions:
-            changes.pop()
+            point = changes.pop()
             if ex.trace:
-                prio[ex.trace[-1][0]] = float(self.depth - 1 - len(changes))
+                prio[ex.trace[-1][0]] = float(self._label[point])
         best = cands[0]
         best_prio = -1.0
         for t in cands:

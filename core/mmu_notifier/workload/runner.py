@@ -11,6 +11,7 @@ same thread bodies on OS threads.
 from __future__ import annotations
 
 import random
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from mmu_notifier.explore.scenario import Scenario, ScenarioInstance
 from mmu_notifier.explore.scheduler import Execution
 from mmu_notifier.explore.strategies import RandomWalk
 from mmu_notifier.explore.timeline import Timeline
+from mmu_notifier.invariants import Monitor
 from mmu_notifier.kernel import Kernel
 from mmu_notifier.mm import MM, RW, Prot
 from mmu_notifier.workload.model import Process, Step, Workload, WorkloadError
@@ -78,6 +80,7 @@ class World:
     exercisers: dict[str, Exerciser]
     stats: dict[str, DriverStats]
     tracer: StatsTracer
+    monitor: Monitor
     live: list[MM] = field(default_factory=list)
     every_mm: list[MM] = field(default_factory=list)
     steps: int = 0
@@ -113,7 +116,7 @@ def new_world(workload: Workload) -> World:
     stats = {name: DriverStats() for name in exercisers}
     tracer = StatsTracer(stats)
     kernel.drivers.add_plugin(tracer, name="workload-stats")
-    return World(workload, kernel, exercisers, stats, tracer)
+    return World(workload, kernel, exercisers, stats, tracer, Monitor(kernel, exercisers.values()))
 
 
 class ProcessRunner:
@@ -139,7 +142,7 @@ class ProcessRunner:
 
     def _live_mm(self) -> MM:
         if self.mm is None:  # a new incarnation after an exit
-            self.mm = MM(self.world.kernel)
+            self.mm = self.world.monitor.track_mm(MM(self.world.kernel))
             self.regions = []
             self.world.live.append(self.mm)
             self.world.every_mm.append(self.mm)
@@ -246,7 +249,7 @@ class ProcessRunner:
         for name in self._drivers(step):
             if name in self.handles:
                 continue
-            handle = self.world.exercisers[name].attach(mm)
+            handle = self.world.monitor.attached(name, self.world.exercisers[name].attach(mm))
             self.handles[name] = handle
             stats = self.world.stats[name]
             stats.subscriptions.add(handle.subscription)
@@ -292,7 +295,9 @@ class ProcessRunner:
         """Drop the handles (of one driver, or all)."""
         names = [n for n in self.handles if only is None or n == only]
         for name in names:
-            self.world.exercisers[name].detach(self.handles.pop(name))
+            handle = self.handles.pop(name)
+            self.world.exercisers[name].detach(handle)
+            self.world.monitor.detached(name, handle)
         return bool(names)
 
 
@@ -332,19 +337,17 @@ def unload(world: World) -> None:
 
 
 def check(world: World) -> None:
-    """End-of-run rules: no WARN, no deferred bug, no leak, no translation left behind."""
+    """End-of-run rules, after every module unloaded: every invariant of the conformance kit
+    (:class:`~mmu_notifier.invariants.Monitor`: pairing, frees, release, coherence, leaks,
+    refcounts, WARNs) and no frame left allocated."""
+    for violation in world.monitor.check(settled=True):
+        text = str(violation)
+        drivers = [name for name in world.stats if re.search(rf"\b{re.escape(name)}\b", text)]
+        for name in drivers:
+            world.stats[name].violations.append(text)
+        if not drivers:
+            world.violations.append(text)
     kernel = world.kernel
-    world.violations += [f"kernel WARN: {w}" for w in kernel.warnings]
-    world.violations += [f"bug in a deferred callback: {type(b).__name__}: {b}" for b in kernel.bugs]
-    for name, stats in world.stats.items():
-        if stats.freed != len(stats.subscriptions):
-            stats.violations.append(
-                f"leak: {len(stats.subscriptions)} subscriptions allocated, {stats.freed} freed after synchronize"
-            )
-        for mm in world.every_mm:
-            left = world.exercisers[name].translations(mm)
-            if left:
-                stats.violations.append(f"mm {mm.id} exited but the device still translates {len(left)} pages")
     if kernel.memory.in_use():
         world.violations.append(f"{kernel.memory.in_use()} frames still allocated after every process exited")
 
