@@ -71,7 +71,8 @@ class PCT(Strategy):
     uniformly from the expected number of decisions, the thread that ran last
     drops to priority ``i`` (change point ``k_i``), below every initial
     priority. As in the paper the labels ``i`` are drawn independently of the
-    points' order in time, so a later change point may drop below an earlier one. A bug that needs ``depth`` ordering constraints is found with
+    points' order in time, so a later change point may drop below an earlier one.
+    A bug that needs ``depth`` ordering constraints is found with
     probability at least 1/(n k^(depth-1)) per execution. The number of
     decisions ``k`` is learnt: the largest seen so far.
     """
