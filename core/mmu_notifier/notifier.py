@@ -390,27 +390,21 @@ def release(mm: MM) -> None:
     Runs every linked subscription's ``release`` inside one SRCU read section,
     unlinks every subscription (users and mm pins untouched: the driver still
     owes its put or unregister), then waits for a grace period so no release
-    started by a concurrent unregister is still running.
+    started by a concurrent unregister is still running. (The kernel unlinks
+    just before leaving the read section, the model just after: nothing can
+    tell, since the grace period that follows covers both.)
     """
     container = mm.mmu_notifier_mm
     if container is None:
         return
-    srcu = mm.kernel.srcu
-    with _walk_section(srcu, blockable=True) as walk_point:
+    for sub, release_fn in _each_with(mm, "release"):
+        release_fn(sub, mm)
+        if LOG.on:
+            LOG.event("notifier.release", mm=mm.id, driver=sub.ops.name, by="exit")
+    with container.lock:
         for sub in container.subscriptions:
-            if not sub.linked:
-                continue
-            if walk_point is not None:
-                walk_point(sub)
-            ops = sub.ops
-            if ops.release is not None:
-                ops.release(sub, mm)
-                if LOG.on:
-                    LOG.event("notifier.release", mm=mm.id, driver=ops.name, by="exit")
-        with container.lock:
-            for sub in container.subscriptions:
-                container.unlink(sub)
-    srcu.synchronize()
+            container.unlink(sub)
+    mm.kernel.srcu.synchronize()
 
 
 # -- invalidation dispatch -----------------------------------------------------
