@@ -26,6 +26,7 @@ DEFAULT = Workload(
                 Step(op="mmap", pages=4),
                 Step(op="touch", write=True),
                 Step(op="attach"),
+                Step(op="attach"),  # a second thread opens the device: the same subscription, users 2
                 Step(op="map"),
                 Step(op="access", write=True),
                 Step(op="mmap", pages=2),
@@ -43,6 +44,7 @@ DEFAULT = Workload(
                 Step(op="access"),
                 Step(op="soft_dirty"),
                 Step(op="munmap", region=1),
+                Step(op="detach"),
                 Step(op="detach"),
             ],
         ),

@@ -28,10 +28,10 @@ Op = Literal[
     "fork",  # fork a child that writes to a region (COW) and exits
     "soft_dirty",  # clear the soft-dirty bits
     "oom_reap",  # the OOM reaper's non-blockable pass
-    "attach",  # open the device: take the driver's reference (get)
+    "attach",  # open the device once more: take the driver's reference (get)
     "map",  # make the device interested in a region
     "access",  # device access to every page of a region
-    "detach",  # drop the driver's reference (put)
+    "detach",  # close the newest open of the device: drop its reference (put)
     "exit",  # the process exits (its mm goes when the last user goes)
 ]
 

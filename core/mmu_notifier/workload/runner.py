@@ -128,7 +128,8 @@ class ProcessRunner:
         self.name = f"{spec.name}{number}"
         self.mm: MM | None = None
         self.regions: list[Region] = []
-        self.handles: dict[str, Handle] = {}
+        #: open device handles per driver, oldest first (each attach is another open)
+        self.handles: dict[str, list[Handle]] = {}
 
     def run(self) -> None:
         """The thread body: every repetition of every step, then clean up like an exiting process."""
@@ -136,7 +137,7 @@ class ProcessRunner:
             for step in self.spec.steps:
                 self.step(step)
                 self.world.count_step()
-        self.detach(None)
+        self.detach(None, every=True)
         if self.mm is not None:
             self._exit()
 
@@ -247,10 +248,8 @@ class ProcessRunner:
         mm = self._live_mm()
         done = False
         for name in self._drivers(step):
-            if name in self.handles:
-                continue
             handle = self.world.monitor.attached(name, self.world.exercisers[name].attach(mm))
-            self.handles[name] = handle
+            self.handles.setdefault(name, []).append(handle)
             stats = self.world.stats[name]
             stats.subscriptions.add(handle.subscription)
             stats.peak_users = max(stats.peak_users, handle.subscription.users)
@@ -263,8 +262,8 @@ class ProcessRunner:
             return False
         end = region.start + region.pages * self.mm.page_size
         for name in self._drivers(step):
-            if name in self.handles:
-                self.world.exercisers[name].map_range(self.handles[name], region.start, end)
+            for handle in self.handles.get(name, ()):
+                self.world.exercisers[name].map_range(handle, region.start, end)
         return True
 
     def _op_access(self, step: Step) -> bool:
@@ -273,9 +272,9 @@ class ProcessRunner:
             return False
         page_size = self.mm.page_size
         for name in self._drivers(step):
-            handle = self.handles.get(name)
-            if handle is None:
+            if not self.handles.get(name):
                 continue
+            handle = self.handles[name][0]
             stats = self.world.stats[name]
             for page in range(region.pages):
                 try:
@@ -289,16 +288,22 @@ class ProcessRunner:
         return True
 
     def _op_detach(self, step: Step) -> bool:
-        return self.detach(step.driver)
+        return self.detach(step.driver, every=False)
 
-    def detach(self, only: str | None) -> bool:
-        """Drop the handles (of one driver, or all)."""
-        names = [n for n in self.handles if only is None or n == only]
-        for name in names:
-            handle = self.handles.pop(name)
-            self.world.exercisers[name].detach(handle)
-            self.world.monitor.detached(name, handle)
-        return bool(names)
+    def detach(self, only: str | None, every: bool = True) -> bool:
+        """Close the newest handle of each driver (or of ``only``); with ``every``, all of them."""
+        done = False
+        for name, handles in self.handles.items():
+            if only is not None and name != only:
+                continue
+            while handles:
+                handle = handles.pop()
+                self.world.exercisers[name].detach(handle)
+                self.world.monitor.detached(name, handle)
+                done = True
+                if not every:
+                    break
+        return done
 
 
 def background(world: World, rng: random.Random) -> None:

@@ -41,9 +41,10 @@ def render(doc: dict[str, Any]) -> str:
     lines = [f"workload {doc['workload']!r}, {doc['mode']}, seed {doc['seed']}", "", header, "-" * len(header)]
     lines += [_row(name, stats) for name, stats in doc["drivers"].items()]
     lines += ["-" * len(header), _row("total", doc["totals"]), ""]
-    events = doc["totals"]["invalidations"]
-    if events:
-        lines.append("invalidations by event: " + ", ".join(f"{k} {v}" for k, v in events.items()))
+    lines.append("invalidations by event type:")
+    for name, stats in [*doc["drivers"].items(), ("total", doc["totals"])]:
+        events = stats["invalidations"]
+        lines.append(f"  {name:<10} " + (", ".join(f"{k} {v}" for k, v in events.items()) or "none"))
     rate = doc["events_per_second"]
     lines.append(
         f"{doc['steps']} steps ({doc['skipped_steps']} skipped), {doc['callbacks']} driver callbacks, "
