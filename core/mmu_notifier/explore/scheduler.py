@@ -33,6 +33,7 @@ is still installed.
 from __future__ import annotations
 
 import contextlib
+from bisect import insort
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -55,6 +56,10 @@ FINISHED = "finished"
 FAILED = "failed"
 STEP_BOUND = "step-bound"
 ABORTED = "aborted"
+
+
+def _index(thread: ModelThread) -> int:
+    return thread.idx
 
 
 class Abandon(BaseException):
@@ -164,6 +169,12 @@ class Execution(sync.Backend):
         self.max_steps = max_steps or scenario.max_steps
         self.threads: list[ModelThread] = []
         self.live: list[ModelThread] = []
+        # Kept up to date on every state change so a step costs O(woken), not O(threads):
+        # threads in state RUN (index order), threads WOKEN since the last step, and the
+        # BLOCKED threads by the resource they wait on.
+        self._runnable: list[ModelThread] = []
+        self._woken: list[ModelThread] = []
+        self._blocked: dict[int, list[ModelThread]] = {}
         self.trace: list[tuple[int, str, object]] = []
         self.lock_order = LockOrder()
         self.problem: Problem | None = None
@@ -241,6 +252,7 @@ class Execution(sync.Backend):
         th.glet = greenlet(partial(self._body, th, fn), self._hub)
         self.threads.append(th)
         self.live.append(th)
+        self._runnable.append(th)  # the newest index: order kept
         return th
 
     def _body(self, th: ModelThread, fn: Callable[[], object]) -> None:
@@ -258,6 +270,7 @@ class Execution(sync.Backend):
     def _exit(self, th: ModelThread) -> None:
         th.state = DONE
         self.live.remove(th)
+        self._runnable.remove(th)
         task = th.task
         if task.held or task.srcu_depth or task.atomic_depth or task.non_block_depth:
             left = [describe(lock) for lock in task.held]
@@ -292,16 +305,7 @@ class Execution(sync.Backend):
         if len(trace) >= self.max_steps:
             self.status = STEP_BOUND
             return None
-        cands = []
-        for t in self.live:
-            state = t.state
-            if state == RUN:
-                cands.append(t)
-            elif state == WOKEN:
-                if t.ready():  # type: ignore[misc]
-                    cands.append(t)
-                else:
-                    t.state = BLOCKED
+        cands = self._candidates()
         if not cands:
             idle = self._idle()
             if idle is None:
@@ -316,8 +320,37 @@ class Execution(sync.Backend):
                 return None
             if nxt is not cur and cur is not None and cur.state == RUN:
                 self.preemptions += 1
-        trace.append((nxt.idx, nxt.op, nxt.res))  # type: ignore[union-attr]
+        assert nxt is not None
+        if nxt.state != RUN:  # a woken (or timed-out) waiter goes on: it is runnable again
+            self._resume(nxt)
+        trace.append((nxt.idx, nxt.op, nxt.res))
         return nxt
+
+    def _candidates(self) -> list[ModelThread]:
+        """Runnable threads plus woken ones whose condition holds, in index order."""
+        woken = self._woken
+        if not woken:
+            return list(self._runnable)
+        ready = []
+        for t in woken:
+            if t.ready():  # type: ignore[misc]
+                ready.append(t)
+            else:
+                t.state = BLOCKED
+                self._blocked.setdefault(id(t.res), []).append(t)
+        self._woken = ready
+        if not ready:
+            return list(self._runnable)
+        return sorted(self._runnable + ready, key=_index)
+
+    def _resume(self, th: ModelThread) -> None:
+        """``th`` was chosen while WOKEN (or BLOCKED with a timeout): make it RUN again."""
+        if th.state == WOKEN:
+            self._woken.remove(th)
+        else:
+            self._blocked[id(th.res)].remove(th)
+        th.state = RUN
+        insort(self._runnable, th, key=_index)
 
     def _idle(self) -> ModelThread | None:
         """No thread can run: fire a timeout, or end the run as finished or deadlocked."""
@@ -375,6 +408,8 @@ class Execution(sync.Backend):
         if self._stopping:
             raise Abandon
         cur.state = BLOCKED
+        self._runnable.remove(cur)
+        self._blocked.setdefault(id(resource), []).append(cur)
         cur.ready = ready
         cur.op = op
         cur.res = resource
@@ -382,8 +417,7 @@ class Execution(sync.Backend):
         task = cur.task
         task.blocked_on = resource
         self._switch(self._next(cur))
-        task.blocked_on = None
-        cur.state = RUN
+        task.blocked_on = None  # chosen again: _next made it RUN
         cur.ready = None
         cur.timeout = False
         if cur.timed_out:
@@ -392,9 +426,11 @@ class Execution(sync.Backend):
         return True
 
     def wake(self, resource: object) -> None:
-        for t in self.live:
-            if t.state == BLOCKED and t.res is resource:
+        waiting = self._blocked.pop(id(resource), None)
+        if waiting:
+            for t in waiting:
                 t.state = WOKEN
+            self._woken += waiting
 
     def spawn_daemon(self, name: str, fn: Callable[[], None]) -> None:
         self._spawn(name, fn, daemon=True)

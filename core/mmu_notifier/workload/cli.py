@@ -79,9 +79,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
             log.configure(None)
     doc: dict[str, Any] = runner.describe(result)
     if args.timeline is not None:
-        if result.timeline is None:
+        timeline = result.timeline
+        if timeline is None:
             raise UsageError("--timeline needs the deterministic scheduler (drop --threads)")
-        timeline_svg.write(result.timeline, args.timeline, f"{workload.name} seed {seed}")
+        timeline_svg.write(timeline, args.timeline, f"{workload.name} seed {seed}")
         doc["timeline"] = str(args.timeline)
     print(json.dumps(doc, indent=2) if args.json else summary.render(doc))
     return 0 if result.ok else 1

@@ -22,7 +22,7 @@ from mmu_notifier import sync
 from mmu_notifier.errors import KernelError
 from mmu_notifier.exerciser import Exerciser, Handle
 from mmu_notifier.explore.scenario import Scenario, ScenarioInstance
-from mmu_notifier.explore.scheduler import Execution
+from mmu_notifier.explore.scheduler import Execution, Outcome
 from mmu_notifier.explore.strategies import RandomWalk
 from mmu_notifier.explore.timeline import Timeline
 from mmu_notifier.invariants import Monitor
@@ -57,8 +57,13 @@ class RunResult:
     wall: float
     violations: list[str]
     scheduler_steps: int = 0
-    schedule: str = ""
-    timeline: Timeline | None = None
+    #: the deterministic execution, kept to draw its timeline on request
+    outcome: Outcome | None = None
+
+    @property
+    def timeline(self) -> Timeline | None:
+        """The per-thread timeline of a deterministic run (built only when asked for)."""
+        return None if self.outcome is None else Timeline.of(self.outcome)
 
     @property
     def events(self) -> int:
@@ -396,7 +401,7 @@ def run_deterministic(workload: Workload, seed: int, on_step: Callable[[int], No
         violations.append(f"{problem.kind}{where}: {problem.message}{details}")
     return RunResult(
         workload.name, "deterministic", seed, world.stats, world.steps, world.skipped, world.tracer.callbacks,
-        wall, violations, scheduler_steps=len(outcome.trace), timeline=Timeline.of(outcome),
+        wall, violations, scheduler_steps=len(outcome.trace), outcome=outcome,
     )
 
 
