@@ -47,7 +47,7 @@ class Kernel:
         self.users_limit = users_limit
         self.end_after_failed_start = end_after_failed_start
         self.memory = PhysicalMemory(frames)
-        self.srcu = Srcu("mmu_notifier_srcu", on_error=self.bugs_append)
+        self.srcu = Srcu("mmu_notifier_srcu", on_error=self.record_bug)
         self.drivers = DriverRegistry(self)
         self.warnings: list[str] = []
         self.bugs: list[BaseException] = []
@@ -63,7 +63,7 @@ class Kernel:
         if LOG.on:
             LOG.event("kernel.warn", message=message)
 
-    def bugs_append(self, error: BaseException) -> None:
+    def record_bug(self, error: BaseException) -> None:
         """Record an exception raised where nobody can catch it (a deferred callback)."""
         self.bugs.append(error)
 

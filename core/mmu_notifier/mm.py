@@ -508,7 +508,11 @@ class MM:
 
     def fork(self) -> MM:
         """``dup_mmap``: a child mm sharing every frame; the parent's private writable pages are
-        write-protected for copy-on-write inside a PROTECTION_PAGE range per VMA."""
+        write-protected for copy-on-write inside a PROTECTION_PAGE range per VMA.
+
+        Unlike the kernel, which leaves shared mappings' entries to be faulted in
+        again by the child, the model copies every present entry (no notifier
+        traffic either way)."""
         memory = self.kernel.memory
         with self._write_locked():
             child = MM(self.kernel)

@@ -111,7 +111,6 @@ class MMUNotifierMM:
     def link(self, sub: MMUNotifier) -> None:
         """Add at the head (``hlist_add_head_rcu``); caller holds ``lock``."""
         self.subscriptions = (sub, *self.subscriptions)
-        assert sub.ops is not None
         self.by_ops.setdefault(sub.ops, {})[sub] = None
         sub.linked = True
 
@@ -121,7 +120,6 @@ class MMUNotifierMM:
             return False
         sub.linked = False
         self.subscriptions = tuple(s for s in self.subscriptions if s is not sub)
-        assert sub.ops is not None
         same = self.by_ops[sub.ops]
         del same[sub]
         if not same:
@@ -192,10 +190,6 @@ def poison(sub: MMUNotifier, site: str, freed_by: str = "free_notifier") -> None
 
 
 # -- registration --------------------------------------------------------------
-
-
-def _kernel_of(mm: MM) -> Kernel:
-    return mm.kernel
 
 
 def register_locked(sub: MMUNotifier, mm: MM, *, driver: object) -> None:
@@ -298,7 +292,6 @@ def put(sub: MMUNotifier) -> None:
     if mm is None:
         raise MisuseError(f"put of {sub!r}, which was never registered")
     ops = sub.ops
-    assert ops is not None
     if ops.free_notifier is None:
         raise MisuseError(f"put of a {ops.name!r} subscription, but the driver has no free_notifier hook")
     container = mm.mmu_notifier_mm
@@ -349,7 +342,6 @@ def unregister(sub: MMUNotifier, mm: MM) -> None:
     container = mm.mmu_notifier_mm
     assert container is not None
     ops = sub.ops
-    assert ops is not None
     if sub.linked:
         release = ops.release
         if release is not None:
@@ -485,7 +477,6 @@ def _start(range: Range, container: MMUNotifierMM) -> int:
 def _start_failed(range: Range, sub: MMUNotifier, ret: int) -> int:
     """A start callback returned non-zero: WARN unless it is a legal -EAGAIN."""
     ops = sub.ops
-    assert ops is not None
     kernel = range.mm.kernel
     if range.blockable or ret != _EAGAIN:
         mode = "blockable" if range.blockable else "non-blockable"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mmu_notifier.explore.cli import main
+from mmu_notifier.cli import main
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

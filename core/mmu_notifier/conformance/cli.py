@@ -69,11 +69,6 @@ def add_commands(subparsers: Any) -> None:
         description="Run the conformance kit (pytest --pyargs mmu_notifier.conformance) against every installed "
         "driver plugin, or the ones named.",
     )
-    configure(parser)
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    """The arguments of the sub-command."""
     parser.add_argument("drivers", nargs="*", metavar="NAME", help="drivers to check (default: every installed one)")
     parser.add_argument("-k", metavar="EXPR", help="only checks matching the pytest -k expression")
     parser.add_argument("-x", "--exitfirst", action="store_true", help="stop at the first failure")
@@ -89,7 +84,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m mmu_notifier.conformance``."""
-    parser = argparse.ArgumentParser(prog="python -m mmu_notifier.conformance", description=__doc__)
-    configure(parser)
-    return run(parser.parse_args(argv))
+    """``python -m mmu_notifier.conformance [NAME...]``: ``mmu-notifier conformance`` by another name."""
+    from mmu_notifier.cli import main as cli_main  # the top-level CLI imports this module
+
+    return cli_main(["conformance", *(sys.argv[1:] if argv is None else argv)])

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -163,24 +162,3 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.timeline is not None:
         timeline_svg.write(replayed.timeline, args.timeline, f"{scenario.name} replay")
     return 1 if replayed.problem is not None else 0
-
-
-class _Parser(argparse.ArgumentParser):
-    """Argparse errors as one line (the top-level CLI's convention)."""
-
-    def error(self, message: str) -> Any:
-        raise _usage_error(message)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m mmu_notifier.explore``: the two commands without the rest of the CLI."""
-    from mmu_notifier.cli import UsageError
-
-    parser = _Parser(prog="mmu-notifier")
-    add_commands(parser.add_subparsers(dest="command", required=True, parser_class=_Parser))
-    try:
-        args = parser.parse_args(argv)
-        return int(args.func(args))
-    except UsageError as error:
-        print(f"mmu-notifier: {error}", file=sys.stderr)
-        return 2

@@ -551,9 +551,9 @@ class Kfd:
         self.table = ProcessTable()
         self.pasids = Ida("amdgpu_pasid_ida", config.pasid_min, config.pasid_max)
         self.doorbell_slices = Ida("doorbell_ida", 1, config.doorbell_slices - 1)
-        self.process_wq = Workqueue("kfd_process_wq", kernel.bugs_append)
-        self.restore_wq = Workqueue("kfd_restore_wq", kernel.bugs_append)
-        self.system_wq = Workqueue("events", kernel.bugs_append)
+        self.process_wq = Workqueue("kfd_process_wq", kernel.record_bug)
+        self.restore_wq = Workqueue("kfd_restore_wq", kernel.record_bug)
+        self.system_wq = Workqueue("events", kernel.record_bug)
         self.faults = FaultInjector(config.faults)
         #: ``get_task_struct`` references on lead threads that processes hold
         self.task_refs = sync.Atomic("kfd.lead_thread_refs", 0)
