@@ -77,7 +77,7 @@ def world() -> World:
     return World(kernel, driver, ops, Recorder().install(kernel), mn.MM(kernel))
 
 
-def checks(found: list[invariants.Violation]) -> set[str]:
+def checks(found: list[invariants.InvariantViolation]) -> set[str]:
     return {v.check for v in found}
 
 
@@ -193,7 +193,7 @@ def test_registration(world: World) -> None:
 
 
 def test_format_explains_each_check() -> None:
-    text = invariants.format_violations([invariants.Violation(invariants.COHERENCE, "x")])
+    text = invariants.format_violations([invariants.InvariantViolation(invariants.COHERENCE, "x")])
     assert text.startswith("[coherence] x") and invariants.CHECKS[invariants.COHERENCE] in text
 
 

@@ -26,7 +26,7 @@ from mmu_notifier import invariants, synchronize
 from mmu_notifier.config import DriverConfig, validate
 from mmu_notifier.errors import ConfigError, KernelError, PluginError
 from mmu_notifier.exerciser import Exerciser, Handle
-from mmu_notifier.invariants import Monitor, Violation
+from mmu_notifier.invariants import InvariantViolation, Monitor
 from mmu_notifier.kernel import Kernel
 from mmu_notifier.mm import MM
 from mmu_notifier.notifier import MMUNotifier
@@ -64,7 +64,7 @@ class ContractError(LoadFailure):
 class InvariantError(AssertionError):
     """One or more invariants were violated; the message lists them."""
 
-    def __init__(self, violations: list[Violation], context: str = "") -> None:
+    def __init__(self, violations: list[InvariantViolation], context: str = "") -> None:
         self.violations = violations
         head = f"{context}: " if context else ""
         super().__init__(f"{head}{len(violations)} violation(s)\n{invariants.format_violations(violations)}")
@@ -171,7 +171,7 @@ class World:
         self.page = self.kernel.page_size
         self.mms: list[MM] = []
         #: violations the harness itself saw (an access returning a frame the CPU does not map)
-        self.extra: list[Violation] = []
+        self.extra: list[InvariantViolation] = []
 
     # -- address spaces -------------------------------------------------------------
     def new_mm(self) -> MM:
@@ -235,7 +235,7 @@ class World:
                 pte = mm.page_table.entries.get(address >> mm.page_shift)
                 if pte is None or pte.pfn != pfn:
                     cpu = f"frame {pte.pfn}" if pte is not None else "nothing"
-                    self.extra.append(Violation(
+                    self.extra.append(InvariantViolation(
                         invariants.COHERENCE,
                         f"a device access at {address:#x} of mm {mm.id} returned frame {pfn}, but the CPU maps {cpu} "
                         f"there",
@@ -254,7 +254,7 @@ class World:
         return dict(self.exerciser.translations(mm))
 
     # -- checking ---------------------------------------------------------------------
-    def violations(self, settled: bool = False) -> list[Violation]:
+    def violations(self, settled: bool = False) -> list[InvariantViolation]:
         """Every violation now (``settled``: synchronize just ran and nothing is in flight)."""
         found = self.extra + self.monitor.check(settled)
         self.extra = []
