@@ -28,7 +28,7 @@ from mmu_notifier.workload.model import Workload, WorkloadError
 from mmu_notifier.workload.stats import DriverStats
 from mmu_notifier.workload.steps import ProcessRunner, background
 from mmu_notifier.workload.summary import document
-from mmu_notifier.workload.world import JobWorld, check, load_drivers, new_world, unload
+from mmu_notifier.workload.world import JobWorld, check_world, load_drivers, new_world, unload
 
 #: the livelock guard of a deterministic run, in scheduler steps
 MAX_STEPS = 5_000_000
@@ -80,7 +80,7 @@ def build(world_box: list[JobWorld], workload: Workload) -> ScenarioInstance:
             number += 1
     rng = random.Random(workload.seed)
     instance.threads.append(("kswapd", lambda: background(world, rng)))
-    instance.checks.append(lambda: check(world))
+    instance.checks.append(lambda: check_world(world))
     return instance
 
 

@@ -18,7 +18,7 @@ from mmu_notifier import sync
 from mmu_notifier.errors import KernelError
 from mmu_notifier.exerciser import Handle
 from mmu_notifier.mm import MM, RW, Prot
-from mmu_notifier.workload.model import Process, Step
+from mmu_notifier.workload.model import Process, ProcessStep
 from mmu_notifier.workload.world import JobWorld, Region
 
 __all__ = ["ProcessRunner", "background"]
@@ -54,14 +54,14 @@ class ProcessRunner:
             self.world.every_mm.append(self.mm)
         return self.mm
 
-    def _region(self, step: Step) -> Region | None:
+    def _region(self, step: ProcessStep) -> Region | None:
         return self.regions[step.region % len(self.regions)] if self.regions else None
 
-    def _drivers(self, step: Step) -> list[str]:
+    def _drivers(self, step: ProcessStep) -> list[str]:
         names = list(self.world.exercisers)
         return [step.driver] if step.driver in names else names if step.driver is None else []
 
-    def step(self, step: Step) -> None:
+    def step(self, step: ProcessStep) -> None:
         """Do one step; a step whose precondition is missing, or that the kernel refuses, is skipped."""
         action = getattr(self, f"_op_{step.op}")
         try:
@@ -72,39 +72,39 @@ class ProcessRunner:
             self.world.skipped += 1
 
     # -- memory -----------------------------------------------------------
-    def _op_mmap(self, step: Step) -> None:
+    def _op_mmap(self, step: ProcessStep) -> None:
         mm = self._live_mm()
         self.regions.append(Region(mm.mmap(step.pages * mm.page_size), step.pages))
 
-    def _with_region(self, step: Step, action: Callable[[MM, Region], object]) -> bool:
+    def _with_region(self, step: ProcessStep, action: Callable[[MM, Region], object]) -> bool:
         region = self._region(step)
         if region is None or self.mm is None:
             return False
         action(self.mm, region)
         return True
 
-    def _op_touch(self, step: Step) -> bool:
+    def _op_touch(self, step: ProcessStep) -> bool:
         def touch(mm: MM, region: Region) -> None:
             for page in range(region.pages):
                 mm.fault(region.start + page * mm.page_size, write=step.write)
 
         return self._with_region(step, touch)
 
-    def _op_mprotect(self, step: Step) -> bool:
+    def _op_mprotect(self, step: ProcessStep) -> bool:
         prot = RW if step.write else Prot.READ
         return self._with_region(step, lambda mm, r: mm.mprotect(r.start, r.pages * mm.page_size, prot))
 
-    def _op_madvise(self, step: Step) -> bool:
+    def _op_madvise(self, step: ProcessStep) -> bool:
         return self._with_region(step, lambda mm, r: mm.madvise_dontneed(r.start, r.pages * mm.page_size))
 
-    def _op_munmap(self, step: Step) -> bool:
+    def _op_munmap(self, step: ProcessStep) -> bool:
         region = self._region(step)
         if not self._with_region(step, lambda mm, r: mm.munmap(r.start, r.pages * mm.page_size)):
             return False
         self.regions.remove(region)  # type: ignore[arg-type]
         return True
 
-    def _op_mremap(self, step: Step) -> bool:
+    def _op_mremap(self, step: ProcessStep) -> bool:
         def grow(mm: MM, region: Region) -> None:
             size = mm.page_size
             region.start = mm.mremap(region.start, region.pages * size, (region.pages + step.pages) * size)
@@ -112,7 +112,7 @@ class ProcessRunner:
 
         return self._with_region(step, grow)
 
-    def _op_fork(self, step: Step) -> bool:
+    def _op_fork(self, step: ProcessStep) -> bool:
         def fork(mm: MM, region: Region) -> None:
             child = mm.fork()
             try:
@@ -124,19 +124,19 @@ class ProcessRunner:
 
         return self._with_region(step, fork)
 
-    def _op_soft_dirty(self, step: Step) -> bool:
+    def _op_soft_dirty(self, step: ProcessStep) -> bool:
         if self.mm is None:
             return False
         self.mm.clear_soft_dirty()
         return True
 
-    def _op_oom_reap(self, step: Step) -> bool:
+    def _op_oom_reap(self, step: ProcessStep) -> bool:
         if self.mm is None:
             return False
         self.mm.oom_reap()
         return True
 
-    def _op_exit(self, step: Step) -> bool:
+    def _op_exit(self, step: ProcessStep) -> bool:
         if self.mm is None:
             return False
         self._exit()
@@ -149,7 +149,7 @@ class ProcessRunner:
         self.mm = None
 
     # -- devices ----------------------------------------------------------
-    def _op_attach(self, step: Step) -> bool:
+    def _op_attach(self, step: ProcessStep) -> bool:
         mm = self._live_mm()
         done = False
         for name in self._drivers(step):
@@ -161,7 +161,7 @@ class ProcessRunner:
             done = True
         return done
 
-    def _op_map(self, step: Step) -> bool:
+    def _op_map(self, step: ProcessStep) -> bool:
         region = self._region(step)
         if region is None or self.mm is None:
             return False
@@ -171,7 +171,7 @@ class ProcessRunner:
                 self.world.exercisers[name].map_range(handle, region.start, end)
         return True
 
-    def _op_access(self, step: Step) -> bool:
+    def _op_access(self, step: ProcessStep) -> bool:
         region = self._region(step)
         if region is None or self.mm is None:
             return False
@@ -192,7 +192,7 @@ class ProcessRunner:
                     stats.device_faults += 1
         return True
 
-    def _op_detach(self, step: Step) -> bool:
+    def _op_detach(self, step: ProcessStep) -> bool:
         return self.detach(step.driver, every=False)
 
     def detach(self, only: str | None, every: bool = True) -> bool:

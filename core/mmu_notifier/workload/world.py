@@ -6,7 +6,7 @@ modules loaded: a :class:`~mmu_notifier.Kernel` with the workload's drivers
 exerciser (its user-space interface), the counting tracer, the invariants
 :class:`~mmu_notifier.invariants.Monitor`, and the address spaces and
 counters the processes share. :func:`unload` is the modules' exit;
-:func:`check` the end-of-run rules. What each process does is in
+:func:`check_world` the end-of-run rules. What each process does is in
 :mod:`mmu_notifier.workload.steps`; the loop that runs them in
 :mod:`mmu_notifier.workload.runner`.
 """
@@ -24,7 +24,7 @@ from mmu_notifier.mm import MM
 from mmu_notifier.workload.model import Workload, WorkloadError
 from mmu_notifier.workload.stats import DriverStats, StatsTracer
 
-__all__ = ["JobWorld", "Region", "check", "load_drivers", "new_world", "unload"]
+__all__ = ["JobWorld", "Region", "check_world", "load_drivers", "new_world", "unload"]
 
 
 @dataclass
@@ -89,7 +89,7 @@ def unload(world: JobWorld) -> None:
         exerciser.unload()
 
 
-def check(world: JobWorld) -> None:
+def check_world(world: JobWorld) -> None:
     """End-of-run rules, after every module unloaded: every invariant of the conformance kit
     (:class:`~mmu_notifier.invariants.Monitor`: pairing, frees, release, coherence, leaks,
     refcounts, WARNs) and no frame left allocated."""
