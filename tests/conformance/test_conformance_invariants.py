@@ -10,7 +10,7 @@ import pytest
 from mirror_driver import MirrorDriver, MirrorSub
 
 import mmu_notifier as mn
-from mmu_notifier import invariants, legacy, notifier
+from mmu_notifier import invariants, kmem, notifier
 from mmu_notifier.invariants import Monitor, Recorder
 from mmu_notifier.range import Event, Range
 
@@ -153,7 +153,7 @@ def test_a_driver_freeing_its_own_subscription_is_flagged(world: World) -> None:
     sub = mn.get(world.driver, world.mm)
     with world.kernel.srcu.read_section():  # a walker holds the grace period open
         mn.put(sub)
-        legacy.kfree(sub)  # the v5.3 habit; the free after the grace period comes on top
+        kmem.kfree(sub)  # the v5.3 habit; the free after the grace period comes on top
     mn.synchronize(world.kernel)
     found = [v.message for v in world.recorder.violations]
     assert any("freed twice" in m for m in found), found
