@@ -60,3 +60,10 @@ def test_poisoned_classes_carry_the_documented_marker() -> None:
     kmem.kfree(thing)
     assert getattr(type(thing), kmem.POISON_MARK) is True
     assert type(thing).__mro__[1] is Thing
+
+
+def test_the_old_names_are_the_allocator_rooms_for_one_release() -> None:
+    from mmu_notifier import legacy, notifier
+
+    assert notifier.is_freed is kmem.is_freed
+    assert legacy.kfree is kmem.kfree
