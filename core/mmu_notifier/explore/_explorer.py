@@ -210,6 +210,9 @@ def explore(
     ``minimise_budget`` extra schedules (0: not at all) and replayed
     ``reproduce`` times. ``progress`` is called with the running statistics
     at most every ``progress_every`` seconds.
+
+    ``scenario`` is a :class:`Scenario`; a name raises :class:`UsageError`
+    (``mmu_notifier.scenarios.explore`` looks names up).
     """
     sc = _require_scenario(scenario, "explore")
     if budget < 1:
@@ -318,7 +321,8 @@ def replay(scenario: Scenario, schedule: str | Schedule, max_steps: int | None =
     Raises :class:`ScheduleFormatError` for a malformed string,
     :class:`StaleScheduleError` when the scenario or the primitive sequence
     changed since it was recorded, and :class:`DivergenceError` when a step's
-    thread cannot run.
+    thread cannot run; :class:`UsageError` for a name instead of a
+    :class:`Scenario` (``mmu_notifier.scenarios.replay`` looks names up).
     """
     sc = _require_scenario(scenario, "replay")
     sched = schedule if isinstance(schedule, Schedule) else Schedule.parse(schedule)
