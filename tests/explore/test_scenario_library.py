@@ -64,3 +64,11 @@ def test_the_builtins_are_in_the_registry() -> None:
     assert names == {"unregister-no-release", "get-put", "abba-deadlock", "lock-order-inversion",
                      "sleep-under-spinlock"}
     assert names <= set(scenarios.scenarios())
+
+
+def test_a_report_names_model_frames_only_not_the_engine() -> None:
+    problem = scenarios.replay("unregister-no-release", RECORDED[0][1]).problem
+    assert problem is not None and problem.kind is Kind.USE_AFTER_FREE
+    assert problem.details["free site"].startswith("mmu_notifier/scenarios/notifier.py:")
+    assert "mmu_notifier/scenarios/notifier.py" in problem.details["stack"]
+    assert "mmu_notifier/explore/" not in problem.details["stack"]
