@@ -10,6 +10,7 @@ every other argument to the engine unchanged.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Concatenate, ParamSpec, TypeVar
 
@@ -29,8 +30,12 @@ def _by_name(run: Callable[Concatenate[Scenario, P], R], doc: str) -> Callable[C
         return run(resolved, *args, **kwargs)
 
     by_name.__name__ = by_name.__qualname__ = run.__name__
-    by_name.__module__ = __name__
+    by_name.__module__ = "mmu_notifier.scenarios"
     by_name.__doc__ = doc
+    first, *rest = inspect.signature(run).parameters.values()
+    first = first.replace(annotation="Scenario | str", kind=inspect.Parameter.POSITIONAL_ONLY)
+    shown = inspect.signature(run).replace(parameters=[first, *rest])
+    by_name.__signature__ = shown  # type: ignore[attr-defined]  # help() shows the engine's parameters
     return by_name
 
 
