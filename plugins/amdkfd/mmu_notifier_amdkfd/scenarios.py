@@ -37,7 +37,7 @@ import contextlib
 import functools
 
 from mmu_notifier import MM, Kernel, NoMemoryError
-from mmu_notifier.explore.scenario import Leak, Scenario, ScenarioInstance, Violation
+from mmu_notifier.explore import Leak, Scenario, ScenarioInstance, Violation
 from mmu_notifier.plugins import MMUNotifierOps
 from mmu_notifier_amdkfd import KfdDriver
 from mmu_notifier_amdkfd.config import FaultPoint, KfdConfig, KfdFaults, Scheme
