@@ -25,7 +25,8 @@ from mmu_notifier.exerciser import Handle
 if TYPE_CHECKING:
     from mmu_notifier.kernel import Kernel
     from mmu_notifier.mm import MM
-    from mmu_notifier_gntdev.driver import GntdevDriver, GntdevPriv
+    from mmu_notifier_gntdev import GntdevDriver
+    from mmu_notifier_gntdev.gntdev_mm import GntdevPriv
 
 
 class GntdevExerciser:
