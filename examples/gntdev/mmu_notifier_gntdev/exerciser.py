@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 
 class GntdevExerciser:
-    """Drives one :class:`~mmu_notifier_gntdev.driver.GntdevDriver` loaded into ``kernel``."""
+    """Drives one :class:`~mmu_notifier_gntdev.GntdevDriver` loaded into ``kernel``."""
 
     def __init__(self, kernel: Kernel, driver: GntdevDriver) -> None:
         self.kernel = kernel
