@@ -288,18 +288,3 @@ def config_errors(name: str, model: type[DriverConfig], raw: dict[str, Any]) -> 
     except ConfigError as error:
         return error
     return None
-
-
-#: names that moved to :mod:`mmu_notifier.conformance.races`, importable from here for one release
-_MOVED_TO_RACES = {"RACES": "RACES", "Race": "Race", "explore_race": "explore_race",
-                   "race_scenario": "race_scenario", "replay": "replay_race"}
-
-
-def __getattr__(name: str) -> Any:
-    """The race checks' old names (``harness.replay`` ...): they moved to :mod:`.races`."""
-    moved = _MOVED_TO_RACES.get(name)
-    if moved is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from mmu_notifier.conformance import races
-
-    return getattr(races, moved)

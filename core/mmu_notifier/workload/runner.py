@@ -20,10 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mmu_notifier.explore.scenario import Scenario, ScenarioInstance
-from mmu_notifier.explore.scheduler import Execution, Outcome
-from mmu_notifier.explore.strategies import RandomWalk
-from mmu_notifier.explore.timeline import Timeline
+from mmu_notifier.explore import Execution, Outcome, RandomWalk, Scenario, ScenarioInstance, Timeline
 from mmu_notifier.workload.model import Workload, WorkloadError
 from mmu_notifier.workload.stats import DriverStats
 from mmu_notifier.workload.steps import ProcessRunner, background
