@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 
-from mmu_notifier import invariants, legacy, notifier, sync
+from mmu_notifier import invariants, kmem, legacy, notifier, sync
 from mmu_notifier.explore import LeakTracker, Scenario, ScenarioInstance, Violation
 from mmu_notifier.hookspecs import hookimpl
 from mmu_notifier.kernel import Kernel
@@ -128,7 +128,7 @@ def _unregister_no_release() -> ScenarioInstance:
         visible.complete()
         # pqm_init() fails: the v5.3 unwind, with no grace period before the free
         legacy.unregister_no_release(process, mm)
-        legacy.kfree(process)
+        kmem.kfree(process)
 
     run.thread("B")(lambda: _invalidate(mm, visible))
     run.check(lambda: kernel_clean(kernel))
