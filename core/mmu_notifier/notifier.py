@@ -462,8 +462,9 @@ def invalidate_range_start_nonblock(range: Range) -> int:
 
     As in 5.4, every subscription is still offered the start after a refusal
     and none then receives an end; the caller must not call the end either.
-    With ``kernel.end_after_failed_start`` (the later kernels' behaviour) every
-    subscription that has an end callback receives it before this returns.
+    With ``kernel.end_after_failed_start`` (commit c2655835fd8c, mainline since
+    v5.12) every subscription that has an end callback receives it before this
+    returns.
     """
     container = range.mm.mmu_notifier_mm
     range.flags &= ~RANGE_BLOCKABLE
@@ -507,7 +508,7 @@ def _start_failed(range: Range, sub: MMUNotifier, ret: int) -> int:
         mode = "blockable" if range.blockable else "non-blockable"
         kernel.warn(f"driver {ops.name!r}: invalidate_range_start returned {ret} for a {mode} {range!r}")
     elif kernel.end_after_failed_start and ops.invalidate_range_end is not None:
-        kernel.warn(f"driver {ops.name!r} refused a start but has an end callback (later kernels WARN)")
+        kernel.warn(f"driver {ops.name!r} refused a start but has an end callback (v5.12+ WARNs: c2655835fd8c)")
     if LOG.on:
         LOG.event("invalidate.refused", mm=range.mm.id, driver=ops.name, ret=ret)
     return ret
