@@ -378,3 +378,66 @@ def test_end_after_refused_start_switch_names_its_commit_and_release(mm):
     assert "ensure range_end() is paired with range_start()" in END_AFTER_FAILED_START_COMMIT
     assert END_AFTER_FAILED_START_SINCE == "5.12"
     assert "c2655835fd8c" in (mn.Kernel.__doc__ or "") and "v5.12" in (mn.Kernel.__doc__ or "")
+
+
+# -- freeing a held lock (lockdep's debug_check_no_locks_freed) ------------------------------
+
+
+class LockedSub(RecordingSub):
+    """A subscription embedding a driver lock, as kernel drivers embed a mutex in their struct."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock = mn.sync.Mutex("locked_sub.lock")
+
+
+def test_freeing_a_subscription_whose_lock_is_held_reports_both_sites(kernel, driver):
+    """``debug_check_no_locks_freed``: kfree of memory holding a held lock; nothing is freed."""
+    from mmu_notifier import legacy
+    from mmu_notifier.errors import LockFreedError
+
+    mm = mn.MM(kernel)
+    sub = LockedSub()
+    mn.register(sub, mm, driver=driver)
+    mn.unregister(sub, mm)
+    sub.lock.lock()
+    with pytest.raises(LockFreedError) as info:
+        legacy.kfree(sub)
+    message = str(info.value)
+    assert "LockedSub.lock (locked_sub.lock) freed while held by task" in message
+    assert message.count("test_core_issue12.py") == 2  # the holder's site and the free site
+    assert info.value.lock is sub.lock
+    assert not mn.notifier.is_freed(sub)  # nothing changed
+    sub.lock.unlock()
+    legacy.kfree(sub)
+    assert mn.notifier.is_freed(sub)
+
+
+def test_freeing_a_lock_another_task_holds_or_waits_for_is_found_by_the_explorer():
+    from mmu_notifier import legacy
+    from mmu_notifier.explore import Kind, Scenario, ScenarioInstance, explore
+
+    def build() -> ScenarioInstance:
+        kernel = mn.Kernel(frames=16)
+        driver = RecordingDriver()
+        kernel.drivers.add(driver)
+        mm = mn.MM(kernel)
+        sub = LockedSub()
+        mn.register(sub, mm, driver=driver)
+        mn.unregister(sub, mm)
+        run = ScenarioInstance()
+
+        @run.thread("user")
+        def user() -> None:
+            with sub.lock:
+                mn.sync.yield_now()
+
+        @run.thread("freer")
+        def freer() -> None:
+            legacy.kfree(sub)
+
+        return run
+
+    result = explore(Scenario("free-held-lock", build), "random", budget=200, stop_on_first=False)
+    messages = [bug.problem.message for bug in result.bugs if bug.problem.kind is Kind.EXCEPTION]
+    assert any("LockFreedError" in m and "held by task user (at" in m for m in messages), messages

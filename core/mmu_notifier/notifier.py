@@ -40,6 +40,7 @@ from mmu_notifier.errors import (
 from mmu_notifier.faults import REGISTER_ALLOC, REGISTER_MMAP_LOCK
 from mmu_notifier.log import LOG
 from mmu_notifier.range import RANGE_BLOCKABLE, Range
+from mmu_notifier.workqueue import check_work_free
 
 if TYPE_CHECKING:
     from mmu_notifier.kernel import Kernel
@@ -183,6 +184,17 @@ def is_freed(sub: MMUNotifier) -> bool:
     return getattr(type(sub), "_poisoned", False)
 
 
+def check_free(obj: object, site: str) -> None:
+    """The debug checks the kernel runs on memory being freed, before anything changes.
+
+    ``debug_check_no_locks_freed`` (a held or waited-for lock inside: :class:`LockFreedError`)
+    and debugobjects' check for an active ``work_struct`` inside (:class:`MisuseError`).
+    Kept apart from :func:`poison` so it can move with it into the allocator module.
+    """
+    sync.check_no_locks_freed(obj, site)
+    check_work_free(obj)
+
+
 def poison(sub: MMUNotifier, site: str, freed_by: str = "free_notifier") -> None:
     """Mark ``sub`` freed: every later access raises :class:`UseAfterFreeError` naming ``freed_by`` and ``site``.
 
@@ -191,6 +203,7 @@ def poison(sub: MMUNotifier, site: str, freed_by: str = "free_notifier") -> None
     if is_freed(sub):
         first = object.__getattribute__(sub, "__dict__").get("_free_site")
         raise DoubleFreeError(f"{type(sub).__name__} freed twice (again at {site})", free_site=first)
+    check_free(sub, site)
     sub.__dict__["_free_site"] = site
     sub.__dict__["_freed_by"] = freed_by
     sub.__class__ = _poisoned_class(type(sub))
