@@ -64,13 +64,20 @@ class Kernel:
         self.memory = PhysicalMemory(frames)
         self.srcu = Srcu("mmu_notifier_srcu", on_error=self.record_bug)
         self.drivers = DriverRegistry(self)
-        #: ``system_wq``: where :func:`~mmu_notifier.workqueue.schedule_work` queues
-        self.system_wq = Workqueue("events", on_error=self.record_bug)
+        self._system_wq: Workqueue | None = None
         #: fault injection at named sites (:mod:`mmu_notifier.faults`)
         self.faults = FaultInjector()
         self.warnings: list[str] = []
         self.bugs: list[BaseException] = []
         self._mm_ids = itertools.count(1)
+
+    @property
+    def system_wq(self) -> Workqueue:
+        """``system_wq``: where :func:`~mmu_notifier.workqueue.schedule_work` queues (made on first use)."""
+        wq = self._system_wq
+        if wq is None:
+            wq = self._system_wq = Workqueue("events", on_error=self.record_bug)
+        return wq
 
     def next_mm_id(self) -> int:
         """A fresh address-space number (for names and logs)."""
