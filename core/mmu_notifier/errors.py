@@ -13,6 +13,7 @@ Two families, as the kernel has two ways to say "no":
 from __future__ import annotations
 
 import errno as _errno
+from dataclasses import dataclass
 
 
 class KernelError(Exception):
@@ -105,12 +106,48 @@ class DeadlockError(ModelBug):
     """A wait that can never finish (for example ``synchronize`` inside a read section)."""
 
 
-class UseAfterFreeError(ModelBug):
-    """A freed subscription was touched: a field read or a callback dispatched to it."""
+@dataclass(frozen=True, slots=True)
+class Site:
+    """Where something happened to an object, as KASAN's "Allocated by" / "Freed by" blocks say it.
 
-    def __init__(self, message: str, *, free_site: str | None = None) -> None:
+    ``where`` is the innermost frame outside the allocator (``file:line in
+    function``), ``thread`` the model task, ``step`` the explorer's step index
+    (``None`` outside the explorer), ``stack`` the innermost frames, innermost first.
+    """
+
+    where: str
+    thread: str | None = None
+    step: int | None = None
+    stack: tuple[str, ...] = ()
+
+    def text(self) -> str:
+        """``thread T at step N: file:line in f`` (the parts that are known)."""
+        who = f"thread {self.thread}" if self.thread else ""
+        when = f"step {self.step}" if self.step is not None else ""
+        head = " at ".join(p for p in (who, when) if p)
+        return f"{head}: {self.where}" if head else self.where
+
+
+class UseAfterFreeError(ModelBug):
+    """A freed object was touched: a field read or a callback dispatched to it.
+
+    ``free_site`` is the free's ``file:line in function``; ``free`` and
+    ``alloc`` (when recorded) carry the thread, step and stack of the free and
+    of the allocation, as KASAN's report does.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        free_site: str | None = None,
+        free: Site | None = None,
+        alloc: Site | None = None,
+    ) -> None:
         super().__init__(message if free_site is None else f"{message}\n  freed at: {free_site}")
         self.free_site = free_site
+        self.free = free
+        self.alloc = alloc
 
 
 class DoubleFreeError(UseAfterFreeError):

@@ -27,21 +27,27 @@ access site is their caller.
 
 from __future__ import annotations
 
+import os
 import sys
-from typing import Any
+from typing import Any, TypeVar
 
 from mmu_notifier import sync
-from mmu_notifier.errors import DoubleFreeError, UseAfterFreeError
+from mmu_notifier.errors import DoubleFreeError, Site, UseAfterFreeError
 from mmu_notifier.workqueue import check_work_free
 
 __all__ = [
     "POISON_FRAMES",
     "POISON_MARK",
+    "Site",
+    "alloc_record",
     "allocated_class",
     "call_site",
+    "free_record",
     "free_site",
     "is_freed",
     "kfree",
+    "kmalloc",
+    "note_alloc",
     "poison",
 ]
 
@@ -50,6 +56,7 @@ POISON_MARK = "_poisoned"
 #: Names of the poisoning machinery's frames in this file; a report's access site is their caller.
 POISON_FRAMES = frozenset({"touch", "poison", "__getattribute__", "__setattr__"})
 
+_T = TypeVar("_T")
 _poisoned_classes: dict[type, type] = {}
 
 
@@ -76,6 +83,73 @@ def call_site(skip_core: bool = True) -> str:
     return f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
 
 
+#: innermost frames a recorded allocation or free keeps
+STACK_DEPTH = 6
+_SKIP_DIRS = (os.path.join("mmu_notifier", "explore", ""), os.sep + "greenlet" + os.sep)
+
+
+def _record(skip_core: bool = True) -> Site:
+    """The :class:`Site` of the caller: first frame outside the allocator, the task, the step and the stack.
+
+    Frames of the allocator, notifier and legacy modules are skipped (as
+    :func:`call_site`), and so are the explorer's scheduler frames below the
+    model thread's function.
+    """
+    frame = sys._getframe(2)
+    while frame is not None and skip_core and _stem(frame.f_code.co_filename) in _CORE_FILES:
+        frame = frame.f_back  # type: ignore[assignment]
+    stack: list[str] = []
+    while frame is not None and len(stack) < STACK_DEPTH:
+        name = frame.f_code.co_filename
+        if not any(d in name for d in _SKIP_DIRS):
+            stack.append(f"{name}:{frame.f_lineno} in {frame.f_code.co_name}")
+        frame = frame.f_back  # type: ignore[assignment]
+    backend = sync.backend()
+    return Site(stack[0] if stack else "?", sync.current().name, backend.step(), tuple(stack))
+
+
+def note_alloc(obj: object) -> None:
+    """Record where ``obj`` was allocated (thread, step, stack) for a later use-after-free report.
+
+    The core calls it for every subscription (``MMUNotifier.__init__``); a driver
+    model records its own ``kmalloc``'ed objects with :func:`kmalloc`. The explorer
+    marks the allocation on the timeline.
+    """
+    site = _record()
+    try:
+        object.__getattribute__(obj, "__dict__")["_alloc"] = site
+    except AttributeError:
+        return  # no __dict__: nothing to keep the record in
+    sync.backend().note("kmalloc", allocated_class(obj).__name__)
+
+
+def kmalloc(obj: _T) -> _T:
+    """``kmalloc``: return ``obj``, recording its allocation site for KASAN-style reports.
+
+    Use it where a driver model allocates what it later frees with :func:`kfree`:
+    ``process = kmem.kmalloc(KFDProcess())``.
+    """
+    note_alloc(obj)
+    return obj
+
+
+def alloc_record(obj: object) -> Site | None:
+    """Where ``obj`` was allocated, if it was recorded (:func:`kmalloc`, or a subscription)."""
+    try:
+        site: Site | None = object.__getattribute__(obj, "__dict__").get("_alloc")
+    except AttributeError:
+        return None
+    return site
+
+
+def free_record(obj: object) -> Site | None:
+    """Where ``obj`` was freed (thread, step, stack), or ``None`` if it is live."""
+    if not is_freed(obj):
+        return None
+    site: Site | None = object.__getattribute__(obj, "__dict__").get("_free")
+    return site
+
+
 def _poisoned_class(cls: type) -> type:
     """The poisoned subclass of ``cls`` (made once per class, then cached)."""
     poisoned = _poisoned_classes.get(cls)
@@ -85,7 +159,12 @@ def _poisoned_class(cls: type) -> type:
     def touch(self: Any, name: str, *value: Any) -> Any:
         state = object.__getattribute__(self, "__dict__")
         freed_by = state.get("_freed_by", "kfree")
-        raise UseAfterFreeError(f"{cls.__name__}.{name} touched after {freed_by}", free_site=state.get("_free_site"))
+        raise UseAfterFreeError(
+            f"{cls.__name__}.{name} touched after {freed_by}",
+            free_site=state.get("_free_site"),
+            free=state.get("_free"),
+            alloc=state.get("_alloc"),
+        )
 
     def describe_freed(self: Any) -> str:
         return f"<freed {cls.__name__} at {id(self):#x}>"
@@ -145,12 +224,20 @@ def poison(obj: object, site: str, freed_by: str = "kfree") -> None:
     """
     if is_freed(obj):
         first = free_site(obj)
-        raise DoubleFreeError(f"{allocated_class(obj).__name__} freed twice (again at {site})", free_site=first)
+        raise DoubleFreeError(
+            f"{allocated_class(obj).__name__} freed twice (again at {site})",
+            free_site=first,
+            free=free_record(obj),
+            alloc=alloc_record(obj),
+        )
     check_free(obj, site)
+    record = _record()
     state = obj.__dict__
     state["_free_site"] = site
     state["_freed_by"] = freed_by
+    state["_free"] = Site(site, record.thread, record.step, record.stack)
     obj.__class__ = _poisoned_class(type(obj))
+    sync.backend().note(freed_by, type(obj).__mro__[1].__name__)
 
 
 def kfree(obj: object) -> None:

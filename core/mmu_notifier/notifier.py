@@ -35,7 +35,7 @@ from mmu_notifier.errors import (
     RefcountOverflowError,
 )
 from mmu_notifier.faults import REGISTER_ALLOC, REGISTER_MMAP_LOCK
-from mmu_notifier.kmem import call_site, poison
+from mmu_notifier.kmem import call_site, note_alloc, poison
 from mmu_notifier.kmem import is_freed as is_freed  # deprecated here: use mmu_notifier.kmem (kept for one release)
 from mmu_notifier.log import LOG
 from mmu_notifier.range import RANGE_BLOCKABLE, Range
@@ -88,6 +88,7 @@ class MMUNotifier:
         self.linked = False
         #: ``unregister`` ran: the caller owns the memory again; a second unregister or a put is misuse
         self.unregistered = False
+        note_alloc(self)  # KASAN's "Allocated by": the driver line that created the subscription
 
     def __repr__(self) -> str:
         name = self.ops.name if self.ops else "?"

@@ -120,6 +120,13 @@ class Backend:
         """Where ``task`` is executing now, as ``file:line in function`` outside the core, if known."""
         return None
 
+    def step(self) -> int | None:
+        """The index of the step running now, for backends that number steps (the explorer); else ``None``."""
+        return None
+
+    def note(self, what: str, label: str) -> None:
+        """Record an event of the running step (``kmalloc``, ``kfree`` ...) for the timeline; a no-op here."""
+
 
 _CORE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from mmu_notifier.explore import Kind
 from mmu_notifier.scenarios import explore, replay
 
@@ -43,8 +45,8 @@ def test_get_put_passes_bounded_exhaustive_search_with_zero_reports() -> None:
     assert result.complete
     assert result.findings == []
     assert result.stats.schedules > 1
-    assert f"no problem found in {result.stats.schedules} schedules" in result.text()
-    assert "(complete)" in result.text()
+    assert "verdict: exhaustive to 2 preemptions: clean" in result.text()
+    assert f"{result.stats.schedules} schedules, the search is exhausted" in result.text()
 
 
 def test_abba_is_reported_as_deadlock_with_its_cycle() -> None:
@@ -60,7 +62,11 @@ def test_opposite_orders_without_deadlock_are_reported_as_lock_order_inversion()
     assert result.complete and not result.bugs  # no run can deadlock ...
     (predicted,) = result.findings  # ... but lockdep's graph has the cycle
     assert predicted.problem.kind is Kind.LOCK_ORDER and predicted.problem.predictive
-    assert set(predicted.problem.details) == {"lock_a -> lock_b", "lock_b -> lock_a"}
+    details = predicted.problem.details
+    assert set(details) == {"order lock_a -> lock_b", "order lock_b -> lock_a"}
+    for order in details.values():  # both orders, each with where the held lock and the new one were taken
+        assert re.search(r"lock_. taken at step \d+ at \S+:\d+ in ", order)
+        assert re.search(r"then lock_. taken at \S+:\d+ in ", order)
 
 
 def test_sleeping_under_a_spinlock_is_reported() -> None:

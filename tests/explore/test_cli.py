@@ -34,8 +34,10 @@ def test_a_found_bug_exits_1_with_schedule_and_replay_command(capsys: pytest.Cap
     code, out, _ = run(capsys, "explore", "unregister-no-release", "--strategy", "pct", "--budget", "200")
     assert code == 1
     assert "BUG use-after-free" in out
-    command = re.search(r"replay:\s+(mmu-notifier replay \S+ (mx1:\S+))", out)
+    command = re.search(r"replay:\s+(mmu-notifier replay (mx2:builtin:unregister-no-release:\S+))", out)
     assert command is not None
+    code, out, _ = run(capsys, "replay", command.group(2))  # the schedule alone names its scenario
+    assert code == 1 and "use-after-free" in out
     code, out, _ = run(capsys, "replay", "unregister-no-release", command.group(2))
     assert code == 1 and "use-after-free" in out
 
@@ -43,13 +45,15 @@ def test_a_found_bug_exits_1_with_schedule_and_replay_command(capsys: pytest.Cap
 def test_a_clean_exploration_exits_0_with_the_schedule_count(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "explore", "get-put", "--strategy", "dfs", "--preemptions", "1")
     assert code == 0
-    assert re.search(r"no problem found in \d+ schedules", out)
+    assert "verdict: exhaustive to 1 preemption: clean" in out
+    assert re.search(r"\d+ schedules, the search is exhausted", out)
 
 
 def test_json_report(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     target = tmp_path / "report.json"
-    code, _, _ = run(capsys, "explore", "abba-deadlock", "--json", str(target))
+    code, out, _ = run(capsys, "explore", "abba-deadlock", "--json", "--output", str(target))
     assert code == 1
+    assert json.loads(out) == json.loads(target.read_text())  # --json prints; --output writes the same
     report = json.loads(target.read_text())
     assert report["findings"][0]["kind"] == "deadlock"
     assert report["findings"][0]["timeline"]["steps"]
@@ -67,7 +71,9 @@ def test_json_report(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None
         (["explore", "get-put", "--preemptions", "-1"], "--preemptions must be at least 0"),
         (["explore", "get-put", "--time-budget", "0"], "--time-budget must be positive"),
         (["explore", "get-put", "--budget", "many"], "invalid int value"),
-        (["replay", "get-put", "garbage"], "expected mx1:SCENARIO"),
+        (["replay", "get-put", "garbage"], "schedule format 'garbage' is not 'mx2'"),
+        (["replay", "mx1:no-such:00000000:00000000:a"], "made by an older version (mx1)"),
+        (["replay", "mx2:builtin:get-put:00000000:00000000"], "expected mx2:SOURCE:SCENARIO"),
         (["replay", "get-put", "mx1:get-put:00000000:00000000:a"], "changed since the schedule was recorded"),
     ],
 )

@@ -59,7 +59,7 @@ def test_check_fails_the_test_with_the_report(explorer: Explorer) -> None:
     with pytest.raises(pytest.fail.Exception) as failure:
         explorer.check(racy, budget=200)
     text = str(failure.value)
-    assert "BUG" in text and "explorer.replay(build, 'mx1:" in text
+    assert "BUG" in text and "explorer.replay(build, 'mx2:" in text
     schedule = text.split("explorer.replay(build, '")[1].split("'")[0]
     assert explorer.replay(racy, schedule).problem is not None
 

@@ -35,7 +35,9 @@ def test_schedule_string_round_trip(steps: list[int]) -> None:
 @pytest.mark.parametrize(
     ("text", "reason"),
     [
-        ("mx2:get-put:0123abcd:89abcdef:a", "format 'mx2'"),
+        ("mx3:get-put:0123abcd:89abcdef:a", "format 'mx3'"),
+        ("mx2:get-put:0123abcd:89abcdef:a", "expected mx2:SOURCE"),
+        ("mx2:disk:get-put:0123abcd:89abcdef:a", "bad scenario source"),
         ("mx1:get-put:0123abcd:a", "colon-separated"),
         ("mx1:get put:0123abcd:89abcdef:a", "bad scenario"),
         ("mx1:get-put:0123abcX:89abcdef:a", "bad fingerprint"),

@@ -19,10 +19,11 @@ def timeline() -> Timeline:
 
 def test_every_form_shows_every_step(timeline: Timeline) -> None:
     assert all(isinstance(step, Step) for step in timeline.steps)
-    assert len(timeline.text().splitlines()) == len(timeline.steps) + 2  # header, steps, the problem line
+    # header, steps, a line per allocation and free, the problem line
+    assert len(timeline.text().splitlines()) == len(timeline.steps) + len(timeline.marks) + 2
     doc = timeline.to_json()
     assert [s["step"] for s in doc["steps"]] == [s.index for s in timeline.steps]
-    assert timeline.svg().count("<rect ") == len(timeline.steps)
+    assert timeline.svg().count('class="step"') == len(timeline.steps)
 
 
 def test_the_picture_marks_the_problem_and_the_page_has_a_legend(timeline: Timeline) -> None:
@@ -30,7 +31,8 @@ def test_the_picture_marks_the_problem_and_the_page_has_a_legend(timeline: Timel
     picture = timeline.svg("race")
     assert picture.startswith("<svg") and 'stroke="red"' in picture and "use-after-free" in picture
     page = timeline.html("race")
-    assert page.startswith("<!doctype html>") and "<li>" in page and picture in page
+    assert 'class="legend"' in picture and "allocation" in picture and "free" in picture
+    assert page.startswith("<!doctype html>") and picture in page
 
 
 @pytest.mark.parametrize(("suffix", "start"), [(".svg", "<svg"), (".html", "<!doctype html>"), (".htm", "<!doctype")])

@@ -188,7 +188,8 @@ def race_scenario(dut: DriverUnderTest, key: str) -> Any:
     from mmu_notifier.explore import Scenario
 
     race = RACES[key]
-    return Scenario(f"conformance.{dut.name}.{key}", lambda: race.build(dut), race.description)
+    return Scenario(f"conformance.{dut.name}.{key}", lambda: race.build(dut), race.description,
+                    source="conformance")
 
 
 def explore_race(dut: DriverUnderTest, key: str, budget: int, seed: int = 0, depth: int = 2) -> Any:

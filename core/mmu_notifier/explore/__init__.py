@@ -36,11 +36,13 @@ from mmu_notifier.explore._explorer import (
     Finding,
     NondeterministicScenarioError,
     Replayed,
+    ThreadState,
     explore,
     make_strategy,
     replay,
 )
 from mmu_notifier.explore._findings import Kind, Leak, Problem, Violation
+from mmu_notifier.explore._portfolio import Portfolio
 from mmu_notifier.explore._scenario import LeakTracker, Scenario, ScenarioInstance
 from mmu_notifier.explore._schedule import (
     DivergenceError,
@@ -49,7 +51,7 @@ from mmu_notifier.explore._schedule import (
     ScheduleFormatError,
     StaleScheduleError,
 )
-from mmu_notifier.explore._scheduler import Execution, Outcome
+from mmu_notifier.explore._scheduler import Event, Execution, Outcome
 from mmu_notifier.explore._stats import Stats
 from mmu_notifier.explore._strategies import PCT, RandomWalk, Strategy
 from mmu_notifier.explore._timeline import Step, Timeline
@@ -59,6 +61,7 @@ __all__ = [
     "STRATEGIES",
     "BoundedDFS",
     "DivergenceError",
+    "Event",
     "Execution",
     "Exploration",
     "Finding",
@@ -67,6 +70,7 @@ __all__ = [
     "LeakTracker",
     "NondeterministicScenarioError",
     "Outcome",
+    "Portfolio",
     "Problem",
     "RandomWalk",
     "Replayed",
@@ -79,6 +83,7 @@ __all__ = [
     "Stats",
     "Step",
     "Strategy",
+    "ThreadState",
     "Timeline",
     "Violation",
     "explore",

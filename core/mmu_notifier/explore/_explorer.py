@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mmu_notifier.errors import UsageError
+from mmu_notifier.explore._describe import describe
 from mmu_notifier.explore._dfs import BoundedDFS
 from mmu_notifier.explore._findings import Problem
-from mmu_notifier.explore._minimise import minimise
+from mmu_notifier.explore._minimise import Minimised, minimise
+from mmu_notifier.explore._portfolio import Portfolio
 from mmu_notifier.explore._scenario import Scenario
 from mmu_notifier.explore._schedule import (
     DivergenceError,
@@ -27,20 +29,24 @@ from mmu_notifier.explore._schedule import (
     scenario_fingerprint,
     trace_fingerprint,
 )
-from mmu_notifier.explore._scheduler import STEP_BOUND, Execution, Outcome
+from mmu_notifier.explore._scheduler import BLOCKED, DONE, RUN, STEP_BOUND, WOKEN, Execution, ModelThread, Outcome
 from mmu_notifier.explore._stats import Stats
 from mmu_notifier.explore._strategies import PCT, RandomWalk, Replay, Strategy
 from mmu_notifier.explore._timeline import Timeline
 
-STRATEGIES = ("random", "pct", "dfs")
+STRATEGIES = ("portfolio", "random", "pct", "dfs")
+#: why an exploration stopped, as its header says it
+STOP_FIRST, STOP_BUDGET, STOP_TIME, STOP_EXHAUSTED = "first finding", "budget", "time budget", "exhausted"
 
 
 class NondeterministicScenarioError(RuntimeError):
     """The same decisions led to different choices: the scenario depends on something outside the model."""
 
 
-def make_strategy(name: str, seed: int = 0, depth: int = 2, preemptions: int = 2) -> Strategy:
-    """A strategy by its CLI name."""
+def make_strategy(name: str, seed: int = 0, depth: int = 2, preemptions: int = 2, budget: int = 1000) -> Strategy:
+    """A strategy by its CLI name (``budget``: the schedules a portfolio shares among its phases)."""
+    if name == "portfolio":
+        return Portfolio(budget, seed, preemptions)
     if name == "random":
         return RandomWalk(seed)
     if name == "pct":
@@ -67,14 +73,15 @@ def _require_scenario(scenario: object, caller: str) -> Scenario:
 
 
 def schedule_of(scenario: Scenario, outcome: Outcome) -> str:
-    """The schedule string of an execution."""
+    """The schedule string of an execution: it names the scenario and where it comes from."""
     sfp = scenario_fingerprint(scenario.name, scenario.version, outcome.declared)
-    return str(Schedule(scenario.name, sfp, trace_fingerprint(outcome.trace), outcome.choices))
+    return str(Schedule(scenario.name, sfp, trace_fingerprint(outcome.trace), outcome.choices, scenario.source))
 
 
 def replay_command(scenario: str, schedule: str) -> str:
-    """The shell command that replays ``schedule``."""
-    return f"mmu-notifier replay {scenario} {schedule}"
+    """The shell command that replays ``schedule`` (it names its scenario and source itself)."""
+    del scenario  # the schedule string names it
+    return f"mmu-notifier replay {schedule}"
 
 
 @dataclass
@@ -92,6 +99,8 @@ class Finding:
     minimised_steps: int = 0
     minimised_preemptions: int = 0
     reproduced: tuple[int, int] = (0, 0)
+    #: what the minimiser did, in one line (None: it did not run)
+    minimiser: str | None = None
 
     @property
     def replay(self) -> str:
@@ -103,8 +112,9 @@ class Finding:
         p = self.problem
         label = "PREDICTED" if p.predictive else "BUG"
         who = f" in thread {p.thread}" if p.thread else ""
+        of_run = " of the minimised schedule" if self.minimised and self.minimised != self.schedule else ""
         lines = [
-            f"{label} {p.kind}{who} at step {p.step} (found after {self.found_after} schedules)",
+            f"{label} {p.kind}{who} at step {p.step}{of_run} (found after {self.found_after} schedules)",
             f"  {p.message}",
             *(f"  {key}: {value}" for key, value in p.details.items()),
             f"schedule:   {self.schedule}  ({self.preemptions} preemptions, {self.steps} steps)",
@@ -114,6 +124,8 @@ class Finding:
                 f"minimised:  {self.minimised}  ({self.minimised_preemptions} preemptions, "
                 f"{self.minimised_steps} steps)"
             )
+        if self.minimiser:
+            lines.append(f"minimiser:  {self.minimiser}")
         lines.append(f"replay:     {self.replay}")
         if self.reproduced[1]:
             lines.append(f"reproduced: {self.reproduced[0]}/{self.reproduced[1]} replays")
@@ -135,6 +147,9 @@ class Finding:
             "steps": self.steps,
             "preemptions": self.preemptions,
             "minimised": self.minimised,
+            "minimised_steps": self.minimised_steps if self.minimised else None,
+            "minimised_preemptions": self.minimised_preemptions if self.minimised else None,
+            "minimiser": self.minimiser,
             "replay": self.replay,
             "reproduced": list(self.reproduced),
             "found_after": self.found_after,
@@ -152,6 +167,10 @@ class Exploration:
     findings: list[Finding] = field(default_factory=list)
     #: the strategy had nothing left (an exhausted DFS): the bounded search is complete
     complete: bool = False
+    #: why the search stopped: "first finding", "budget", "time budget" or "exhausted"
+    stopped: str = STOP_BUDGET
+    #: what the schedules run cover ("exhaustive to 2 preemptions", "1,000 sampled schedules ...")
+    coverage: str = ""
 
     @property
     def bugs(self) -> list[Finding]:
@@ -163,13 +182,29 @@ class Exploration:
         """True when anything was found, predicted problems included."""
         return bool(self.findings)
 
+    @property
+    def verdict(self) -> str:
+        """One line saying what was covered and what it showed.
+
+        "exhaustive to 2 preemptions: clean" only when a bounded search ended;
+        "N sampled schedules, not exhaustive: no finding" when schedules were sampled.
+        """
+        if self.bugs:
+            return f"{len(self.bugs)} bug(s) found after {self.stats.schedules:,} schedules"
+        clean = "clean" if self.complete or "exhaustive to" in self.coverage else "no finding"
+        found = f"; {len(self.findings)} predicted problem(s)" if self.findings else ""
+        return f"{self.coverage}: {clean}{found}"
+
     def text(self) -> str:
-        """The whole report."""
-        scope = "complete" if self.complete else "budget"
-        head = f"explored {self.scenario} with {self.strategy}: {self.stats.schedules} schedules ({scope})"
-        parts = [head, self.stats.text()]
-        if not self.findings:
-            parts.append(f"no problem found in {self.stats.schedules} schedules")
+        """The whole report: header (with why the search stopped), statistics, verdict, findings."""
+        why = {
+            STOP_FIRST: "stopped at the first finding",
+            STOP_BUDGET: "the schedule budget is spent",
+            STOP_TIME: "the time budget is spent",
+            STOP_EXHAUSTED: "the search is exhausted",
+        }.get(self.stopped, self.stopped)
+        head = f"explored {self.scenario} with {self.strategy}: {self.stats.schedules:,} schedules, {why}"
+        parts = [head, self.stats.text(), f"verdict: {self.verdict}"]
         for finding in self.findings:
             parts.append(finding.text())
         return "\n".join(parts)
@@ -180,6 +215,9 @@ class Exploration:
             "scenario": self.scenario,
             "strategy": self.strategy,
             "complete": self.complete,
+            "stopped": self.stopped,
+            "coverage": self.coverage,
+            "verdict": self.verdict,
             "stats": self.stats.to_json(),
             "findings": [f.to_json() for f in self.findings],
         }
@@ -187,7 +225,7 @@ class Exploration:
 
 def explore(
     scenario: Scenario,
-    strategy: str | Strategy = "random",
+    strategy: str | Strategy = "portfolio",
     budget: int = 1000,
     seed: int = 0,
     time_budget: float | None = None,
@@ -203,10 +241,11 @@ def explore(
 ) -> Exploration:
     """Explore ``scenario`` and return the statistics and findings.
 
-    ``strategy`` is ``"random"`` (seeded by ``seed``), ``"pct"`` (bug depth
-    ``depth``), ``"dfs"`` (preemption bound ``preemptions``) or a
-    :class:`Strategy`. At most ``budget`` schedules run, and none starts after
-    ``time_budget`` seconds. Each real bug is minimised with up to
+    ``strategy`` is ``"portfolio"`` (the default: bounded DFS up to
+    ``preemptions``, then PCT at rising depth, then random, sharing ``budget``),
+    ``"random"`` (seeded by ``seed``), ``"pct"`` (bug depth ``depth``),
+    ``"dfs"`` (preemption bound ``preemptions``) or a :class:`Strategy`.
+    At most ``budget`` schedules run, and none starts after ``time_budget`` seconds. Each real bug is minimised with up to
     ``minimise_budget`` extra schedules (0: not at all) and replayed
     ``reproduce`` times. ``progress`` is called with the running statistics
     at most every ``progress_every`` seconds.
@@ -217,7 +256,8 @@ def explore(
     sc = _require_scenario(scenario, "explore")
     if budget < 1:
         raise ValueError(f"budget must be at least 1 schedule, got {budget}")
-    strat = strategy if isinstance(strategy, Strategy) else make_strategy(strategy, seed, depth, preemptions)
+    strat = strategy if isinstance(strategy, Strategy) else make_strategy(strategy, seed, depth, preemptions, budget)
+    stopped = STOP_BUDGET
     stats = Stats()
     found: dict[tuple[str, str], tuple[Problem, Outcome, int]] = {}
     distinct: set[int] = set()
@@ -227,12 +267,14 @@ def explore(
     while stats.schedules < budget:
         now = time.perf_counter()
         if deadline is not None and now >= deadline:
+            stopped = STOP_TIME
             break
         if progress is not None and now >= next_progress:
             stats.elapsed = now - start
             progress(stats)
             next_progress = now + progress_every
         if not strat.start():
+            stopped = STOP_EXHAUSTED
             break
         outcome = Execution(sc, strat, max_steps).run()
         strat.finish(outcome)
@@ -245,6 +287,7 @@ def explore(
             for p in problems:
                 found.setdefault(p.signature, (p, outcome, stats.schedules))
             if stop_on_first and outcome.problem is not None:
+                stopped = STOP_FIRST
                 break
     if strat.nondeterminism:
         raise NondeterministicScenarioError(f"scenario {sc.name}: {strat.nondeterminism}")
@@ -253,7 +296,20 @@ def explore(
     stats.elapsed = time.perf_counter() - start
     ordered = sorted(found.values(), key=lambda f: (f[0].predictive, f[2]))
     findings = [_finding(sc, p, out, n, minimise_budget, reproduce, max_steps) for p, out, n in ordered]
-    return Exploration(sc.name, strat.describe(), stats, findings, strat.exhausted)
+    return Exploration(sc.name, strat.describe(), stats, findings, strat.exhausted, stopped, _coverage(strat, stats))
+
+
+def _coverage(strat: Strategy, stats: Stats) -> str:
+    """What the schedules an exploration ran cover, in the verdict's words."""
+    if isinstance(strat, Portfolio):
+        return strat.coverage()
+    if isinstance(strat, BoundedDFS):
+        if strat.exhausted:
+            return f"exhaustive to {strat.bound} preemption{'' if strat.bound == 1 else 's'}"
+        return f"{stats.schedules:,} schedules of a search to {strat.bound} preemptions, not complete"
+    if strat.exhausted:
+        return f"{strat.describe()} exhausted after {stats.schedules:,} schedules"
+    return f"{stats.schedules:,} sampled schedules, not exhaustive"
 
 
 def _finding(
@@ -269,13 +325,16 @@ def _finding(
     finding = Finding(
         problem, sc.name, schedule, len(outcome.trace), outcome.preemptions, found_after, Timeline.of(outcome)
     )
-    best = outcome
     if minimise_budget and not problem.predictive:
-        best = minimise(sc, problem.signature, outcome, minimise_budget, max_steps)
+        result: Minimised = minimise(sc, problem.signature, outcome, minimise_budget, max_steps)
+        best = result.outcome
         finding.minimised = schedule_of(sc, best)
         finding.minimised_steps = len(best.trace)
         finding.minimised_preemptions = best.preemptions
+        finding.minimiser = result.text(outcome)
         finding.timeline = Timeline.of(best)
+        if best.problem is not None:  # the report describes the run its timeline and replay show
+            finding.problem = best.problem
     if reproduce:
         target = finding.minimised or schedule
         hits = 0
@@ -315,7 +374,58 @@ class Replayed:
         return "\n".join([head, *details, self.timeline.text()])
 
 
-def replay(scenario: Scenario, schedule: str | Schedule, max_steps: int | None = None) -> Replayed:
+_STATE_NAMES = {RUN: "runnable", BLOCKED: "blocked", WOKEN: "woken", DONE: "done"}
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadState:
+    """One thread as ``replay --step`` shows it before a step: state, pending operation, locks held."""
+
+    name: str
+    state: str
+    op: str
+    resource: str
+    held: tuple[str, ...]
+
+
+def thread_states(ex: Execution) -> list[ThreadState]:
+    """Every thread of an execution as it stands now (done threads included)."""
+    return [
+        ThreadState(
+            t.name,
+            _STATE_NAMES.get(t.state, "?"),
+            "" if t.state == DONE else t.op,
+            "" if t.state == DONE else describe(t.res),
+            tuple(describe(lock) for lock in t.task.held),
+        )
+        for t in ex.threads
+    ]
+
+
+class _Stepping(Replay):
+    """A replay that reports every step before it runs (``replay --step``)."""
+
+    def __init__(self, steps: tuple[int, ...], on_step: Callable[[int, ThreadState, list[ThreadState]], None]) -> None:
+        super().__init__(steps)
+        self.on_step = on_step
+
+    def choose(
+        self, cands: list[ModelThread], current: ModelThread | None, ex: Execution
+    ) -> ModelThread | None:
+        chosen = super().choose(cands, current, ex)
+        if chosen is not None:
+            states = thread_states(ex)
+            self.on_step(len(ex.trace), states[chosen.idx], states)
+        return chosen
+
+
+def replay(
+    scenario: Scenario,
+    schedule: str | Schedule,
+    max_steps: int | None = None,
+    *,
+    on_step: Callable[[int, ThreadState, list[ThreadState]], None] | None = None,
+) -> Replayed:
     """Re-run ``scenario`` following ``schedule`` exactly.
 
     Raises :class:`ScheduleFormatError` for a malformed string,
@@ -323,6 +433,8 @@ def replay(scenario: Scenario, schedule: str | Schedule, max_steps: int | None =
     changed since it was recorded, and :class:`DivergenceError` when a step's
     thread cannot run; :class:`UsageError` for a name instead of a
     :class:`Scenario` (``mmu_notifier.scenarios.replay`` looks names up).
+    ``on_step(index, thread, threads)`` is called before every step with the
+    thread about to run and every thread's state (``replay --step``).
     """
     sc = _require_scenario(scenario, "replay")
     sched = schedule if isinstance(schedule, Schedule) else Schedule.parse(schedule)
@@ -330,7 +442,7 @@ def replay(scenario: Scenario, schedule: str | Schedule, max_steps: int | None =
         raise StaleScheduleError(
             f"the schedule was recorded for scenario {sched.scenario!r}, not {sc.name!r}"
         )
-    strat = Replay(sched.steps)
+    strat = Replay(sched.steps) if on_step is None else _Stepping(sched.steps, on_step)
     limit = max(max_steps or sc.max_steps, len(sched.steps))
     outcome = Execution(sc, strat, limit).run()
     strat.finish(outcome)

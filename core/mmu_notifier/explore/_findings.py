@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from mmu_notifier import sync
 from mmu_notifier.errors import (
     DeadlockError,
     DoubleFreeError,
+    Site,
     SleepInAtomicError,
     UseAfterFreeError,
 )
@@ -118,6 +120,37 @@ def _shorten_paths(text: str) -> str:
     return _PATH.sub(lambda m: short_path(m.group(0)), text)
 
 
+_SYNC_FILE = os.path.join("mmu_notifier", "sync.py")
+_ENGINE_DIR = os.path.join("mmu_notifier", "explore", "")
+_GREENLET_DIR = os.sep + "greenlet" + os.sep
+
+
+def stack_here(depth: int = _STACK_DEPTH) -> tuple[str, ...]:
+    """The running model thread's innermost frames (``file:line in f``, innermost first).
+
+    Skips the primitives' own frames (:mod:`mmu_notifier.sync`) and the
+    engine's, so the first entry is the model line that takes the lock.
+    """
+    frame = sys._getframe(1)
+    out: list[str] = []
+    while frame is not None and len(out) < depth:
+        name = frame.f_code.co_filename
+        if not (name.endswith(_SYNC_FILE) or _ENGINE_DIR in name or _GREENLET_DIR in name):
+            out.append(f"{short_path(name)}:{frame.f_lineno} in {frame.f_code.co_name}")
+        frame = frame.f_back  # type: ignore[assignment]
+    return tuple(out)
+
+
+def _site_lines(label: str, site: Site | None) -> dict[str, str]:
+    """A report's lines for a recorded allocation or free: who and when, then the stack."""
+    if site is None:
+        return {}
+    lines = {label: _shorten_paths(site.text())}
+    if len(site.stack) > 1:
+        lines[f"{label} stack"] = " <- ".join(_shorten_paths(f) for f in site.stack)
+    return lines
+
+
 def _model_frames(frames: list[traceback.FrameSummary]) -> list[traceback.FrameSummary]:
     """The frames of model code: without the scheduler's own and the poisoning machinery."""
     return [
@@ -137,10 +170,15 @@ def from_exception(error: BaseException, thread: str | None, step: int) -> Probl
     first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
     if isinstance(error, UseAfterFreeError):
         kind = Kind.DOUBLE_FREE if isinstance(error, DoubleFreeError) else Kind.USE_AFTER_FREE
+        who = f"thread {thread} at step {step}: " if thread else ""
         details = {
-            "free site": _shorten_paths(error.free_site or "?"),
             "access site" if kind is Kind.USE_AFTER_FREE else "second free": details.get("site", "?"),
+            "free site": _shorten_paths(error.free_site or "?"),
+            **_site_lines("freed by", error.free),
+            **_site_lines("allocated by", error.alloc),
         }
+        if kind is Kind.USE_AFTER_FREE:
+            details["access"] = f"{who}{details['access site']}"
     elif isinstance(error, SleepInAtomicError):
         kind = Kind.SLEEP_IN_ATOMIC
     elif isinstance(error, DeadlockError):
@@ -177,12 +215,21 @@ def _srcu_holders(resource: object, threads: list[ModelThread]) -> list[sync.Tas
     return [t.task for t in threads if t.task.srcu_depth.get(resource)]
 
 
-def deadlock(blocked: list[ModelThread], live: list[ModelThread], step: int) -> Problem:
+def deadlock(
+    blocked: list[ModelThread],
+    live: list[ModelThread],
+    step: int,
+    acquired: dict[tuple[int, int], tuple[int, tuple[str, ...]]] | None = None,
+) -> Problem:
     """Explain a run where no thread can go on: the wait-for cycle, or who waits on what.
 
     A blocked thread whose condition already holds was never woken: that is
     reported as a lost wake-up, the bug being in whoever changed the state.
+    ``acquired`` maps (lock id, thread index) to the step and stack of the
+    acquisition, so each holder's line says where it took the lock (lockdep's
+    "holding" list).
     """
+    acquired = acquired or {}
     by_task = {t.task: t for t in live}
     lines: dict[str, str] = {}
     for t in blocked:
@@ -204,9 +251,17 @@ def deadlock(blocked: list[ModelThread], live: list[ModelThread], step: int) -> 
 
     cycle = _find_cycle(blocked, waits_for)
     for t in blocked:
-        owners = [o.name for o in (holders(t.res) or _srcu_holders(t.res, live))]
+        owner_tasks = holders(t.res) or _srcu_holders(t.res, live)
+        owners = [o.name for o in owner_tasks]
         held = f" held by {', '.join(owners)}" if owners else " (no owner: nothing left to signal it)"
         lines[t.name] = f"blocked in {t.op} on {describe(t.res)}{held}"
+        for o in owner_tasks:
+            holder = by_task.get(o)
+            got = acquired.get((id(t.res), holder.idx)) if holder is not None else None
+            if got is not None:
+                lines[f"{o.name} took {describe(t.res)}"] = f"at step {got[0]}: " + (
+                    " <- ".join(got[1]) if got[1] else "?"
+                )
     if cycle:
         path = " -> ".join(f"{t.name} [{t.op} {describe(t.res)}]" for t in cycle)
         lines = {"wait-for cycle": f"{path} -> {cycle[0].name}", **lines}

@@ -19,24 +19,54 @@ from mmu_notifier.explore._findings import Kind, Problem
 ACQUIRE_OPS = frozenset({"mutex_lock", "spin_lock", "down_read", "down_write"})
 
 
+_NO_ACQUIRED: dict[tuple[int, int], tuple[int, tuple[str, ...]]] = {}
+
+
+def _stack_text(stack: tuple[str, ...]) -> str:
+    return " <- ".join(stack) if stack else "?"
+
+
 class LockOrder:
-    """The per-execution lock-class graph and the first cycle it closed."""
+    """The per-execution lock-class graph and the first cycle it closed.
+
+    Each edge keeps what lockdep prints for it: the thread and step that made
+    it, where the held lock was taken and where the new one was.
+    """
 
     __slots__ = ("edges", "cycle")
 
     def __init__(self) -> None:
-        #: (held class, acquired class) -> "thread at step N"
+        #: (held class, acquired class) -> "thread at step N: held A taken at ...; B taken at ..."
         self.edges: dict[tuple[str, str], str] = {}
         self.cycle: Problem | None = None
 
-    def acquire(self, held: list[object], lock: object, thread: str, step: int) -> None:
-        """Record the order of ``lock`` after every lock in ``held``."""
+    def acquire(
+        self,
+        held: list[object],
+        lock: object,
+        thread: str,
+        step: int,
+        stack: tuple[str, ...] = (),
+        acquired: dict[tuple[int, int], tuple[int, tuple[str, ...]]] = _NO_ACQUIRED,
+        thread_idx: int = -1,
+    ) -> None:
+        """Record the order of ``lock`` after every lock in ``held`` (``stack``: where ``lock`` is taken).
+
+        ``acquired`` maps (lock id, thread index) to the step and stack of that
+        thread's acquisition of a held lock, so an edge names both sites.
+        """
         target: str = getattr(lock, "name", type(lock).__name__)
         for h in held:
             source: str = getattr(h, "name", type(h).__name__)
             if source == target or (source, target) in self.edges:
                 continue
-            self.edges[(source, target)] = f"{thread} at step {step}"
+            first = acquired.get((id(h), thread_idx))
+            held_at = (
+                f"{source} taken at step {first[0]} at {_stack_text(first[1])}" if first else f"{source} held"
+            )
+            self.edges[(source, target)] = (
+                f"{thread} at step {step}: {held_at}; then {target} taken at {_stack_text(stack)}"
+            )
             if self.cycle is None:
                 path = self._path(target, source)
                 if path:
@@ -57,6 +87,6 @@ class LockOrder:
         return []
 
     def _report(self, cycle: list[str], thread: str, step: int) -> Problem:
-        details = {f"{a} -> {b}": f"taken by {self.edges[(a, b)]}" for a, b in itertools.pairwise(cycle)}
+        details = {f"order {a} -> {b}": f"by {self.edges[(a, b)]}" for a, b in itertools.pairwise(cycle)}
         message = "lock classes taken in a cycle: " + " -> ".join(cycle)
         return Problem(Kind.LOCK_ORDER, message, thread, step, details, predictive=True)

@@ -55,6 +55,10 @@ class Scenario:
     ``version`` is part of every schedule's fingerprint: bump it when the
     scenario changes meaning, so old schedules are reported stale instead of
     replaying something else. ``max_steps`` is the livelock guard.
+    ``source`` says where the scenario comes from, so that a schedule string
+    alone finds it again: ``"builtin"``, ``"plugin"``, ``"conformance"``,
+    ``"registered"`` (in code, this process only) or ``"file=PATH"``; the
+    library that hands a scenario out stamps it (``""``: not known).
     """
 
     name: str
@@ -63,6 +67,7 @@ class Scenario:
     expect: str | None = None
     version: int = 1
     max_steps: int = 5000
+    source: str = ""
 
 
 class LeakTracker:

@@ -1,8 +1,16 @@
 """Schedule strings: a compact, versioned, copy-pasteable record of one interleaving.
 
-Format (``mx1`` is the format version)::
+Format (``mx2`` is the format version)::
 
-    mx1:<scenario>:<scenario fingerprint>:<trace fingerprint>:<steps>
+    mx2:<source>:<scenario>:<scenario fingerprint>:<trace fingerprint>:<steps>
+
+``<source>`` says where the scenario comes from, so the string alone finds it:
+``builtin``, ``plugin``, ``conformance``, ``registered`` (defined in code: only
+the process that registered it can replay it), ``code`` (not known) or
+``file=<path>`` (a scenario file, the path percent-encoded so it holds no
+colon or space). Strings of the previous version,
+``mx1:<scenario>:<fp>:<fp>:<steps>``, still parse (``source`` is ``None``):
+the scenario is then looked up by name.
 
 ``<steps>`` lists the thread of every step, run-length encoded: thread 0 is
 ``a``, thread 1 ``b`` ... (then ``A``-``Z``), each optionally followed by a
@@ -23,10 +31,14 @@ import re
 import string
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from urllib.parse import quote, unquote
 
 from mmu_notifier.explore._describe import kind
 
-VERSION = "mx1"
+VERSION = "mx2"
+#: the older version that still parses (no source field)
+OLD_VERSIONS = ("mx1",)
+_SOURCE = re.compile(r"builtin|plugin|conformance|registered|code|file=[A-Za-z0-9_.\-/~+%]+")
 _LETTERS = string.ascii_lowercase + string.ascii_uppercase
 _INDEX = {c: i for i, c in enumerate(_LETTERS)}
 _RUN = re.compile(r"([a-zA-Z])(\d*)")
@@ -111,24 +123,52 @@ class Schedule:
     scenario_fp: str
     trace_fp: str
     steps: tuple[int, ...]
+    #: where the scenario comes from (see the module docstring); ``None`` for an ``mx1`` string
+    source: str | None = "code"
 
     def __str__(self) -> str:
-        return f"{VERSION}:{self.scenario}:{self.scenario_fp}:{self.trace_fp}:{encode_steps(self.steps)}"
+        source = self.source or "code"
+        return f"{VERSION}:{source}:{self.scenario}:{self.scenario_fp}:{self.trace_fp}:{encode_steps(self.steps)}"
+
+    @property
+    def file(self) -> str | None:
+        """The scenario file's path for a ``file=`` source, else ``None``."""
+        if self.source and self.source.startswith("file="):
+            return unquote(self.source[len("file=") :])
+        return None
+
+    @staticmethod
+    def file_source(path: str) -> str:
+        """The ``file=`` source naming ``path`` (percent-encoded: no colon, space or quote)."""
+        return "file=" + quote(path, safe="/._-~+")
 
     @classmethod
     def parse(cls, text: str) -> Schedule:
-        """Read a schedule string; raises :class:`ScheduleFormatError` with the reason."""
+        """Read a schedule string (``mx2``, or the older ``mx1``); raises :class:`ScheduleFormatError`."""
         parts = text.strip().split(":")
-        if len(parts) != 5:
-            raise ScheduleFormatError(
-                f"expected {VERSION}:SCENARIO:FP:FP:STEPS, got {len(parts)} colon-separated fields"
-            )
-        version, scenario, sfp, tfp, steps = parts
-        if version != VERSION:
-            raise ScheduleFormatError(f"schedule format {version!r} is not {VERSION!r}")
+        version = parts[0]
+        source: str | None = None
+        if version == VERSION:
+            if len(parts) != 6:
+                raise ScheduleFormatError(
+                    f"expected {VERSION}:SOURCE:SCENARIO:FP:FP:STEPS, got {len(parts)} colon-separated fields"
+                )
+            source = parts.pop(1)
+            if not _SOURCE.fullmatch(source):
+                raise ScheduleFormatError(
+                    f"bad scenario source {source!r} (builtin, plugin, conformance, registered, code or file=PATH)"
+                )
+        elif version in OLD_VERSIONS:
+            if len(parts) != 5:
+                raise ScheduleFormatError(
+                    f"expected {version}:SCENARIO:FP:FP:STEPS, got {len(parts)} colon-separated fields"
+                )
+        else:
+            raise ScheduleFormatError(f"schedule format {version!r} is not {VERSION!r} (nor {', '.join(OLD_VERSIONS)})")
+        _, scenario, sfp, tfp, steps = parts
         if not _NAME.fullmatch(scenario):
             raise ScheduleFormatError(f"bad scenario name {scenario!r}")
         for fp in (sfp, tfp):
             if not re.fullmatch(r"[0-9a-f]{8}", fp):
                 raise ScheduleFormatError(f"bad fingerprint {fp!r} (expected 8 hex digits)")
-        return cls(scenario, sfp, tfp, decode_steps(steps))
+        return cls(scenario, sfp, tfp, decode_steps(steps), source)

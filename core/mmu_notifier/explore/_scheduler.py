@@ -124,6 +124,20 @@ class Chooser(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something that happened during a step besides its scheduling point: an allocation or a free.
+
+    ``step`` is the index of the step during which it happened (``None``:
+    while the scenario was being built, before the first step).
+    """
+
+    step: int | None
+    thread: str
+    what: str
+    label: str
+
+
 @dataclass(slots=True)
 class Outcome:
     """What one execution did and found."""
@@ -137,6 +151,8 @@ class Outcome:
     preemptions: int
     problem: Problem | None
     predicted: Problem | None
+    #: allocations and frees, in order, for the timeline's marks
+    events: tuple[Event, ...] = ()
 
     @property
     def choices(self) -> tuple[int, ...]:
@@ -188,6 +204,11 @@ class Execution(sync.Backend):
         self._hub: Any = None
         self._stopping = False
         self._finale: Callable[[], object] | None = None
+        self.events: list[Event] = []
+        #: (lock id, thread index) -> (step, stack) of the acquisition, for deadlock reports
+        self.acquired: dict[tuple[int, int], tuple[int, tuple[str, ...]]] = {}
+        #: thread index -> stack at its pending acquire (taken at the scheduling point)
+        self._stacks: dict[int, tuple[str, ...]] = {}
 
     # -- the run -------------------------------------------------------------
     def run(self) -> Outcome:
@@ -214,6 +235,7 @@ class Execution(sync.Backend):
             self.preemptions,
             self.problem,
             self.lock_order.cycle,
+            tuple(self.events),
         )
 
     def _loop(self) -> None:
@@ -231,7 +253,10 @@ class Execution(sync.Backend):
             try:
                 check()
             except Exception as error:
-                self._fail(findings.from_exception(error, None, len(self.trace)))
+                # reported at the last step: the check looks at the state the last step left
+                problem = findings.from_exception(error, None, len(self.trace) - 1)
+                problem.details = {"when": "end-of-run check, after the last step", **problem.details}
+                self._fail(problem)
                 return
 
     def _teardown(self) -> None:
@@ -325,7 +350,18 @@ class Execution(sync.Backend):
         if nxt.state != RUN:  # a woken (or timed-out) waiter goes on: it is runnable again
             self._resume(nxt)
         trace.append((nxt.idx, nxt.op, nxt.res))
+        if nxt.op in ACQUIRE_OPS:
+            self._acquire(nxt, len(trace) - 1)
         return nxt
+
+    def _acquire(self, th: ModelThread, step: int) -> None:
+        """Bookkeeping of a lock acquisition step: its stack for deadlock reports, lockdep's order graph."""
+        stack = self._stacks.pop(th.idx, ())
+        res = th.res
+        self.acquired[(id(res), th.idx)] = (step, stack)
+        held = th.task.held
+        if held:
+            self.lock_order.acquire(held, res, th.name, step, stack, self.acquired, th.idx)
 
     def _candidates(self) -> list[ModelThread]:
         """Runnable threads plus woken ones whose condition holds, in index order."""
@@ -363,7 +399,7 @@ class Execution(sync.Backend):
             if t.timeout:
                 t.timed_out = True
                 return t
-        self._fail(findings.deadlock(self.live, self.live, len(self.trace) - 1))
+        self._fail(findings.deadlock(self.live, self.live, len(self.trace) - 1, self.acquired))
         return None
 
     def _switch(self, nxt: ModelThread | None) -> None:
@@ -388,9 +424,7 @@ class Execution(sync.Backend):
         cur.op = op
         cur.res = resource
         if op in ACQUIRE_OPS:
-            held = cur.task.held
-            if held:
-                self.lock_order.acquire(held, resource, cur.name, len(self.trace))
+            self._stacks[cur.idx] = findings.stack_here()
         nxt = self._next(cur)
         if nxt is not cur:
             self._switch(nxt)
@@ -438,6 +472,12 @@ class Execution(sync.Backend):
 
     def has_waiters(self, resource: object) -> bool:
         return bool(self._blocked.get(id(resource)))
+
+    def step(self) -> int | None:
+        return len(self.trace) - 1 if self._cur is not None else None
+
+    def note(self, what: str, label: str) -> None:
+        self.events.append(Event(self.step(), self._task.name, what, label))
 
     def task_site(self, task: sync.Task) -> str | None:
         for th in self.live:

@@ -26,7 +26,7 @@ from typing import Any
 
 from mmu_notifier.explore._describe import describe
 from mmu_notifier.explore._findings import Problem
-from mmu_notifier.explore._scheduler import Outcome
+from mmu_notifier.explore._scheduler import Event, Outcome
 
 #: widest column a thread gets in the text form
 _MAX_LANE = 40
@@ -40,7 +40,10 @@ CATEGORIES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("atomic", "#7a7a7a", ("atomic",)),
 )
 OTHER = ("other", "#b5b5b5")
-_LANE, _LABEL, _MAX_WIDTH = 22, 150, 4000
+#: marks drawn over the lanes: (name, colour) of allocations, frees and the problem
+MARKS: tuple[tuple[str, str], ...] = (("allocation", "#1a7f37"), ("free", "#cf222e"), ("problem", "red"))
+_LANE, _MAX_WIDTH, _CHAR = 24, 4000, 7.3
+_FREES = ("kfree", "free_notifier")
 
 
 def category(op: str) -> tuple[str, str]:
@@ -69,6 +72,8 @@ class Timeline:
     steps: tuple[Step, ...]
     status: str
     problem: Problem | None
+    #: allocations and frees during the run (``Event.step`` None: while the scenario was built)
+    marks: tuple[Event, ...] = ()
 
     @classmethod
     def of(cls, outcome: Outcome) -> Timeline:
@@ -78,22 +83,44 @@ class Timeline:
             Step(i, names[t], op, describe(res, with_kind=False))
             for i, (t, op, res) in enumerate(outcome.trace)
         )
-        return cls(names, steps, outcome.status, outcome.problem)
+        return cls(names, steps, outcome.status, outcome.problem, outcome.events)
+
+    def _active(self) -> list[str]:
+        return [name for name in self.threads if any(s.thread == name for s in self.steps)]
 
     def text(self) -> str:
-        """The timeline with one column per thread (only threads that took a step)."""
+        """The timeline with one column per thread (only threads that took a step).
+
+        Allocations and frees are marked under the step during which they
+        happened (``+ kmalloc X``, ``- kfree X``); the problem's line names its step.
+        """
         cells = [f"{step.op} {step.resource}".strip() for step in self.steps]
         lane = min(_MAX_LANE, max([len(c) for c in cells] + [len(n) for n in self.threads] + [8]) + 2)
-        active = [name for name in self.threads if any(s.thread == name for s in self.steps)]
+        active = self._active()
         column = {name: i for i, name in enumerate(active)}
+        marks: dict[int | None, list[Event]] = {}
+        for event in self.marks:
+            marks.setdefault(event.step, []).append(event)
+
+        def mark_lines(at: int | None) -> list[str]:
+            out = []
+            for event in marks.get(at, ()):
+                sign = "-" if event.what in _FREES else "+"
+                indent = " " * (lane * column[event.thread]) if event.thread in column else ""
+                where = "setup" if at is None else ""
+                out.append(f"{where:>4}  {indent}{sign} {event.what} {event.label}")
+            return out
+
         header = "step  " + "".join(name[: lane - 1].ljust(lane) for name in active)
-        lines = [header.rstrip()]
+        lines = [header.rstrip(), *mark_lines(None)]
         for step, cell in zip(self.steps, cells, strict=True):
             lines.append(f"{step.index:4}  " + " " * (lane * column[step.thread]) + cell[: lane - 1])
-        if self.problem is not None and not self.problem.predictive:
-            who = self.problem.thread
+            lines += mark_lines(step.index)
+        problem = self.problem
+        if problem is not None and not problem.predictive:
+            who = problem.thread
             indent = " " * (lane * column[who]) if who in column else ""
-            lines.append(f"{'!!':>4}  {indent}{self.problem.kind}: {self.problem.message}")
+            lines.append(f"{'!!':>4}  {indent}{problem.kind} at step {problem.step}: {problem.message}")
         else:
             lines.append(f"{'--':>4}  {self.status}")
         return "\n".join(lines)
@@ -106,58 +133,106 @@ class Timeline:
             "steps": [
                 {"step": s.index, "thread": s.thread, "op": s.op, "resource": s.resource} for s in self.steps
             ],
+            "marks": [{"step": e.step, "thread": e.thread, "what": e.what, "label": e.label} for e in self.marks],
             "per_thread": {name: [s.index for s in self.steps if s.thread == name] for name in self.threads},
         }
 
     def svg(self, title: str = "timeline") -> str:
-        """The timeline as an SVG document: one lane per thread that took a step."""
-        lanes = [name for name in self.threads if any(s.thread == name for s in self.steps)]
+        """The timeline as an SVG document sized to its content.
+
+        A title line, one lane per thread that took a step (its name at the
+        left, wide enough for the longest), one coloured mark per step with a
+        tooltip, labelled marks for allocations (green, ``+``), frees (red,
+        ``x``) and the problem (a red line with its label), and a legend.
+        """
+        lanes = self._active()
         row = {name: i for i, name in enumerate(lanes)}
         count = max(1, len(self.steps))
-        step_width = max(0.25, min(8.0, _MAX_WIDTH / count))
-        width = _LABEL + count * step_width + 20
-        height = 40 + _LANE * len(lanes) + 20
+        step_width = max(0.5, min(12.0, _MAX_WIDTH / count))
+        label_w = _CHAR * max([len(n) for n in lanes] + [6]) + 16
+        heading = f"{title}: {len(self.steps)} steps, {self.status}"
+        problem = self.problem
+        problem_label = f"step {problem.step}: {problem.kind}: {problem.message}" if problem is not None else ""
+        legend = [(name, colour) for name, colour, _ in CATEGORIES] + [OTHER, *MARKS]
+        legend_w = sum(_CHAR * len(name) + 30 for name, _ in legend)
+        lanes_top = 30
+        lanes_bottom = lanes_top + _LANE * len(lanes)
+        mark_rows = 2 if self.marks else 0
+        problem_y = lanes_bottom + 14 * mark_rows + 18
+        legend_y = problem_y + (18 if problem is not None else 0) + 6
+        height = legend_y + 22
+        width = max(
+            label_w + count * step_width + 20,
+            _CHAR * len(heading) + 16,
+            _CHAR * len(problem_label) + 16,
+            legend_w + 16,
+        )
         out = [
-            f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height}" '
-            f'font-family="monospace" font-size="12">',
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
+            f'viewBox="0 0 {width:.0f} {height:.0f}" font-family="monospace" font-size="12">',
             f"<title>{escape(title)}</title>",
-            f'<text x="4" y="16">{escape(title)}: {len(self.steps)} steps, {escape(self.status)}</text>',
+            f'<rect x="0" y="0" width="{width:.0f}" height="{height:.0f}" fill="white"/>',
+            f'<text x="6" y="18" font-weight="bold" class="title">{escape(heading)}</text>',
         ]
         for name, i in row.items():
-            y = 30 + i * _LANE
-            out.append(f'<text x="4" y="{y + 14}" class="lane">{escape(name)}</text>')
+            y = lanes_top + i * _LANE
+            out.append(f'<text x="6" y="{y + 16}" class="lane">{escape(name)}</text>')
             out.append(
-                f'<line x1="{_LABEL}" y1="{y + _LANE / 2}" x2="{width - 10}" y2="{y + _LANE / 2}" stroke="#eee"/>'
+                f'<line x1="{label_w:.1f}" y1="{y + _LANE / 2}" x2="{width - 10:.1f}" y2="{y + _LANE / 2}" '
+                'stroke="#eee"/>'
             )
         for step in self.steps:
             kind, colour = category(step.op)
-            x = _LABEL + step.index * step_width
-            y = 30 + row[step.thread] * _LANE + 3
+            x = label_w + step.index * step_width
+            y = lanes_top + row[step.thread] * _LANE + 3
             tip = escape(f"step {step.index}: {step.thread} {step.op} {step.resource} [{kind}]")
             out.append(
-                f'<rect x="{x:.2f}" y="{y}" width="{max(step_width, 0.5):.2f}" height="{_LANE - 6}" '
-                f'fill="{colour}" data-op="{escape(step.op)}"><title>{tip}</title></rect>'
+                f'<rect x="{x:.2f}" y="{y}" width="{max(step_width - 0.5, 0.5):.2f}" height="{_LANE - 6}" '
+                f'fill="{colour}" class="step" data-op="{escape(step.op)}"><title>{tip}</title></rect>'
             )
-        problem = self.problem
+        for n, event in enumerate(self.marks):
+            at = -0.5 if event.step is None else event.step + 0.5
+            x = label_w + at * step_width
+            free = event.what in _FREES
+            colour = MARKS[1][1] if free else MARKS[0][1]
+            lane = row.get(event.thread)
+            cy = lanes_top + (lane if lane is not None else 0) * _LANE + _LANE / 2
+            text_y = lanes_bottom + 14 * (1 + n % 2)
+            label = f"{'x' if free else '+'} {event.what} {event.label}" + (
+                "" if event.step is None else f" (step {event.step})"
+            )
+            out.append(
+                f'<g class="mark {"free" if free else "alloc"}"><title>{escape(label)} by {escape(event.thread)}'
+                f'</title><circle cx="{x:.2f}" cy="{cy:.1f}" r="4" fill="{colour}" stroke="white"/>'
+                f'<line x1="{x:.2f}" y1="{cy:.1f}" x2="{x:.2f}" y2="{text_y - 10}" stroke="{colour}" '
+                f'stroke-dasharray="2,2"/><text x="{min(x + 3, width - _CHAR * len(label) - 4):.2f}" '
+                f'y="{text_y}" fill="{colour}">{escape(label)}</text></g>'
+            )
         if problem is not None:
-            x = _LABEL + min(problem.step, count) * step_width
-            label = escape(f"{problem.kind}: {problem.message}")
-            out.append(f'<line x1="{x:.2f}" y1="24" x2="{x:.2f}" y2="{height - 10}" stroke="red" stroke-width="2">'
-                       f"<title>{label}</title></line>")
-            out.append(f'<text x="{x + 4:.2f}" y="{height - 4}" fill="red" class="problem">{label}</text>')
-        out.append("</svg>")
+            x = label_w + (min(problem.step, count - 1) + 1) * step_width
+            label = escape(problem_label)
+            out.append(
+                f'<g class="problem"><title>{label}</title><line x1="{x:.2f}" y1="24" x2="{x:.2f}" '
+                f'y2="{problem_y - 12}" stroke="red" stroke-width="2"/>'
+                f'<text x="6" y="{problem_y}" fill="red">{label}</text></g>'
+            )
+        x = 6.0
+        out.append(f'<g class="legend" transform="translate(0 {legend_y})">')
+        for name, colour in legend:
+            out.append(
+                f'<rect x="{x:.1f}" y="0" width="14" height="12" fill="{colour}"/>'
+                f'<text x="{x + 18:.1f}" y="11">{escape(name)}</text>'
+            )
+            x += _CHAR * len(name) + 30
+        out += ["</g>", "</svg>"]
         return "\n".join(out)
 
     def html(self, title: str = "timeline") -> str:
-        """The SVG picture in a page with a legend."""
-        legend = "".join(
-            f'<li><span style="background:{colour}">&nbsp;&nbsp;&nbsp;</span> {escape(name)}</li>'
-            for name, colour, _ in (*CATEGORIES, (*OTHER, ()))
-        )
+        """The SVG picture in a page with a heading and the text form below it."""
         return (
             f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title></head>"
-            f"<body><h1>{escape(title)}</h1><ul>{legend}</ul><div style='overflow-x:auto'>{self.svg(title)}</div>"
-            "</body></html>"
+            f"<body><h1>{escape(title)}</h1><div style='overflow-x:auto'>{self.svg(title)}</div>"
+            f"<pre>{escape(self.text())}</pre></body></html>"
         )
 
     def write(self, path: Path, title: str = "timeline") -> None:

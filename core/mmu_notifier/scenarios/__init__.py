@@ -27,9 +27,12 @@ from mmu_notifier.scenarios._by_name import explore, replay
 from mmu_notifier.scenarios._registry import (
     BUILTIN,
     UnknownScenarioError,
+    conformance_scenario,
     get,
+    load_file,
     plugin_scenarios,
     register,
+    resolve,
     scenarios,
     unregister,
 )
@@ -37,11 +40,14 @@ from mmu_notifier.scenarios._registry import (
 __all__ = [
     "BUILTIN",
     "UnknownScenarioError",
+    "conformance_scenario",
     "explore",
     "get",
+    "load_file",
     "plugin_scenarios",
     "register",
     "replay",
+    "resolve",
     "scenarios",
     "unregister",
 ]

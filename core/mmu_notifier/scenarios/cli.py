@@ -18,8 +18,23 @@ from typing import Any, TextIO
 
 from mmu_notifier.cli_common import check_timeline_option
 from mmu_notifier.errors import UsageError
-from mmu_notifier.explore import STRATEGIES, ReplayError, Scenario, Stats, explore, replay
-from mmu_notifier.scenarios import UnknownScenarioError, get, scenarios
+from mmu_notifier.explore import STRATEGIES, ReplayError, Scenario, Schedule, Stats, ThreadState, explore, replay
+from mmu_notifier.scenarios import UnknownScenarioError, get, resolve, scenarios
+
+_EXPLORE_EXAMPLES = """examples:
+  mmu-notifier explore --list
+  mmu-notifier explore unregister-no-release
+  mmu-notifier explore amdkfd-legacy-open --budget 5000 --timeline race.html
+  mmu-notifier explore path/to/my_scenarios.py:my-race --json
+  mmu-notifier explore get-put --strategy dfs --preemptions 3
+"""
+
+_REPLAY_EXAMPLES = """examples:
+  mmu-notifier replay mx2:builtin:unregister-no-release:...      (the line explore printed)
+  mmu-notifier replay unregister-no-release mx1:unregister-no-release:...   (an older string)
+  mmu-notifier replay --step mx2:builtin:abba-deadlock:...
+  mmu-notifier replay path/to/my_scenarios.py:my-race mx2:file=...
+"""
 
 
 def add_commands(subparsers: Any) -> None:
@@ -27,29 +42,44 @@ def add_commands(subparsers: Any) -> None:
     ex = subparsers.add_parser(
         "explore",
         help="explore a concurrency scenario's interleavings for bugs",
-        description="Run a scenario under a scheduling strategy; exit 1 when a problem is found.",
+        description=(
+            "Run a scenario under a scheduling strategy; exit 1 when a problem is found. The default "
+            "strategy is a portfolio: bounded exhaustive search to --preemptions, then PCT at rising "
+            "depth, then random, within --budget; the verdict says what was covered."
+        ),
+        epilog=_EXPLORE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ex.add_argument("scenario", nargs="?", help="scenario name (see --list)")
+    ex.add_argument("scenario", nargs="?", help="scenario name (see --list), or FILE.py:NAME")
     ex.add_argument("--list", action="store_true", help="list the scenarios and exit")
-    ex.add_argument("--strategy", default="random", help=f"one of {', '.join(STRATEGIES)} (default random)")
+    ex.add_argument("--strategy", default="portfolio", help=f"one of {', '.join(STRATEGIES)} (default portfolio)")
     ex.add_argument("--budget", type=int, default=1000, help="most schedules to run (default 1000)")
     ex.add_argument("--seed", type=int, default=0, help="seed of random and pct (default 0)")
     ex.add_argument("--depth", type=int, default=2, help="PCT bug depth d (default 2)")
     ex.add_argument("--preemptions", type=int, default=2, help="DFS preemption bound k (default 2)")
     ex.add_argument("--time-budget", type=float, help="stop starting schedules after this many seconds")
     ex.add_argument("--keep-going", action="store_true", help="do not stop at the first bug")
-    ex.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON to FILE")
+    ex.add_argument("--json", action="store_true", help="print the report as JSON to stdout")
+    ex.add_argument("--output", type=Path, metavar="FILE", help="also write the report to FILE (JSON with --json)")
     ex.add_argument("--progress", action="store_true", help="print progress to stderr (default: if a tty)")
     ex.add_argument("--timeline", type=Path, metavar="FILE", help="draw the first finding as swimlanes (.svg/.html)")
     ex.set_defaults(func=cmd_explore)
     rp = subparsers.add_parser(
         "replay",
         help="replay a schedule printed by explore",
-        description="Re-run SCENARIO following SCHEDULE step for step; exit 1 when the run fails.",
+        description=(
+            "Re-run the scenario a schedule names, following it step for step; exit 1 when the run fails. "
+            "An mx2 schedule names its scenario and where it comes from; give the scenario name first "
+            "for an older (mx1) string or to override."
+        ),
+        epilog=_REPLAY_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    rp.add_argument("scenario", help="scenario name")
-    rp.add_argument("schedule", help="schedule string (mx1:...)")
-    rp.add_argument("--json", type=Path, metavar="FILE", help="also write the timeline as JSON to FILE")
+    rp.add_argument("args", nargs="+", metavar="[SCENARIO] SCHEDULE", help="schedule string (mx2:...)")
+    rp.add_argument("--step", action="store_true",
+                    help="walk the run one step at a time, printing each thread's state (Enter steps on a tty)")
+    rp.add_argument("--json", action="store_true", help="print the replay as JSON to stdout")
+    rp.add_argument("--output", type=Path, metavar="FILE", help="also write the replay to FILE (JSON with --json)")
     rp.add_argument("--timeline", type=Path, metavar="FILE", help="draw the run as swimlanes (.svg/.html)")
     rp.set_defaults(func=cmd_replay)
 
@@ -75,6 +105,16 @@ def _scenario(name: str, command: str) -> Scenario:
         return get(name, plugins=True)
     except UnknownScenarioError as error:
         raise UsageError(f"{command}: {error}") from None
+    except UsageError as error:
+        raise UsageError(f"{command}: {error}") from None
+
+
+def _emit(args: argparse.Namespace, text: str, doc: dict[str, Any]) -> None:
+    """Print the report (JSON with ``--json``) to stdout and write it to ``--output`` if given."""
+    out = json.dumps(doc, indent=2) if args.json else text
+    print(out)
+    if args.output is not None:
+        args.output.write_text(out + "\n")
 
 
 class _Progress:
@@ -127,9 +167,10 @@ def cmd_explore(args: argparse.Namespace) -> int:
     )
     if progress is not None:
         progress.done()
-    print(result.text())
-    if args.json:
-        args.json.write_text(json.dumps(result.to_json(), indent=2))
+    text = result.text()
+    if result.failed:
+        text += f"\nnext: {result.findings[0].replay} --step   (walk it step by step; --timeline FILE.html draws it)"
+    _emit(args, text, result.to_json())
     if args.timeline is not None and result.findings:
         finding = result.findings[0]
         finding.timeline.write(args.timeline, f"{scenario.name}: {finding.problem.kind}")
@@ -137,16 +178,45 @@ def cmd_explore(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    """``replay``: follow the schedule, print the timeline, exit 1 if the run fails."""
+    """``replay [SCENARIO] SCHEDULE``: follow the schedule, print the timeline, exit 1 if the run fails."""
     check_timeline_option(args.timeline)
-    scenario = _scenario(args.scenario, "replay")
+    if len(args.args) > 2:
+        raise UsageError(f"replay: expected [SCENARIO] SCHEDULE, got {len(args.args)} arguments")
+    name, schedule = (None, args.args[0]) if len(args.args) == 1 else args.args
     try:
-        replayed = replay(scenario, args.schedule)
+        sched = Schedule.parse(schedule)
+        scenario = resolve(sched, name)
+    except (ReplayError, UnknownScenarioError) as error:
+        raise UsageError(f"replay: {error}") from None
+    except UsageError as error:
+        raise UsageError(f"replay: {error}") from None
+    step = _Stepper(sys.stdout, interactive=sys.stdin.isatty() and sys.stdout.isatty()) if args.step else None
+    try:
+        replayed = replay(scenario, sched, on_step=step)
     except ReplayError as error:
         raise UsageError(f"replay: {error}") from None
-    print(replayed.text())
-    if args.json:
-        args.json.write_text(json.dumps(replayed.timeline.to_json(), indent=2))
+    _emit(args, replayed.text(), {"scenario": scenario.name, "schedule": str(sched),
+                                  "problem": replayed.problem.kind.value if replayed.problem else None,
+                                  "timeline": replayed.timeline.to_json()})
     if args.timeline is not None:
         replayed.timeline.write(args.timeline, f"{scenario.name} replay")
     return 1 if replayed.problem is not None else 0
+
+
+class _Stepper:
+    """``replay --step``: before each step, every thread's state and the step about to run."""
+
+    def __init__(self, stream: TextIO, interactive: bool) -> None:
+        self.stream = stream
+        self.interactive = interactive
+
+    def __call__(self, index: int, chosen: ThreadState, threads: list[ThreadState]) -> None:
+        lines = [f"step {index}: {chosen.name} {chosen.op} {chosen.resource}".rstrip()]
+        for t in threads:
+            mark = ">" if t.name == chosen.name else " "
+            held = f"  holds {', '.join(t.held)}" if t.held else ""
+            lines.append(f"  {mark} {t.name:<16} {t.state:<8} {t.op} {t.resource}{held}".rstrip())
+        self.stream.write("\n".join(lines) + "\n")
+        self.stream.flush()
+        if self.interactive:
+            input("-- Enter for the next step --")
