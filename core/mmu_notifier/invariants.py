@@ -357,9 +357,10 @@ class Recorder:
                         self._violate(NONBLOCK, f"{_describe(sub)} returned {ret} for {range!r}; only -EAGAIN is legal")
                     else:
                         self.refusals.append((rec.driver, range))
-                else:
+                elif sub.ops.invalidate_range_end is not None:
                     rec.open_ranges[key] = range
                     self._ranges[key].open += 1
+                # a driver without an end op (radeon) pairs nothing: its start is all it gets
             return ret
 
     @hookimpl(wrapper=True)
@@ -607,6 +608,12 @@ def check_exit_coherence(mm: MM, translations: Mapping[int, int], driver: str = 
 # -- the monitor ----------------------------------------------------------------
 
 
+def _references(ex: Exerciser, handle: Handle) -> int:
+    """The users ``handle`` holds: ``ex.references(handle)`` if the exerciser has it, else 1."""
+    references = getattr(ex, "references", None)
+    return 1 if references is None else int(references(handle))
+
+
 @dataclass(eq=False)
 class _Tracked:
     mm: MM
@@ -691,7 +698,7 @@ class Monitor:
         for tracked in self.mms:
             mm = tracked.mm
             held = self.held(driver, mm)
-            subs = [h.subscription for h in held]
+            subs = [sub for h in held for sub in [h.subscription] * _references(ex, h)]
             found += check_registration(mm, ops, subs, by_exit=by_exit)
             if contract.DEVICE_TRANSLATIONS not in caps:
                 continue
