@@ -50,7 +50,6 @@ from mmu_notifier.errors import (
     NoMemoryError,
 )
 from mmu_notifier.log import LOG
-from mmu_notifier_radeon._compat import should_fail
 
 if TYPE_CHECKING:
     from mmu_notifier import MM, Kernel
@@ -122,6 +121,12 @@ class NoProcessError(KernelError):
 
 class KernelOops(ModelBug):
     """A NULL pointer dereference in driver code: the kernel oopses (the model raises)."""
+
+
+def should_fail(kernel: Kernel, site: str) -> bool:
+    """Fault injection at ``site`` (``radeon.<what>``) through the core's ``kernel.faults``, when it has one."""
+    faults = getattr(kernel, "faults", None)
+    return bool(faults is not None and faults.should_fail(site))
 
 
 _fence_ids = itertools.count(1)

@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING
 
 from mmu_notifier import MM, legacy, register_locked, unregister
 from mmu_notifier.errors import NoMemoryError
-from mmu_notifier_radeon._compat import Work, schedule_work, should_fail
-from mmu_notifier_radeon.device import KernelOops, KilledError
+from mmu_notifier.workqueue import Work, schedule_work
+from mmu_notifier_radeon.device import KernelOops, KilledError, should_fail
 from mmu_notifier_radeon.radeon_mn import RadeonMN, Scheme, merge_insert, remove_bo
 
 if TYPE_CHECKING:
@@ -115,7 +115,7 @@ class Scheme53(Scheme):
         """``INIT_WORK`` + ``schedule_work(radeon_mn_destroy)``, and return at once."""
         assert isinstance(rmn, LegacyRadeonMN)
         rmn.work = Work(lambda: self.destroy(module, rmn, mm), name="radeon_mn_destroy")
-        schedule_work(module.kernel, rmn.work)
+        schedule_work(rmn.work, module.kernel)
         module.stat("release_scheduled")
 
     def destroy(self, module: Radeon, rmn: LegacyRadeonMN, mm: MM) -> None:

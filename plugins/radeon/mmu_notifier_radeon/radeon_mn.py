@@ -42,10 +42,10 @@ from typing import TYPE_CHECKING, cast
 
 from mmu_notifier import MM, Event, MMUNotifier, Range, get, put, sync, synchronize
 from mmu_notifier.errors import NoMemoryError
+from mmu_notifier.itree import IntervalTree
 from mmu_notifier.log import LOG
 from mmu_notifier.range import RANGE_BLOCKABLE
-from mmu_notifier_radeon._compat import interval_tree, should_fail
-from mmu_notifier_radeon.device import DOMAIN_CPU, KernelOops
+from mmu_notifier_radeon.device import DOMAIN_CPU, KernelOops, should_fail
 
 if TYPE_CHECKING:
     from mmu_notifier_radeon.device import Radeon, RadeonBO, RadeonDevice
@@ -81,7 +81,7 @@ class RadeonMN(MMUNotifier):
     def __init__(self) -> None:
         super().__init__()
         self.lock = sync.Mutex("radeon_mn.lock")
-        self.objects = interval_tree("radeon_mn.objects")
+        self.objects: IntervalTree[RadeonMNNode] = IntervalTree("radeon_mn.objects")
 
     def nodes(self) -> list[RadeonMNNode]:
         """Every node in address order."""

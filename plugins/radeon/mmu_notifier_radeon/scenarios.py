@@ -36,7 +36,6 @@ from typing import Any
 from mmu_notifier import MM, Kernel, synchronize
 from mmu_notifier.errors import KernelError
 from mmu_notifier.explore import Leak, Scenario, ScenarioInstance, Violation
-from mmu_notifier_radeon._compat import flush_scheduled_work
 from mmu_notifier_radeon.config import RadeonConfig
 from mmu_notifier_radeon.device import ANONONLY, REGISTER, VALIDATE, Radeon, RadeonDevice, RadeonFile
 
@@ -66,7 +65,7 @@ def _bound_bo(module: Radeon, mm: MM, pages: int = 2) -> tuple[RadeonDevice, Rad
 def _module_exit(module: Radeon) -> None:
     """``radeon_exit`` (files closed first), then wait for the destroy work and every pending free."""
     module.radeon_exit()
-    flush_scheduled_work(module.kernel)
+    module.kernel.system_wq.flush()
     synchronize(module.kernel)
 
 
