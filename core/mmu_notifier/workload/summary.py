@@ -56,4 +56,8 @@ def render(doc: dict[str, Any]) -> str:
         lines += [f"  - {problem}" for problem in problems]
     else:
         lines.append("no violations")
+    known = [f"{name}: {v}" for name, s in doc["drivers"].items() for v in s.get("known_kernel_behaviour", [])]
+    if known:
+        lines.append(f"known kernel behaviour, not counted as violations ({len(known)}):")
+        lines += [f"  - {entry}" for entry in known]
     return "\n".join(lines)

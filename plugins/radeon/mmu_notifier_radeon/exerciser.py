@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from mmu_notifier import MM
 from mmu_notifier import exerciser as contract
+from mmu_notifier import invariants
 from mmu_notifier.errors import BadAddressError
 from mmu_notifier.exerciser import Handle
 from mmu_notifier_radeon.device import ANONONLY, REGISTER, VALIDATE, NoProcessError, Radeon, RadeonFile
@@ -82,6 +83,13 @@ class RadeonExerciser:
             failures["test_race_invalidation_vs_access"] = CS_RACE
         #: conformance test name -> the kernel's reason for failing it
         self.known_kernel_failures = failures
+        violations: dict[str, str] = {}
+        if config.scheme == "5.4":
+            violations[invariants.COHERENCE] = CS_RACE
+            if not config.release_blockable:
+                violations[invariants.EXIT_COHERENCE] = RELEASE_FLAGS_0
+        #: invariant check name -> the kernel's reason: what ``mmu-notifier run`` reports as known kernel behaviour
+        self.known_kernel_violations = violations
 
     def attach(self, mm: MM) -> Handle:
         """Open the device, map a staging page and register a userptr BO on it (``get``)."""
