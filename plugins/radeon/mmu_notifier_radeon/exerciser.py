@@ -24,9 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mmu_notifier import MM
+from mmu_notifier import MM, invariants
 from mmu_notifier import exerciser as contract
-from mmu_notifier import invariants
 from mmu_notifier.errors import BadAddressError
 from mmu_notifier.exerciser import Handle
 from mmu_notifier_radeon.device import ANONONLY, REGISTER, VALIDATE, NoProcessError, Radeon, RadeonFile
