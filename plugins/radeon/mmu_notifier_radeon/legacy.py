@@ -24,6 +24,13 @@ What differs from 5.4 (:mod:`mmu_notifier_radeon.radeon_mn`), as the 5.3 code do
   BO (``bo->mn = NULL``) and frees every node, unlocks, then
   ``mmu_notifier_unregister`` (no release: the core already unlinked it; it
   waits for a grace period and drops the mm pin) and kfrees the rmn.
+
+(reading) The destroy work can run before ``__mmu_notifier_release`` unlinked
+the notifier (it unlinks after every release callback returned); its
+``mmu_notifier_unregister`` then still sees it linked and calls ``release``
+again, which re-queues the running work: the second run touches the freed
+``radeon_mn``. The model has the same window; tests that are not about it
+keep the worker out until the exit returned.
 """
 
 from __future__ import annotations
@@ -114,7 +121,8 @@ class Scheme53(Scheme):
     def release(self, module: Radeon, rmn: RadeonMN, mm: MM) -> None:
         """``INIT_WORK`` + ``schedule_work(radeon_mn_destroy)``, and return at once."""
         assert isinstance(rmn, LegacyRadeonMN)
-        rmn.work = Work(lambda: self.destroy(module, rmn, mm), name="radeon_mn_destroy")
+        if rmn.work is None:  # INIT_WORK: the model keeps one work item per radeon_mn
+            rmn.work = Work(lambda: self.destroy(module, rmn, mm), name="radeon_mn_destroy")
         schedule_work(rmn.work, module.kernel)
         module.stat("release_scheduled")
 
