@@ -1,4 +1,4 @@
-"""The conformance kit on radeon: 5.4 passes except the checks the kernel itself fails, declared with the kernel's reason.
+"""The conformance kit on radeon: 5.4 passes except the checks the kernel itself fails (declared, with the reason).
 
 The kit marks each declared check as a strict expected failure: it must
 fail, and fails the run if it passes unexpectedly; every other check must pass.

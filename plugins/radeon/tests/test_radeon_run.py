@@ -1,4 +1,4 @@
-"""``mmu-notifier run`` drives radeon; release's flags 0 is reported as known kernel behaviour, apart from violations."""
+"""``mmu-notifier run`` drives radeon; release's flags 0 shows as known kernel behaviour, apart from violations."""
 
 from __future__ import annotations
 
