@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 
+from mmu_notifier.faults import FaultInjector
 from mmu_notifier.log import LOG
 from mmu_notifier.pagetable import PhysicalMemory
 from mmu_notifier.plugins import DriverRegistry
@@ -52,6 +53,8 @@ class Kernel:
         self.drivers = DriverRegistry(self)
         #: ``system_wq``: where :func:`~mmu_notifier.workqueue.schedule_work` queues
         self.system_wq = Workqueue("events", on_error=self.record_bug)
+        #: fault injection at named sites (:mod:`mmu_notifier.faults`)
+        self.faults = FaultInjector()
         self.warnings: list[str] = []
         self.bugs: list[BaseException] = []
         self._mm_ids = itertools.count(1)
