@@ -124,9 +124,14 @@ class KernelOops(ModelBug):
 
 
 def should_fail(kernel: Kernel, site: str) -> bool:
-    """Fault injection at ``site`` (``radeon.<what>``) through the core's ``kernel.faults``, when it has one."""
-    faults = getattr(kernel, "faults", None)
-    return bool(faults is not None and faults.should_fail(site))
+    """Fault injection at ``site`` (``radeon.<what>``, armed with ``kernel.faults.inject``).
+
+    Sites: ``radeon.node_alloc`` (the node kmalloc of registration),
+    ``radeon.alloc_notifier`` (the radeon_mn kzalloc), ``radeon.mmap_lock_killable``
+    (5.3's ``down_write_killable``), ``radeon.bo_reserve`` and
+    ``radeon.bo_validate`` (the invalidation's reserve and validate).
+    """
+    return kernel.faults.should_fail(site)
 
 
 _fence_ids = itertools.count(1)
@@ -347,6 +352,23 @@ class RadeonFile:
         return bo
 
 
+def _get_user_page(mm: MM, addr: int, write: bool) -> int:
+    """One page of ``get_user_pages``: fault it in, then take the reference under the page-table lock.
+
+    As ``__get_user_pages`` does (``follow_page_mask`` takes the page
+    reference under the PTE lock, ``faultin_page`` on a miss), a page zapped
+    between the fault and the reference is simply faulted in again.
+    """
+    vpn = addr >> mm.page_shift
+    while True:
+        pfn = mm.handle_mm_fault(addr, write)
+        with mm.page_table_lock:
+            pte = mm.page_table.lookup(vpn)
+            if pte is not None and pte.pfn == pfn and (pte.writable or not write):
+                mm.kernel.memory.get(pfn)
+                return pfn
+
+
 class RadeonDevice:
     """One radeon GPU (``struct radeon_device``) with its GTT, its ring and, in 5.3, its ``radeon_mn`` hash."""
 
@@ -541,9 +563,7 @@ class RadeonDevice:
         pinned: list[int] = []
         try:
             for addr in range(start, end, self.page_size):
-                pfn = mm.handle_mm_fault(addr, write)
-                memory.get(pfn)
-                pinned.append(pfn)
+                pinned.append(_get_user_page(mm, addr, write))
             offset = self.gtt.bind(pinned)
         except BaseException:
             for pfn in pinned:

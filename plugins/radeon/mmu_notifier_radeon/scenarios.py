@@ -14,6 +14,17 @@ buggy run and the clean run interleave exactly the same threads:
 * ``unguarded-free``: a process frees a plain (VRAM) GEM object while another
   creates, uses and frees a userptr BO; without the guard (patch 08 as
   posted) the first free dereferences ``bo->mn == NULL``;
+* ``unload-with-empty-radeon-mn`` (5.3: bug 2 of patch 08): the last BO of a
+  process is freed while the CPU invalidates its memory, then the module is
+  unloaded while the process lives on. 5.3 never unregisters the emptied
+  ``radeon_mn``, so its ops stay on the live mm: the core's unload refuses
+  and names the linked subscription (in the kernel the next invalidation
+  calls into the unloaded module). 5.4's last put unlinks it: clean;
+* ``register-failure-leak`` (5.4, a reading of the code): fault injection
+  makes the node allocation of a registration fail after its ``get``; 5.4
+  returns -ENOMEM without the ``put`` and the guard makes the BO's later
+  unregister a no-op, so the ``radeon_mn`` is never freed and the mm's pin
+  never dropped (the leak check names it). Clean with ``register_failure_put``;
 * ``cs-vs-madvise`` (5.4, the race 5.5 documents as unfixable in this
   design): ``MADV_DONTNEED`` holds the mmap lock only for read, so a command
   submission can pin the old pages again between the invalidation's start
@@ -63,10 +74,16 @@ def _bound_bo(module: Radeon, mm: MM, pages: int = 2) -> tuple[RadeonDevice, Rad
 
 
 def _module_exit(module: Radeon) -> None:
-    """``radeon_exit`` (files closed first), then wait for the destroy work and every pending free."""
+    """``radeon_exit`` (files closed first), the destroy work and every pending free done, then the module is gone.
+
+    The core refuses to unload a driver with a subscription still linked on
+    an mm (a :class:`~mmu_notifier.errors.MisuseError` naming it): that is
+    where 5.3's emptied ``radeon_mn`` shows.
+    """
     module.radeon_exit()
     module.kernel.system_wq.flush()
     synchronize(module.kernel)
+    module.kernel.drivers.unload(module.driver)
 
 
 def _checks(run: ScenarioInstance, module: Radeon) -> None:
@@ -191,6 +208,63 @@ def cs_vs_invalidation(how: str) -> ScenarioInstance:
     return run
 
 
+def unload_after_last_close(scheme: str) -> ScenarioInstance:
+    """A process frees its last userptr BO while the CPU invalidates its memory; then the module is unloaded."""
+    _, module, mm = _world(scheme, fence_latency=0)
+    rdev, file, addr, gem = _bound_bo(module, mm)
+    run = ScenarioInstance()
+
+    @run.thread("client")
+    def client() -> None:
+        rdev.cs(file, [(gem, True)])
+        rdev.close(file)
+
+    run.thread("cpu")(lambda: mm.madvise_dontneed(addr, mm.page_size))
+
+    def finale() -> None:
+        _module_exit(module)  # the process still runs: its mm is live
+        mm.munmap(addr, 2 * mm.page_size)  # would call into the unloaded module if anything were left linked
+        mm.exit()
+
+    run.finale = finale
+    _checks(run, module)
+    return run
+
+
+def register_failure(put_on_failure: bool) -> ScenarioInstance:
+    """The node allocation of a registration fails after the ``get``; the process goes on, exits, files close."""
+    kernel, module, mm = _world("5.4", register_failure_put=put_on_failure, fence_latency=0)
+    kernel.faults.inject("radeon.node_alloc", nth=1)
+    rdev = module.devices[0]
+    file = rdev.open(mm)
+    addr = mm.mmap(2 * mm.page_size)
+    run = ScenarioInstance()
+
+    @run.thread("client")
+    def client() -> None:
+        with contextlib.suppress(KernelError):  # ENOMEM: the ioctl fails, the BO is freed again
+            rdev.gem_userptr(file, addr, mm.page_size, USERPTR)
+        gem = rdev.gem_userptr(file, addr + mm.page_size, mm.page_size, USERPTR)
+        rdev.cs(file, [(gem, True)])
+
+    run.thread("cpu")(lambda: mm.madvise_dontneed(addr, 2 * mm.page_size))
+
+    def finale() -> None:
+        mm.exit()  # exit_mm, then exit_files
+        rdev.close(file)
+        _module_exit(module)
+
+    run.finale = finale
+    _checks(run, module)
+
+    @run.check
+    def mm_freed() -> None:
+        if not mm.freed:
+            raise Leak(f"mm {mm.id} never freed: mm_count={mm.mm_count.value} (a registration pin never dropped)")
+
+    return run
+
+
 Build = Callable[[], ScenarioInstance]
 
 
@@ -227,6 +301,30 @@ SCENARIOS: tuple[Scenario, ...] = (
         "radeon-guarded-free",
         functools.partial(unguarded_free, True),
         "5.4 with the unpaired-unregister guard: freeing a plain BO does nothing in radeon_mn",
+    ),
+    _scenario(
+        "radeon-5.3-unload-with-empty-radeon-mn",
+        functools.partial(unload_after_last_close, "5.3"),
+        "5.3 radeon (patch 08, bug 2): the radeon_mn stays registered after its last BO; the module unload leaves "
+        "its ops on a live mm (the core refuses the unload, naming the linked subscription)",
+        "exception",
+    ),
+    _scenario(
+        "radeon-unload-after-last-close",
+        functools.partial(unload_after_last_close, "5.4"),
+        "5.4 radeon: the last BO's put unlinks the radeon_mn; synchronize and the unload leave nothing behind",
+    ),
+    _scenario(
+        "radeon-5.4-register-failure-leak",
+        functools.partial(register_failure, False),
+        "5.4 radeon (reading): a failed node allocation after the get returns ENOMEM without the put; the guard "
+        "makes the BO's unregister a no-op, so the radeon_mn and the mm pin leak",
+        "leak",
+    ),
+    _scenario(
+        "radeon-register-failure-put",
+        functools.partial(register_failure, True),
+        "radeon with the put on a failed node allocation: nothing leaks",
     ),
     _scenario(
         "radeon-cs-vs-madvise",

@@ -14,9 +14,14 @@ FOUND = [
     ("radeon-5.3-exit-with-bound-bo", "invariant", "[exit-coherence]"),
     ("radeon-5.4-exit-with-bound-bo", "invariant", "[exit-coherence]"),
     ("radeon-unguarded-free", "exception", "NULL pointer dereference"),
+    ("radeon-5.3-unload-with-empty-radeon-mn", "exception", "1 subscription(s) still linked"),
+    ("radeon-5.4-register-failure-leak", "leak", "radeon_mn of mm 1"),
     ("radeon-cs-vs-madvise", "invariant", "[coherence] stale GTT translation"),
 ]
-CLEAN = ["radeon-release-blockable-exit-with-bound-bo", "radeon-guarded-free", "radeon-cs-vs-munmap"]
+CLEAN = ["radeon-release-blockable-exit-with-bound-bo", "radeon-guarded-free", "radeon-cs-vs-munmap",
+         "radeon-unload-after-last-close"]
+#: clean forms whose exhaustive search takes seconds
+CLEAN_SLOW = ["radeon-register-failure-put"]
 
 
 def test_scenarios_are_registered_through_the_hook() -> None:
@@ -27,7 +32,7 @@ def test_scenarios_are_registered_through_the_hook() -> None:
     assert set(BY_NAME) <= set(known)
     for name, expect, _ in FOUND:
         assert known[name].expect == expect
-    for name in CLEAN:
+    for name in CLEAN + CLEAN_SLOW:
         assert known[name].expect is None
 
 
@@ -45,3 +50,15 @@ def test_fixed_form_clean_under_exhaustive_dfs(name: str) -> None:
     result = explore(BY_NAME[name], strategy="dfs", preemptions=2, budget=100_000)
     assert not result.findings, result.text()
     assert result.complete and result.stats.schedules > 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", CLEAN_SLOW)
+def test_slow_fixed_form_clean_under_exhaustive_dfs(name: str) -> None:
+    test_fixed_form_clean_under_exhaustive_dfs(name)
+
+
+@pytest.mark.parametrize("name", CLEAN_SLOW)
+def test_slow_fixed_form_clean_under_pct(name: str) -> None:
+    result = explore(BY_NAME[name], strategy="pct", budget=200, seed=0)
+    assert not result.findings, result.text()
