@@ -69,7 +69,6 @@ __all__ = [
     "GpuRing",
     "Gtt",
     "KernelOops",
-    "KilledError",
     "NoProcessError",
     "PermissionDeniedError",
     "Radeon",
@@ -105,12 +104,6 @@ class AccessDeniedError(KernelError):
     """EACCES: a writable userptr without the ANONONLY and REGISTER flags."""
 
     errno = errno.EACCES
-
-
-class KilledError(KernelError):
-    """EINTR: ``down_write_killable`` saw a fatal signal."""
-
-    errno = errno.EINTR
 
 
 class NoProcessError(KernelError):

@@ -38,9 +38,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from mmu_notifier import MM, legacy, register_locked, unregister
-from mmu_notifier.errors import NoMemoryError
+from mmu_notifier.errors import InterruptedCallError, NoMemoryError
 from mmu_notifier.workqueue import Work, schedule_work
-from mmu_notifier_radeon.device import KernelOops, KilledError, should_fail
+from mmu_notifier_radeon.device import KernelOops, should_fail
 from mmu_notifier_radeon.radeon_mn import RadeonMN, Scheme, merge_insert, remove_bo
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ class Scheme53(Scheme):
         """Find or create (and register) the device's ``radeon_mn`` of ``mm``."""
         module = rdev.module
         if should_fail(module.kernel, "radeon.mmap_lock_killable"):
-            raise KilledError("radeon_mn_get: down_write_killable(mmap_sem) interrupted by a fatal signal")
+            raise InterruptedCallError("radeon_mn_get: down_write_killable(mmap_sem) interrupted by a fatal signal")
         mm.mmap_lock.down_write()
         try:
             with rdev.mn_lock:

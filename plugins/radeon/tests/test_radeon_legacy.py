@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from mmu_notifier import sync, synchronize
+from mmu_notifier.errors import InterruptedCallError, NoMemoryError
 from mmu_notifier.notifier import is_freed
 from mmu_notifier_radeon.device import ANONONLY, REGISTER, VALIDATE
 from mmu_notifier_radeon.legacy import LegacyRadeonMN
@@ -89,3 +92,33 @@ def test_unregister_takes_the_device_lock_then_the_radeon_mn_lock(machine: Make)
     with m.rdev.mn_lock:
         mm.exit()
     m.finish()
+
+
+def test_killed_while_taking_the_mmap_lock_registers_nothing(machine: Make) -> None:
+    m = machine(scheme="5.3")
+    mm, a = m.process(2)
+    file = m.rdev.open(mm)
+    m.kernel.faults.inject("radeon.mmap_lock_killable", nth=1)
+    with pytest.raises(InterruptedCallError):
+        m.userptr(file, a, 1, BOUND)
+    assert not file.handles and not m.rdev.bos and mm.mmu_notifier_mm is None and mm not in m.rdev.mn_hash
+    _, bo = m.userptr(file, a, 1, BOUND)  # the next try works
+    assert bo.mn is m.rdev.mn_hash[mm]
+    with m.rdev.mn_lock:
+        mm.exit()
+    m.finish()
+
+
+def test_failed_node_allocation_is_harmless_without_a_refcount(machine: Make) -> None:
+    m = machine(scheme="5.3")
+    mm, a = m.process(2)
+    file = m.rdev.open(mm)
+    m.kernel.faults.inject("radeon.node_alloc", nth=1)
+    with pytest.raises(NoMemoryError):
+        m.userptr(file, a, 1, BOUND)
+    rmn = m.rdev.mn_hash[mm]
+    assert rmn.nodes() == [] and rmn.users == 1 and not file.handles
+    with m.rdev.mn_lock:
+        mm.exit()
+    m.finish()
+    assert mm.freed and not m.radeon.rmns

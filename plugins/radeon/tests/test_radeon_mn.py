@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from mmu_notifier import Event, Range, notifier, synchronize
-from mmu_notifier.errors import BadAddressError, InvalidArgumentError, KernelError
+from mmu_notifier.errors import BadAddressError, InvalidArgumentError, KernelError, NoMemoryError
 from mmu_notifier.notifier import is_freed
 from mmu_notifier_radeon.device import (
     ANONONLY,
@@ -257,4 +257,60 @@ def test_submission_from_another_process_is_refused(machine: Make) -> None:
         m.rdev.cs(foreign, [(1, False)])
     assert raised.value.errno == errno.EPERM
     del foreign.handles[1]  # the other process drops its reference; the owner's close frees the BO
+    m.finish()
+
+
+def test_failed_node_allocation_after_the_get_leaks_the_user(machine: Make) -> None:
+    """5.4 (a reading of the code): -ENOMEM without the put; the guard makes the BO's unregister a no-op."""
+    m = machine()
+    mm, a = m.process(2)
+    file = m.rdev.open(mm)
+    m.kernel.faults.inject("radeon.node_alloc", nth=1)
+    with pytest.raises(NoMemoryError):
+        m.userptr(file, a, 1)
+    assert not file.handles and m.radeon.stats["node_alloc_failed"] == 1
+    container = mm.mmu_notifier_mm
+    assert container is not None
+    (rmn,) = container.subscriptions
+    assert rmn.users == 1 and rmn.linked, "nobody will ever put this user"
+    mm.exit()
+    m.finish()
+    assert not is_freed(rmn) and not mm.freed and len(m.radeon.rmns) == 1
+
+
+def test_failed_node_allocation_with_the_put(machine: Make) -> None:
+    m = machine(register_failure_put=True)
+    mm, a = m.process(2)
+    file = m.rdev.open(mm)
+    m.kernel.faults.inject("radeon.node_alloc", nth=1)
+    with pytest.raises(NoMemoryError):
+        m.userptr(file, a, 1)
+    m.finish()
+    assert mm.freed and not m.radeon.rmns
+
+
+def test_a_merge_needs_no_node_allocation(machine: Make) -> None:
+    m = machine()
+    mm, a = m.process(4)
+    file = m.rdev.open(mm)
+    m.userptr(file, a, 2)
+    m.kernel.faults.inject("radeon.node_alloc", nth=1)
+    _, merged = m.userptr(file, a + m.page, 2)  # overlaps: reuses the existing node, no kmalloc
+    assert merged.mn is not None and m.kernel.faults.calls("radeon.node_alloc") == 1
+    m.finish()
+
+
+def test_failed_reserve_or_validate_leaves_the_bo_bound(machine: Make) -> None:
+    m = machine()
+    mm, a = m.process(4)
+    file = m.rdev.open(mm)
+    _, first = m.userptr(file, a, 1)
+    _, second = m.userptr(file, a + 2 * m.page, 1)
+    m.kernel.faults.inject("radeon.bo_reserve", nth=1)
+    mm.madvise_dontneed(a, m.page)
+    assert first.bound and m.radeon.stats["reserve_failed"] == 1, "DRM_ERROR and skip: the BO stays bound"
+    m.kernel.faults.inject("radeon.bo_validate", nth=1)
+    mm.madvise_dontneed(a + 2 * m.page, m.page)
+    assert second.bound and m.radeon.stats["validate_failed"] == 1
+    assert not m.kernel.warnings  # the start still returned 0
     m.finish()
