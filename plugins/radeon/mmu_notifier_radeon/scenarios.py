@@ -20,6 +20,12 @@ buggy run and the clean run interleave exactly the same threads:
   ``radeon_mn``, so its ops stay on the live mm: the core's unload refuses
   and names the linked subscription (in the kernel the next invalidation
   calls into the unloaded module). 5.4's last put unlinks it: clean;
+* ``destroy-vs-release`` (5.3, a reading of the code): a process that freed
+  its last BO exits; the destroy work that release scheduled can run before
+  ``__mmu_notifier_release`` unlinked the emptied ``radeon_mn``, so its
+  ``mmu_notifier_unregister`` calls release again, which re-queues the
+  running work: the second run touches the freed ``radeon_mn``. In 5.4 the
+  last put unlinked it long before: clean;
 * ``register-failure-leak`` (5.4, a reading of the code): fault injection
   makes the node allocation of a registration fail after its ``get``; 5.4
   returns -ENOMEM without the ``put`` and the guard makes the BO's later
@@ -231,6 +237,19 @@ def unload_after_last_close(scheme: str) -> ScenarioInstance:
     return run
 
 
+def exit_after_last_close(scheme: str) -> ScenarioInstance:
+    """A process that freed its last userptr BO exits; in 5.3 its emptied radeon_mn is still registered."""
+    _, module, mm = _world(scheme, fence_latency=0)
+    rdev, file, _, gem = _bound_bo(module, mm)
+    rdev.cs(file, [(gem, True)])
+    rdev.close(file)
+    run = ScenarioInstance()
+    run.thread("exit")(mm.exit)
+    run.finale = lambda: _module_exit(module)
+    _checks(run, module)
+    return run
+
+
 def register_failure(put_on_failure: bool) -> ScenarioInstance:
     """The node allocation of a registration fails after the ``get``; the process goes on, exits, files close."""
     kernel, module, mm = _world("5.4", register_failure_put=put_on_failure, fence_latency=0)
@@ -313,6 +332,18 @@ SCENARIOS: tuple[Scenario, ...] = (
         "radeon-unload-after-last-close",
         functools.partial(unload_after_last_close, "5.4"),
         "5.4 radeon: the last BO's put unlinks the radeon_mn; synchronize and the unload leave nothing behind",
+    ),
+    _scenario(
+        "radeon-5.3-destroy-vs-release",
+        functools.partial(exit_after_last_close, "5.3"),
+        "5.3 radeon (reading): the destroy work runs before teardown unlinked the radeon_mn; its unregister calls "
+        "release again, which re-queues the running work, and the second run touches the freed radeon_mn",
+        "use-after-free",
+    ),
+    _scenario(
+        "radeon-exit-after-last-close",
+        functools.partial(exit_after_last_close, "5.4"),
+        "5.4 radeon: the last BO's put unlinked the radeon_mn; the exit has nothing of radeon to release",
     ),
     _scenario(
         "radeon-5.4-register-failure-leak",
