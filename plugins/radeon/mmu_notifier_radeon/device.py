@@ -585,14 +585,24 @@ class RadeonDevice:
 
     # -- what the GPU can reach --------------------------------------------------
     def translations(self, mm: MM) -> dict[int, int]:
-        """Every GTT translation of ``mm``'s pages on this device: virtual page -> frame."""
+        """Every GTT translation of ``mm``'s pages on this device: virtual page -> frame.
+
+        Overlapping BOs translate shared pages too; where they disagree, the
+        frame the CPU page table does not map there is kept (the stale one).
+        """
         out: dict[int, int] = {}
         shift = mm.page_shift
+        entries = mm.page_table.entries
         for bo in self.bos:
             if bo.bound and bo.usermm is mm:
                 assert bo.userptr is not None
                 for i, pfn in enumerate(bo.pages):
-                    out[(bo.userptr >> shift) + i] = pfn
+                    vpn = (bo.userptr >> shift) + i
+                    if out.get(vpn, pfn) != pfn:
+                        pte = entries.get(vpn)
+                        if pte is not None and pte.pfn == pfn:
+                            continue
+                    out[vpn] = pfn
         return out
 
 
@@ -619,10 +629,20 @@ class Radeon:
         self.stats[what] += 1
 
     def translations(self, mm: MM) -> dict[int, int]:
-        """Every device's GTT translations of ``mm`` (one dict: the devices' user ranges never differ)."""
+        """Every device's GTT translations of ``mm`` as one dict.
+
+        Where two devices (or two BOs) translate one page to different
+        frames, the one the CPU page table does not map there is kept, so
+        that a coherence check sees the stale translation.
+        """
         out: dict[int, int] = {}
         for rdev in self.devices:
-            out.update(rdev.translations(mm))
+            for vpn, pfn in rdev.translations(mm).items():
+                if out.get(vpn, pfn) != pfn:
+                    pte = mm.page_table.entries.get(vpn)
+                    if pte is not None and pte.pfn == pfn:
+                        continue
+                out[vpn] = pfn
         return out
 
     def radeon_exit(self) -> None:

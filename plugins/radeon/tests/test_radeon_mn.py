@@ -314,3 +314,16 @@ def test_failed_reserve_or_validate_leaves_the_bo_bound(machine: Make) -> None:
     assert second.bound and m.radeon.stats["validate_failed"] == 1
     assert not m.kernel.warnings  # the start still returned 0
     m.finish()
+
+
+def test_translations_keep_the_stale_frame_where_bos_disagree(machine: Make) -> None:
+    m = machine()
+    mm, a = m.process(2)
+    file = m.rdev.open(mm)
+    _, old = m.userptr(file, a, 1, READONLY | VALIDATE)  # not registered: nothing evicts it
+    mm.madvise_dontneed(a, m.page)
+    _, new = m.userptr(file, a, 1)
+    pte = mm.page_table.lookup(a >> mm.page_shift)
+    assert pte is not None and new.pages[0] == pte.pfn != old.pages[0]
+    assert m.radeon.translations(mm) == {a >> mm.page_shift: old.pages[0]}
+    m.finish()
