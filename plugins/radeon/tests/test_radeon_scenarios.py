@@ -63,3 +63,11 @@ def test_slow_fixed_form_clean_under_exhaustive_dfs(name: str) -> None:
 def test_slow_fixed_form_clean_under_pct(name: str) -> None:
     result = explore(BY_NAME[name], strategy="pct", budget=200, seed=0)
     assert not result.findings, result.text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", CLEAN)
+def test_fixed_form_clean_with_three_preemptions(name: str) -> None:
+    result = explore(BY_NAME[name], strategy="dfs", preemptions=3, budget=200_000)
+    assert not result.findings, result.text()
+    assert result.complete
