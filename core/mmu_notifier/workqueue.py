@@ -275,9 +275,13 @@ def check_work_free(obj: object) -> None:
     """Raise :class:`MisuseError` if freeing ``obj`` would free a queued or running work item.
 
     ``obj`` is a :class:`Work` or an object holding one in an attribute (the kernel embeds the
-    ``work_struct``). Models debugobjects' "ODEBUG: free active object type: work_struct".
+    ``work_struct``). Models debugobjects' "ODEBUG: free active object type: work_struct". A work
+    item that frees itself (or the object embedding it) from its own function is fine, as in the
+    kernel, where ``process_one_work`` deactivates the item before calling the function.
     """
     for work in _works_of(obj):
+        if work.running and not work.pending and work._runner is sync.current():
+            continue  # freed by its own function: the workqueue deactivated it before calling it
         if work.pending or work.running:
             state = "queued" if work.pending else "running"
             where = work.wq.name if work.wq is not None else "?"

@@ -28,8 +28,9 @@ What differs from 5.4 (:mod:`mmu_notifier_radeon.radeon_mn`), as the 5.3 code do
 (reading) The destroy work can run before ``__mmu_notifier_release`` unlinked
 the notifier (it unlinks after every release callback returned); its
 ``mmu_notifier_unregister`` then still sees it linked and calls ``release``
-again, which re-queues the running work: the second run touches the freed
-``radeon_mn``. The model has the same window; tests that are not about it
+again, which re-queues the running work: the first run frees the
+``radeon_mn`` with its work queued, and the second run touches freed memory
+(scenario ``radeon-5.3-destroy-vs-release``). Tests that are not about it
 keep the worker out until the exit returned.
 """
 

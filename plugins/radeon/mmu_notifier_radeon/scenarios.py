@@ -24,8 +24,10 @@ buggy run and the clean run interleave exactly the same threads:
   its last BO exits; the destroy work that release scheduled can run before
   ``__mmu_notifier_release`` unlinked the emptied ``radeon_mn``, so its
   ``mmu_notifier_unregister`` calls release again, which re-queues the
-  running work: the second run touches the freed ``radeon_mn``. In 5.4 the
-  last put unlinked it long before: clean;
+  running work, and the first run kfrees the ``radeon_mn`` with its work
+  queued again (debugobjects' "free active object"; the second run would
+  touch the freed ``radeon_mn``). In 5.4 the last put unlinked it long
+  before: clean;
 * ``register-failure-leak`` (5.4, a reading of the code): fault injection
   makes the node allocation of a registration fail after its ``get``; 5.4
   returns -ENOMEM without the ``put`` and the guard makes the BO's later
@@ -337,8 +339,8 @@ SCENARIOS: tuple[Scenario, ...] = (
         "radeon-5.3-destroy-vs-release",
         functools.partial(exit_after_last_close, "5.3"),
         "5.3 radeon (reading): the destroy work runs before teardown unlinked the radeon_mn; its unregister calls "
-        "release again, which re-queues the running work, and the second run touches the freed radeon_mn",
-        "use-after-free",
+        "release again, which re-queues the running work, which then frees the radeon_mn with its work queued",
+        "exception",
     ),
     _scenario(
         "radeon-exit-after-last-close",
