@@ -156,6 +156,26 @@ def test_freeing_a_queued_work_item_is_reported_naming_it() -> None:
     check_work_free(owner)  # idle: fine
 
 
+def test_a_work_item_may_free_its_owner_from_its_own_function() -> None:
+    wq = Workqueue("self_free_wq")
+    errors: list[BaseException] = []
+
+    class Owner:
+        def __init__(self) -> None:
+            self.work = Work(self.release, name="owner_release")
+
+        def release(self) -> None:
+            try:
+                check_work_free(self)  # running, but freed by itself: the kernel deactivated it first
+            except BaseException as error:
+                errors.append(error)
+
+    owner = Owner()
+    wq.queue_work(owner.work)
+    wq.drain()
+    assert not errors
+
+
 def test_flushing_from_the_item_itself_is_a_deadlock_error() -> None:
     errors: list[BaseException] = []
     wq = Workqueue("self_flush", on_error=errors.append)
