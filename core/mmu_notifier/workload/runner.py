@@ -22,10 +22,7 @@ from mmu_notifier import exerciser as contract
 from mmu_notifier import sync
 from mmu_notifier.errors import KernelError
 from mmu_notifier.exerciser import Exerciser, Handle
-from mmu_notifier.explore.scenario import Scenario, ScenarioInstance
-from mmu_notifier.explore.scheduler import Execution, Outcome
-from mmu_notifier.explore.strategies import RandomWalk
-from mmu_notifier.explore.timeline import Timeline
+from mmu_notifier.explore import Execution, Outcome, RandomWalk, Scenario, ScenarioInstance, Timeline
 from mmu_notifier.invariants import Monitor, Violation, check_exit_coherence
 from mmu_notifier.kernel import Kernel
 from mmu_notifier.mm import MM, RW, Prot
