@@ -35,11 +35,20 @@ __version__ = "0.1.0"
 __all__ = ["SCHEMES", "RadeonConfig", "RadeonDriver", "RadeonExerciser", "RadeonMN"]
 
 #: The registration code of each kernel, by ``config.scheme``.
-SCHEMES: dict[str, Scheme] = {"5.4": Scheme54(), "5.3": Scheme53()}
+SCHEMES: dict[str, type[Scheme]] = {"5.4": Scheme54, "5.3": Scheme53}
+#: The members of ``radeon_mn_ops`` that only some kernels fill (5.3 has no alloc/free_notifier).
+SCHEME_OPS = frozenset({"alloc_notifier", "free_notifier"})
 
 
 class RadeonDriver(Driver):
-    """The radeon module: ``radeon_mn_ops`` are release, invalidate_range_start, alloc_notifier and free_notifier."""
+    """The radeon module; ``radeon_mn_ops`` is the chosen kernel's table.
+
+    5.4: release, invalidate_range_start, alloc_notifier and free_notifier;
+    5.3: release and invalidate_range_start. A callback of :data:`SCHEME_OPS`
+    the chosen kernel does not fill is left out of the names the driver lists
+    (``__dir__``, where pluggy looks hooks up), so the loaded ops table has it
+    as ``None``, as a NULL member of that kernel's ``struct mmu_notifier_ops``.
+    """
 
     name: ClassVar[str] = "radeon"
     version: ClassVar[str] = __version__
@@ -50,8 +59,12 @@ class RadeonDriver(Driver):
     def __init__(self, config: RadeonConfig | None = None) -> None:
         super().__init__(config)
         self.radeon_config = cast(RadeonConfig, self.config)
-        self.scheme = SCHEMES[self.radeon_config.scheme]
+        self.scheme = SCHEMES[self.radeon_config.scheme]()
         self._modules: WeakKeyDictionary[Kernel, Radeon] = WeakKeyDictionary()
+
+    def __dir__(self) -> list[str]:
+        """The driver's names, less the callbacks the chosen kernel leaves NULL (pluggy registers what is listed)."""
+        return [name for name in super().__dir__() if name not in SCHEME_OPS or name in self.scheme.ops]
 
     def radeon(self, kernel: Kernel) -> Radeon:
         """The module's state on ``kernel`` (``radeon_init`` and the devices' probe), made on first use."""
@@ -67,12 +80,12 @@ class RadeonDriver(Driver):
 
     @hookimpl
     def alloc_notifier(self, mm: MM) -> MMUNotifier:
-        """``radeon_mn_alloc_notifier``: an empty ``radeon_mn`` (5.4)."""
+        """``radeon_mn_alloc_notifier`` (5.4): an empty ``radeon_mn``."""
         return self.scheme.alloc_notifier(self.radeon(mm.kernel), mm)
 
     @hookimpl
     def free_notifier(self, subscription: MMUNotifier) -> None:
-        """``radeon_mn_free_notifier``: kfree (atomic context: nothing sleeps)."""
+        """``radeon_mn_free_notifier`` (5.4): kfree (atomic context: nothing sleeps)."""
         self.scheme.free_notifier(self._module_of(subscription), cast(RadeonMN, subscription))
 
     @hookimpl

@@ -63,6 +63,7 @@ class Scheme53(Scheme):
     """Linux 5.3: the per-device hash of ``radeon_mn`` under ``rdev->mn_lock``."""
 
     version = "5.3"
+    ops = frozenset({"release", "invalidate_range_start"})
 
     def radeon_mn_get(self, rdev: RadeonDevice, mm: MM) -> LegacyRadeonMN:
         """Find or create (and register) the device's ``radeon_mn`` of ``mm``."""
@@ -110,14 +111,6 @@ class Scheme53(Scheme):
                 remove_bo(rmn, bo)
         bo.mn = None
         rdev.module.stat("unregister")
-
-    def alloc_notifier(self, module: Radeon, mm: MM) -> RadeonMN:
-        """5.3 ops have no ``alloc_notifier``: nothing calls ``get`` in this scheme."""
-        raise KernelOops("radeon 5.3 has no alloc_notifier op, yet get was called")
-
-    def free_notifier(self, module: Radeon, rmn: RadeonMN) -> None:
-        """5.3 ops have no ``free_notifier``: nothing calls ``put`` in this scheme."""
-        raise KernelOops("radeon 5.3 has no free_notifier op, yet put freed a radeon_mn")
 
     def release(self, module: Radeon, rmn: RadeonMN, mm: MM) -> None:
         """``INIT_WORK`` + ``schedule_work(radeon_mn_destroy)``, and return at once."""

@@ -176,6 +176,8 @@ class Scheme:
     """How radeon registers and unregisters BOs and what release and module exit do, for one kernel version."""
 
     version = "?"
+    #: the members of ``radeon_mn_ops`` this kernel fills
+    ops: frozenset[str] = frozenset()
 
     def register(self, rdev: RadeonDevice, bo: RadeonBO, addr: int, mm: MM) -> None:
         """``radeon_mn_register`` for ``bo`` at ``addr`` of ``mm`` (``current->mm``); raises a KernelError."""
@@ -186,11 +188,11 @@ class Scheme:
         raise NotImplementedError
 
     def alloc_notifier(self, module: Radeon, mm: MM) -> RadeonMN:
-        """``radeon_mn_alloc_notifier`` (5.4 only)."""
+        """``radeon_mn_alloc_notifier`` (only in kernels whose ``ops`` list it)."""
         raise NotImplementedError
 
     def free_notifier(self, module: Radeon, rmn: RadeonMN) -> None:
-        """``radeon_mn_free_notifier`` (5.4 only)."""
+        """``radeon_mn_free_notifier`` (only in kernels whose ``ops`` list it)."""
         raise NotImplementedError
 
     def release(self, module: Radeon, rmn: RadeonMN, mm: MM) -> None:
@@ -206,6 +208,7 @@ class Scheme54(Scheme):
     """Linux 5.4: patch 08 (get/put) and the unpaired-unregister guard."""
 
     version = "5.4"
+    ops = frozenset({"release", "invalidate_range_start", "alloc_notifier", "free_notifier"})
 
     def register(self, rdev: RadeonDevice, bo: RadeonBO, addr: int, mm: MM) -> None:
         """``mmu_notifier_get`` (mmap lock for write inside), then merge and insert under ``rmn->lock``."""

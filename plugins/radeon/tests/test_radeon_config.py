@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from mmu_notifier import Kernel
 from mmu_notifier.config import validate
 from mmu_notifier.errors import ConfigError
 from mmu_notifier_radeon import SCHEMES, RadeonConfig, RadeonDriver
@@ -21,6 +22,17 @@ def test_defaults_are_5_4_with_the_guard_and_release_flags_0() -> None:
 def test_scheme_is_chosen_once_from_the_config() -> None:
     assert isinstance(RadeonDriver(validate("radeon", RadeonConfig, {"scheme": 5.3})).scheme, Scheme53)
     assert set(SCHEMES) == {"5.3", "5.4"}
+
+
+def test_the_ops_table_is_the_chosen_kernels() -> None:
+    kernel = Kernel(frames=16)
+    ops54 = kernel.drivers.add(RadeonDriver(RadeonConfig()))
+    assert ops54.alloc_notifier is not None and ops54.free_notifier is not None and ops54.release is not None
+    assert ops54.invalidate_range_end is None  # radeon has no end op in any kernel
+    other = Kernel(frames=16)
+    ops53 = other.drivers.add(RadeonDriver(RadeonConfig(scheme="5.3")))
+    assert ops53.alloc_notifier is None and ops53.free_notifier is None
+    assert ops53.release is not None and ops53.invalidate_range_start is not None
 
 
 @pytest.mark.parametrize(("field", "value"), [("scheme", "5.5"), ("devices", 0), ("gtt_pages", 0),

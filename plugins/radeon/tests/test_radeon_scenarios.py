@@ -27,7 +27,7 @@ CLEAN_SLOW = ["radeon-register-failure-put"]
 
 def test_scenarios_are_registered_through_the_hook() -> None:
     assert any(ep.name == "radeon" for ep in available_drivers())
-    from mmu_notifier.explore.registry import scenarios
+    from mmu_notifier.scenarios import scenarios
 
     known = scenarios(plugins=True)
     assert set(BY_NAME) <= set(known)
