@@ -10,6 +10,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from mmu_notifier_radeon.exerciser import CS_RACE, RELEASE_FLAGS_0
 
 KIT = [sys.executable, "-m", "pytest", "--pyargs", "mmu_notifier.conformance", "--mmu-driver", "radeon", "-q",
@@ -33,6 +35,7 @@ def test_5_4_passes_the_kit_except_the_known_kernel_failures() -> None:
     assert f"::test_race_invalidation_vs_access[radeon] - known kernel behaviour of radeon: {CS_RACE[:40]}" in out
 
 
+@pytest.mark.slow
 def test_5_5_release_leaves_only_the_cs_race() -> None:
     run = _kit(env={"MMU_NOTIFIER_RADEON__RELEASE_BLOCKABLE": "true"})
     out = run.stdout
