@@ -38,8 +38,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mmu_notifier import MM, legacy, register_locked, unregister
+from mmu_notifier import MM, register_locked, unregister
 from mmu_notifier.errors import InterruptedCallError, NoMemoryError
+from mmu_notifier.kmem import kfree
 from mmu_notifier.workqueue import Work, schedule_work
 from mmu_notifier_radeon.device import KernelOops, should_fail
 from mmu_notifier_radeon.radeon_mn import RadeonMN, Scheme, merge_insert, remove_bo
@@ -136,7 +137,7 @@ class Scheme53(Scheme):
         unregister(rmn, mm)
         module.rmns.pop(id(rmn), None)
         module.stat("rmn_free")
-        legacy.kfree(rmn)
+        kfree(rmn)
 
     def module_exit(self, module: Radeon) -> None:
         """5.3's ``radeon_exit`` had no ``mmu_notifier_synchronize``: nothing for the notifiers."""

@@ -9,7 +9,7 @@ import pytest
 
 from mmu_notifier import sync, synchronize
 from mmu_notifier.errors import InterruptedCallError, NoMemoryError
-from mmu_notifier.notifier import is_freed
+from mmu_notifier.kmem import is_freed
 from mmu_notifier_radeon.device import ANONONLY, REGISTER, VALIDATE
 from mmu_notifier_radeon.legacy import LegacyRadeonMN
 

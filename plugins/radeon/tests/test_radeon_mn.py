@@ -11,7 +11,7 @@ import pytest
 
 from mmu_notifier import Event, Range, notifier, synchronize
 from mmu_notifier.errors import BadAddressError, InvalidArgumentError, KernelError, NoMemoryError
-from mmu_notifier.notifier import is_freed
+from mmu_notifier.kmem import is_freed
 from mmu_notifier_radeon.device import (
     ANONONLY,
     READONLY,
