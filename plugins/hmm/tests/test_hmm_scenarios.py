@@ -30,7 +30,7 @@ def test_unfixed_legacy_use_after_free_is_found_with_a_replayable_schedule(flow)
     assert problem.kind.value == "use-after-free" and "LegacyHmm" in problem.message
     assert "hmm_free" in problem.details["free site"]
     schedule = finding.minimised or finding.schedule
-    assert schedule.startswith(f"mx1:{name}:") and finding.replay.endswith(schedule)
+    assert schedule.startswith(f"mx2:plugin:{name}:") and finding.replay.endswith(schedule)
     assert finding.reproduced == (3, 3)
     again = replay(name, schedule)
     assert again.problem is not None and again.problem.signature == problem.signature

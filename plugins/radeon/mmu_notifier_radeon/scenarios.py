@@ -340,7 +340,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         functools.partial(exit_after_last_close, "5.3"),
         "5.3 radeon (reading): the destroy work runs before teardown unlinked the radeon_mn; its unregister calls "
         "release again, which re-queues the running work, which then frees the radeon_mn with its work queued",
-        "exception",
+        "use-after-free",  # freeing an active work is ActiveObjectFreedError, a use after free at the free site
     ),
     _scenario(
         "radeon-exit-after-last-close",
