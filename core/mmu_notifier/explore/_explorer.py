@@ -245,8 +245,8 @@ def explore(
     ``preemptions``, then PCT at rising depth, then random, sharing ``budget``),
     ``"random"`` (seeded by ``seed``), ``"pct"`` (bug depth ``depth``),
     ``"dfs"`` (preemption bound ``preemptions``) or a :class:`Strategy`.
-    At most ``budget`` schedules run, and none starts after ``time_budget`` seconds. Each real bug is minimised with up to
-    ``minimise_budget`` extra schedules (0: not at all) and replayed
+    At most ``budget`` schedules run, and none starts after ``time_budget``
+    seconds. Each real bug is minimised with up to ``minimise_budget`` extra schedules (0: not at all) and replayed
     ``reproduce`` times. ``progress`` is called with the running statistics
     at most every ``progress_every`` seconds.
 

@@ -168,17 +168,21 @@ def from_exception(error: BaseException, thread: str | None, step: int) -> Probl
     if frames:
         details["site"] = _site(frames[-1])
     first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+    stack = " <- ".join(_site(f) for f in reversed(frames[-_STACK_DEPTH:])) if frames else "?"
     if isinstance(error, UseAfterFreeError):
+        # KASAN's order: the bad access (thread, step, stack), then "Allocated by", then "Freed by"
         kind = Kind.DOUBLE_FREE if isinstance(error, DoubleFreeError) else Kind.USE_AFTER_FREE
         who = f"thread {thread} at step {step}: " if thread else ""
+        site = details.get("site", "?")
         details = {
-            "access site" if kind is Kind.USE_AFTER_FREE else "second free": details.get("site", "?"),
-            "free site": _shorten_paths(error.free_site or "?"),
-            **_site_lines("freed by", error.free),
+            "access site" if kind is Kind.USE_AFTER_FREE else "second free": site,
+            "access" if kind is Kind.USE_AFTER_FREE else "second free by": f"{who}{site}",
+            "stack": stack,
             **_site_lines("allocated by", error.alloc),
+            **_site_lines("freed by", error.free),
+            "free site": _shorten_paths(error.free_site or "?"),
         }
-        if kind is Kind.USE_AFTER_FREE:
-            details["access"] = f"{who}{details['access site']}"
+        return Problem(kind, first_line, thread, step, details)
     elif isinstance(error, SleepInAtomicError):
         kind = Kind.SLEEP_IN_ATOMIC
     elif isinstance(error, DeadlockError):
@@ -187,7 +191,7 @@ def from_exception(error: BaseException, thread: str | None, step: int) -> Probl
         kind = error.kind if isinstance(error, Violation) else Kind.EXCEPTION
         if kind is Kind.EXCEPTION:
             first_line = f"{type(error).__name__}: {first_line}"
-    details["stack"] = " <- ".join(_site(f) for f in reversed(frames[-_STACK_DEPTH:])) if frames else "?"
+    details["stack"] = stack
     return Problem(kind, first_line, thread, step, details)
 
 

@@ -47,8 +47,8 @@ class Minimised:
     def text(self, original: Outcome) -> str:
         """One line: before and after, or that nothing could be shrunk, and what is proven."""
         best = self.outcome
-        before = f"{original.preemptions} preemptions, {len(original.trace)} steps"
-        after = f"{best.preemptions} preemptions, {len(best.trace)} steps"
+        before = f"{_count(original.preemptions, 'preemption')}, {_count(len(original.trace), 'step')}"
+        after = f"{_count(best.preemptions, 'preemption')}, {_count(len(best.trace), 'step')}"
         if best.preemptions == 0:
             proof = "no preemption needed"
         elif self.proven:
@@ -58,6 +58,10 @@ class Minimised:
         if best is original or (best.preemptions, len(best.trace)) == (original.preemptions, len(original.trace)):
             return f"could not shrink {before} in {self.runs} runs ({proof})"
         return f"shrunk from {before} to {after} in {self.runs} runs ({proof})"
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 class Guided(Strategy):

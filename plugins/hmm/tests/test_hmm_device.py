@@ -250,4 +250,5 @@ def test_documented_loop_alone_maps_a_freed_frame():
     result = explore("hmm-device-range-valid", "dfs", budget=10_000, preemptions=1, reproduce=2)
     (finding,) = result.bugs
     assert finding.problem.kind.value == "invariant" and "stale device translation" in finding.problem.message
-    assert finding.reproduced == (2, 2) and finding.replay.startswith("mmu-notifier replay mx2:plugin:hmm-device-range-valid:")
+    assert finding.reproduced == (2, 2)
+    assert finding.replay.startswith("mmu-notifier replay mx2:plugin:hmm-device-range-valid:")
