@@ -44,6 +44,8 @@ OTHER = ("other", "#b5b5b5")
 MARKS: tuple[tuple[str, str], ...] = (("allocation", "#1a7f37"), ("free", "#cf222e"), ("problem", "red"))
 _LANE, _MAX_WIDTH, _CHAR = 24, 4000, 7.3
 _FREES = ("kfree", "free_notifier")
+#: the page shows the text form below the picture up to this many steps
+_TEXT_IN_PAGE = 2000
 
 
 def category(op: str) -> tuple[str, str]:
@@ -74,19 +76,39 @@ class Timeline:
     problem: Problem | None
     #: allocations and frees during the run (``Event.step`` None: while the scenario was built)
     marks: tuple[Event, ...] = ()
+    #: the lane of each thread drawn in another's (background threads grouped by their name)
+    grouped: tuple[tuple[str, str], ...] = ()
 
     @classmethod
-    def of(cls, outcome: Outcome) -> Timeline:
-        """Build the timeline of an execution."""
+    def of(cls, outcome: Outcome, group_background: bool = False) -> Timeline:
+        """Build the timeline of an execution.
+
+        ``group_background`` draws every background thread (an SRCU callback,
+        a kworker: the explorer's daemons) in one lane per name, ``kworker/events``
+        for ``kworker/events#12`` too, instead of one lane each (the main job's
+        timeline, where hundreds of them run).
+        """
         names = tuple(t.name for t in outcome.threads)
         steps = tuple(
             Step(i, names[t], op, describe(res, with_kind=False))
             for i, (t, op, res) in enumerate(outcome.trace)
         )
-        return cls(names, steps, outcome.status, outcome.problem, outcome.events)
+        grouped: tuple[tuple[str, str], ...] = ()
+        if group_background:
+            grouped = tuple(
+                (t.name, t.name.split("#", 1)[0] + " (background)") for t in outcome.threads if t.daemon
+            )
+        return cls(names, steps, outcome.status, outcome.problem, outcome.events, grouped)
+
+    def lane(self, thread: str) -> str:
+        """The lane ``thread`` is drawn in (its own unless background threads are grouped)."""
+        return dict(self.grouped).get(thread, thread)
 
     def _active(self) -> list[str]:
-        return [name for name in self.threads if any(s.thread == name for s in self.steps)]
+        lane_of = dict(self.grouped)
+        used = {lane_of.get(s.thread, s.thread) for s in self.steps}
+        lanes = dict.fromkeys(lane_of.get(name, name) for name in self.threads)
+        return [name for name in lanes if name in used]
 
     def text(self) -> str:
         """The timeline with one column per thread (only threads that took a step).
@@ -106,7 +128,7 @@ class Timeline:
             out = []
             for event in marks.get(at, ()):
                 sign = "-" if event.what in _FREES else "+"
-                indent = " " * (lane * column[event.thread]) if event.thread in column else ""
+                indent = " " * (lane * column[self.lane(event.thread)]) if self.lane(event.thread) in column else ""
                 where = "setup" if at is None else ""
                 out.append(f"{where:>4}  {indent}{sign} {event.what} {event.label}")
             return out
@@ -114,11 +136,11 @@ class Timeline:
         header = "step  " + "".join(name[: lane - 1].ljust(lane) for name in active)
         lines = [header.rstrip(), *mark_lines(None)]
         for step, cell in zip(self.steps, cells, strict=True):
-            lines.append(f"{step.index:4}  " + " " * (lane * column[step.thread]) + cell[: lane - 1])
+            lines.append(f"{step.index:4}  " + " " * (lane * column[self.lane(step.thread)]) + cell[: lane - 1])
             lines += mark_lines(step.index)
         problem = self.problem
         if problem is not None and not problem.predictive:
-            who = problem.thread
+            who = self.lane(problem.thread) if problem.thread else None
             indent = " " * (lane * column[who]) if who in column else ""
             lines.append(f"{'!!':>4}  {indent}{problem.kind} at step {problem.step}: {problem.message}")
         else:
@@ -148,7 +170,7 @@ class Timeline:
         lanes = self._active()
         row = {name: i for i, name in enumerate(lanes)}
         count = max(1, len(self.steps))
-        step_width = max(0.5, min(12.0, _MAX_WIDTH / count))
+        step_width = min(12.0, _MAX_WIDTH / count)
         label_w = _CHAR * max([len(n) for n in lanes] + [6]) + 16
         heading = f"{title}: {len(self.steps)} steps, {self.status}"
         problem = self.problem
@@ -181,13 +203,16 @@ class Timeline:
                 f'<line x1="{label_w:.1f}" y1="{y + _LANE / 2}" x2="{width - 10:.1f}" y2="{y + _LANE / 2}" '
                 'stroke="#eee"/>'
             )
-        for step in self.steps:
+        for first, last, lane_name in self._runs(step_width):
+            step = self.steps[first]
             kind, colour = category(step.op)
-            x = label_w + step.index * step_width
-            y = lanes_top + row[step.thread] * _LANE + 3
-            tip = escape(f"step {step.index}: {step.thread} {step.op} {step.resource} [{kind}]")
+            x = label_w + first * step_width
+            y = lanes_top + row[lane_name] * _LANE + 3
+            span = f"step {first}" if first == last else f"steps {first}-{last}"
+            tip = escape(f"{span}: {step.thread} {step.op} {step.resource} [{kind}]")
+            w = max((last - first + 1) * step_width - 0.5, 0.5)
             out.append(
-                f'<rect x="{x:.2f}" y="{y}" width="{max(step_width - 0.5, 0.5):.2f}" height="{_LANE - 6}" '
+                f'<rect x="{x:.2f}" y="{y}" width="{w:.2f}" height="{_LANE - 6}" '
                 f'fill="{colour}" class="step" data-op="{escape(step.op)}"><title>{tip}</title></rect>'
             )
         for n, event in enumerate(self.marks):
@@ -195,7 +220,7 @@ class Timeline:
             x = label_w + at * step_width
             free = event.what in _FREES
             colour = MARKS[1][1] if free else MARKS[0][1]
-            lane = row.get(event.thread)
+            lane = row.get(self.lane(event.thread))
             cy = lanes_top + (lane if lane is not None else 0) * _LANE + _LANE / 2
             text_y = lanes_bottom + 14 * (1 + n % 2)
             label = f"{'x' if free else '+'} {event.what} {event.label}" + (
@@ -227,12 +252,33 @@ class Timeline:
         out += ["</g>", "</svg>"]
         return "\n".join(out)
 
+    def _runs(self, step_width: float) -> list[tuple[int, int, str]]:
+        """(first, last, lane) of the marks to draw: one per step, or, when steps are narrower
+        than a pixel, one per lane and 2-pixel column (a main job's long run stays a few thousand
+        marks; the tooltip names the column's first step and its span)."""
+        if step_width >= 1.0:
+            return [(step.index, step.index, self.lane(step.thread)) for step in self.steps]
+        per_column = 2.0 / step_width
+        open_runs: dict[tuple[int, str], int] = {}
+        runs: list[tuple[int, int, str]] = []
+        for step in self.steps:
+            lane = self.lane(step.thread)
+            key = (int(step.index / per_column), lane)
+            at = open_runs.get(key)
+            if at is None:
+                open_runs[key] = len(runs)
+                runs.append((step.index, step.index, lane))
+            else:
+                runs[at] = (runs[at][0], step.index, lane)
+        return runs
+
     def html(self, title: str = "timeline") -> str:
         """The SVG picture in a page with a heading and the text form below it."""
         return (
             f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title></head>"
             f"<body><h1>{escape(title)}</h1><div style='overflow-x:auto'>{self.svg(title)}</div>"
-            f"<pre>{escape(self.text())}</pre></body></html>"
+            + (f"<pre>{escape(self.text())}</pre>" if len(self.steps) <= _TEXT_IN_PAGE else "")
+            + "</body></html>"
         )
 
     def write(self, path: Path, title: str = "timeline") -> None:

@@ -51,7 +51,7 @@ class RunResult:
     @property
     def timeline(self) -> Timeline | None:
         """The per-thread timeline of a deterministic run (built only when asked for)."""
-        return None if self.outcome is None else Timeline.of(self.outcome)
+        return None if self.outcome is None else Timeline.of(self.outcome, group_background=True)
 
     @property
     def events(self) -> int:
