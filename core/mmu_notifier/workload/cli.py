@@ -86,7 +86,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
         timeline.write(args.timeline, f"{workload.name} seed {seed}")
         doc["timeline"] = str(args.timeline)
     print(json.dumps(doc, indent=2) if args.json else summary.render(doc))
+    if not result.ok and not args.json:
+        print(_next_step(result, seed, args))
     return 0 if result.ok else 1
+
+
+def _next_step(result: runner.RunResult, seed: int, args: argparse.Namespace) -> str:
+    """What to run next after violations: the kit on each driver at fault, and this run drawn."""
+    blamed = sorted(name for name, stats in result.drivers.items() if stats.violations)
+    lines = [f"next: mmu-notifier conformance {name}   (the kit's checks and races of {name})" for name in blamed]
+    if args.threads is None:
+        source = f"{args.file} " if args.file else ""
+        lines.append(f"next: mmu-notifier run {source}--seed {seed} --timeline run.html   (the same run, drawn)")
+    return "\n".join(lines)
 
 
 def add_commands(sub: Any) -> None:

@@ -14,11 +14,14 @@ process step does is :mod:`.steps`, the summary document is :mod:`.summary`.
 
 from __future__ import annotations
 
+import inspect
 import random
+import re
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from mmu_notifier.explore import Execution, Outcome, RandomWalk, Scenario, ScenarioInstance, Timeline
 from mmu_notifier.workload.model import Workload, WorkloadError
@@ -100,11 +103,39 @@ def run_deterministic(workload: Workload, seed: int, on_step: Callable[[int], No
         problem = outcome.problem
         where = f" in thread {problem.thread}" if problem.thread else ""
         details = "".join(f"; {key}: {value}" for key, value in problem.details.items())
-        violations.append(f"{problem.kind}{where}: {problem.message}{details}")
+        text = f"{problem.kind}{where}: {problem.message}{details}"
+        blamed = blame(world, text)
+        for name in blamed:
+            world.stats[name].violations.append(text)
+        if not blamed:
+            violations.append(text)
     return RunResult(
         workload.name, "deterministic", seed, world.stats, world.steps, world.skipped, world.tracer.callbacks,
         wall, violations, scheduler_steps=len(outcome.trace), outcome=outcome,
     )
+
+
+def blame(world: JobWorld, text: str) -> list[str]:
+    """The drivers a detector's report points at: named in it, or owning a file its sites are in.
+
+    A driver owns the source files of its class and of the classes it derives
+    from (outside the core), so a use after free whose access site is in the
+    driver's callback is filed under that driver; with one driver loaded, it is that one.
+    """
+    names = list(world.stats)
+    named = [n for n in names if re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", text)]
+    if named:
+        return named
+    owners = []
+    for ops in world.kernel.drivers:
+        files = {
+            "/".join(Path(inspect.getsourcefile(cls) or "").parts[-2:])
+            for cls in type(ops.driver).__mro__
+            if cls.__module__.split(".")[0] not in ("mmu_notifier", "builtins")
+        }
+        if any(f and f in text for f in files) and ops.name in world.stats:
+            owners.append(ops.name)
+    return owners or (names if len(names) == 1 else [])
 
 
 def run_threads(workload: Workload, threads: int, on_step: Callable[[int], None] | None = None) -> RunResult:

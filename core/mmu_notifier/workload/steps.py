@@ -19,7 +19,7 @@ from mmu_notifier.errors import KernelError
 from mmu_notifier.exerciser import Handle
 from mmu_notifier.mm import MM, RW, Prot
 from mmu_notifier.workload.model import Process, ProcessStep
-from mmu_notifier.workload.world import JobWorld, Region, exit_coherence
+from mmu_notifier.workload.world import JobWorld, Region, check_quiescent, exit_coherence
 
 __all__ = ["ProcessRunner", "background"]
 
@@ -42,6 +42,7 @@ class ProcessRunner:
             for step in self.spec.steps:
                 self.step(step)
                 self.world.count_step()
+                check_quiescent(self.world, self.mm)
         self.detach(None, every=True)
         if self.mm is not None:
             self._exit()
@@ -238,5 +239,6 @@ def background(world: JobWorld, rng: random.Random) -> None:
                 else:
                     mm.clear_flush_young(addr)
                 world.count_step()
+                check_quiescent(world, mm)
         finally:
             mm.mmput()

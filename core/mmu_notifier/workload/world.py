@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from mmu_notifier import exerciser as contract
 from mmu_notifier.exerciser import Exerciser
-from mmu_notifier.invariants import InvariantViolation, Monitor, check_exit_coherence
+from mmu_notifier.invariants import InvariantViolation, Monitor, check_coherence, check_exit_coherence
 from mmu_notifier.kernel import Kernel
 from mmu_notifier.mm import MM
 from mmu_notifier.workload.model import Workload, WorkloadError
@@ -52,6 +52,10 @@ class JobWorld:
     skipped: int = 0
     violations: list[str] = field(default_factory=list)
     on_step: Callable[[int], None] | None = None
+    #: violations already filed (a stale translation stays stale: it is reported once)
+    seen: set[str] = field(default_factory=set)
+    #: quiescent points at which coherence was checked
+    quiescent_checks: int = 0
 
     def count_step(self) -> None:
         """One process step or background operation done."""
@@ -109,6 +113,36 @@ def exit_coherence(world: JobWorld, mm: MM) -> None:
         if contract.RELEASE in caps and contract.DEVICE_TRANSLATIONS in caps:
             for violation in check_exit_coherence(mm, ex.translations(mm), name):
                 record(world, name, violation)
+
+
+def _in_flight(world: JobWorld, mm: MM) -> bool:
+    """True while some invalidation of ``mm`` has started on a subscription and not yet ended."""
+    recorder = world.monitor.recorder
+    with recorder.lock:
+        return any(state.open and state.range.mm is mm for state in recorder.ranges.values())
+
+
+def check_quiescent(world: JobWorld, mm: MM | None) -> None:
+    """Coherence of ``mm`` at a quiescent point: after a process step or a background operation.
+
+    Quiescent means no invalidation of the mm is in flight (every start
+    delivered has had its end), so each driver's translations must match
+    the CPU page table, as the kit's coherence check requires; a stale one
+    is filed under its driver, once. An exited mm is judged by
+    :func:`exit_coherence` instead.
+    """
+    if mm is None or not mm.alive or _in_flight(world, mm):
+        return
+    world.quiescent_checks += 1
+    for name, ex in world.exercisers.items():
+        if contract.DEVICE_TRANSLATIONS not in ex.capabilities:
+            continue
+        for violation in check_coherence(mm, ex.translations(mm), (), name):
+            key = f"{name}: {violation.check}: {violation.message}"
+            if key not in world.seen:
+                world.seen.add(key)
+                record(world, name, InvariantViolation(
+                    violation.check, f"{violation.message} (seen at quiescent point {world.steps})"))
 
 
 def check_world(world: JobWorld) -> None:
