@@ -115,7 +115,7 @@ def test_unload_with_a_linked_subscription_goes_ahead_and_the_next_callback_is_a
     sub = mn.get(driver, mm)
     kernel.drivers.unload(driver)
     assert ops.unloaded_at is not None and ops.linked == 1 and kernel.drivers.names() == []
-    with pytest.raises(mn.UseAfterFreeError, match=r"recording\.invalidate_range_start called after module 'recording'"):
+    with pytest.raises(mn.UseAfterFreeError, match=r"recording\.invalidate_range_start called after module"):
         mm.munmap(base, PAGE)  # the next invalidation calls into the unloaded module
     assert sub.linked  # the subscription is still on the mm's list
     with pytest.raises(mn.MisuseError, match="not loaded"):
