@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 
 from mmu_notifier import config as config_mod
 from mmu_notifier import plugins
+from mmu_notifier.cli_common import table
 from mmu_notifier.conformance import cli as conformance_cli
 from mmu_notifier.errors import ConfigError, UsageError
 from mmu_notifier.kernel import Kernel
@@ -64,9 +66,11 @@ def _cmd_drivers(args: argparse.Namespace) -> int:
     elif not rows:
         print("no driver plugins are installed (entry-point group mmu_notifier.drivers)")
     else:
-        for row in rows:
-            shown = ", ".join(row["capabilities"]) or "-"
-            print(f"{row['name']:<10} {row['version']:<8} {row['distribution']:<24} {row['config']}  [{shown}]")
+        print(table(
+            ("driver", "version", "distribution", "config", "capabilities"),
+            [(row["name"], row["version"], row["distribution"], row["config"], ", ".join(row["capabilities"]) or "-")
+             for row in rows],
+        ))
     return 1 if report.failed else 0
 
 
@@ -74,7 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
     """The full parser with every sub-command."""
     parser = _Parser(prog="mmu-notifier", description="A model of the Linux 5.4 mmu_notifier subsystem.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    drivers = sub.add_parser("drivers", help="list installed driver plugins and whether their config is valid")
+    drivers = sub.add_parser(
+        "drivers",
+        help="list installed driver plugins and whether their config is valid",
+        description="List the installed driver plugins (entry-point group mmu_notifier.drivers) with their "
+        "version, distribution, config validity and capabilities; exit 1 if one cannot be loaded.",
+        epilog="examples:\n  mmu-notifier drivers\n  mmu-notifier drivers --json | head\n"
+        "  mmu-notifier drivers --schema gntdev\n  mmu-notifier drivers --config drivers.toml",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     drivers.add_argument("--schema", metavar="NAME", help="print the JSON schema of NAME's config")
     drivers.add_argument("--config", type=Path, help="TOML file with [drivers.NAME] tables")
     drivers.add_argument("--json", action="store_true", help="print JSON")
@@ -88,10 +100,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mmu-notifier`` script."""
     try:
         args = build_parser().parse_args(argv)
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe shows here, inside the guard, not at interpreter exit
+        return code
     except (UsageError, ConfigError) as error:
         print(f"mmu-notifier: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader went away (``| head``): stop quietly, and keep Python from complaining at exit
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

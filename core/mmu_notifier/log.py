@@ -15,6 +15,7 @@ microseconds per call).
 from __future__ import annotations
 
 import sys
+from collections.abc import MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -58,6 +59,21 @@ class EventLog:
 LOG = EventLog()
 
 
+def add_thread_and_step(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: the model task that emitted the event and, under the explorer, its step.
+
+    So a log lines up with a timeline: ``thread`` is the timeline's lane,
+    ``step`` its step number (absent outside the deterministic scheduler).
+    """
+    from mmu_notifier import sync  # here, not at import: sync's own imports stay free of logging
+
+    event.setdefault("thread", sync.current().name)
+    step = sync.backend().step()
+    if step is not None:
+        event.setdefault("step", step)
+    return event
+
+
 def configure(fmt: str | None = "json", stream: TextIO | None = None) -> None:
     """Turn logging on (``"json"`` or ``"console"``) or off (``None``)."""
     if fmt is None:
@@ -71,7 +87,12 @@ def configure(fmt: str | None = "json", stream: TextIO | None = None) -> None:
     )
     LOG._logger = structlog.wrap_logger(
         structlog.PrintLogger(stream or sys.stderr),
-        processors=[structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso"), renderer],
+        processors=[
+            structlog.processors.add_log_level,
+            add_thread_and_step,
+            structlog.processors.TimeStamper(fmt="iso"),
+            renderer,
+        ],
         wrapper_class=structlog.BoundLogger,
     ).bind()
     LOG.on = True

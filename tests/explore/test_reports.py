@@ -161,3 +161,23 @@ def test_replay_step_prints_every_threads_state_before_each_step(capsys: pytest.
     assert [int(i) for i, _ in steps] == list(range(len(Schedule.parse(schedule).steps)))  # type: ignore[arg-type]
     assert re.search(r"^  > T\d +runnable +mutex_lock mutex lock_\w", out, re.M)
     assert re.search(r"holds mutex lock_a", out)
+
+
+def test_log_events_carry_thread_and_step_matching_the_timeline() -> None:
+    import io
+    import json
+
+    from mmu_notifier import log
+    from mmu_notifier.scenarios import replay
+
+    stream = io.StringIO()
+    log.configure("json", stream)
+    try:
+        replayed = replay("get-put", "mx1:get-put:71985835:2ca62b66:ab2a8b2abcbcbd2")
+    finally:
+        log.configure(None)
+    records = [json.loads(line) for line in stream.getvalue().splitlines()]
+    steps = replayed.timeline.steps
+    timed = [r for r in records if "step" in r]
+    assert timed and all(steps[r["step"]].thread == r["thread"] for r in timed)  # the lane of its step
+    assert any(r["event"] == "notifier.put" and r["thread"] == "A" for r in records)

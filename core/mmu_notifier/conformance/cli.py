@@ -27,7 +27,7 @@ def plugin_autoloaded() -> bool:
 
 def pytest_args(args: argparse.Namespace) -> list[str]:
     """The pytest command line for the parsed ``conformance`` arguments."""
-    argv = ["--pyargs", "mmu_notifier.conformance", "-p", "no:cacheprovider", "-o", "addopts=",
+    argv = ["--pyargs", "mmu_notifier.conformance", "-p", "no:cacheprovider", "-o", "addopts=", "-rs",
             # this process imported mmu_notifier before pytest started: nothing of the kit is affected
             "-W", "ignore::pytest.PytestAssertRewriteWarning"]
     if not plugin_autoloaded():
@@ -58,7 +58,19 @@ def run(args: argparse.Namespace) -> int:
         print("mmu-notifier: the conformance kit needs pytest and hypothesis: pip install 'mmu-notifier[test]'",
               file=sys.stderr)
         return 2
-    return int(pytest.main(pytest_args(args)))
+    from mmu_notifier.plugins import available_drivers
+
+    installed = sorted(ep.name for ep in available_drivers())
+    missing = [name for name in dict.fromkeys(args.drivers) if name not in installed]
+    for name in missing:  # named once, not once per check
+        print(f"mmu-notifier conformance: no driver named {name!r} is installed "
+              f"(installed: {', '.join(installed) or 'none'}); it fails every check")
+    if missing:
+        args.drivers = [name for name in args.drivers if name not in missing]
+        if not args.drivers:
+            return 1
+    code = int(pytest.main(pytest_args(args)))
+    return code or (1 if missing else 0)
 
 
 def add_commands(subparsers: Any) -> None:
@@ -67,7 +79,10 @@ def add_commands(subparsers: Any) -> None:
         "conformance",
         help="run the conformance kit against installed driver plugins (exit code = pytest's)",
         description="Run the conformance kit (pytest --pyargs mmu_notifier.conformance) against every installed "
-        "driver plugin, or the ones named.",
+        "driver plugin, or the ones named. Skipped checks are listed with their reasons.",
+        epilog="examples:\n  mmu-notifier conformance\n  mmu-notifier conformance gntdev -k coherence\n"
+        "  mmu-notifier conformance radeon --budget 400 --seed 3 -x",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("drivers", nargs="*", metavar="NAME", help="drivers to check (default: every installed one)")
     parser.add_argument("-k", metavar="EXPR", help="only checks matching the pytest -k expression")

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from mmu_notifier.cli_common import check_timeline_option
+from mmu_notifier.cli_common import check_timeline_option, table
 from mmu_notifier.errors import UsageError
 from mmu_notifier.explore import STRATEGIES, ReplayError, Scenario, Schedule, Stats, ThreadState, explore, replay
 from mmu_notifier.scenarios import UnknownScenarioError, get, resolve, scenarios
@@ -139,9 +139,9 @@ class _Progress:
 
 def cmd_list() -> int:
     """Print every scenario with what it demonstrates."""
-    for name, scenario in sorted(scenarios(plugins=True).items()):
-        expect = scenario.expect or "clean"
-        print(f"{name:<24} {expect:<22} {scenario.description}")
+    rows = [(name, s.source or "-", s.expect or "clean", s.description)
+            for name, s in sorted(scenarios(plugins=True).items())]
+    print(table(("scenario", "source", "expected", "what it shows"), rows))
     return 0
 
 

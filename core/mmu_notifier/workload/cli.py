@@ -103,7 +103,15 @@ def _next_step(result: runner.RunResult, seed: int, args: argparse.Namespace) ->
 
 def add_commands(sub: Any) -> None:
     """Add ``run`` to the ``mmu-notifier`` sub-commands."""
-    run = sub.add_parser("run", help="run a workload over every installed driver and check every rule")
+    run = sub.add_parser(
+        "run",
+        help="run a workload over every installed driver and check every rule",
+        description="Run a workload (processes, their steps, background reclaim) over the installed drivers under "
+        "the deterministic scheduler; coherence is checked at every quiescent point; exit 1 on any violation.",
+        epilog="examples:\n  mmu-notifier run\n  mmu-notifier run examples/workloads/churn.toml --seed 3\n"
+        "  mmu-notifier run --timeline run.html\n  mmu-notifier run --json | head",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     run.add_argument("file", nargs="?", type=Path, help="a workload file (.toml, .yaml); default: built-in")
     run.add_argument("--seed", type=int, help="scheduler seed (default: the workload's); same seed, same run")
     run.add_argument("--threads", type=int, metavar="N", help="run on N real OS threads instead")
