@@ -28,7 +28,7 @@ from collections.abc import Callable, Generator, Iterator
 from contextlib import closing, contextmanager
 from typing import TYPE_CHECKING, Any
 
-from mmu_notifier import sync
+from mmu_notifier import interval, sync
 from mmu_notifier.errors import (
     DoubleFreeError,
     MisuseError,
@@ -99,14 +99,23 @@ class MMUNotifierMM:
     It is ordered head first, so the most recent registration comes first.
     ``by_ops`` indexes the linked subscriptions per driver (in registration
     order) so that ``get`` does not walk the list as the kernel does.
+    ``interval`` is the 5.5 interval-notifier state
+    (:class:`~mmu_notifier.interval.IntervalState`), made by the first
+    interval insert; ``has_itree`` is "it exists".
     """
 
-    __slots__ = ("lock", "subscriptions", "by_ops")
+    __slots__ = ("lock", "subscriptions", "by_ops", "interval")
 
     def __init__(self) -> None:
         self.lock = sync.SpinLock("mmu_notifier_mm.lock")
         self.subscriptions: tuple[MMUNotifier, ...] = ()
         self.by_ops: dict[MMUNotifierOps, dict[MMUNotifier, None]] = {}
+        self.interval: interval.IntervalState | None = None
+
+    @property
+    def has_itree(self) -> bool:
+        """Interval mode is enabled on this mm (5.5's ``has_itree``; never cleared)."""
+        return self.interval is not None
 
     def link(self, sub: MMUNotifier) -> None:
         """Add at the head (``hlist_add_head_rcu``); caller holds ``lock``."""
@@ -379,7 +388,9 @@ def synchronize(kernel: Kernel | None = None) -> None:
 def release(mm: MM) -> None:
     """``__mmu_notifier_release``: mm teardown, called by exit_mmap.
 
-    Runs every linked subscription's ``release`` inside one SRCU read section,
+    With interval notifiers (5.5), first their teardown range
+    (:func:`mmu_notifier.interval.release`), then the list. Runs every
+    linked subscription's ``release`` inside one SRCU read section,
     unlinks every subscription (users and mm pins untouched: the driver still
     owes its put or unregister), then waits for a grace period so no release
     started by a concurrent unregister is still running. (The kernel unlinks
@@ -389,6 +400,8 @@ def release(mm: MM) -> None:
     container = mm.mmu_notifier_mm
     if container is None:
         return
+    if container.interval is not None:
+        interval.release(mm, container)
     for sub, release_fn in _each_with(mm, "release"):
         release_fn(sub, mm)
         if LOG.on:
@@ -438,20 +451,34 @@ def invalidate_range_start_nonblock(range: Range) -> int:
     As in 5.4, every subscription is still offered the start after a refusal
     and none then receives an end; the caller must not call the end either.
     With ``kernel.end_after_failed_start`` (the later kernels' behaviour) every
-    subscription that has an end callback receives it before this returns.
+    list subscription that has an end callback receives it before this
+    returns. A refusal by an interval notifier (5.5) unwinds the interval
+    state and skips the list subscribers altogether. A list refusal after the
+    interval part succeeded leaves that part counted as active, as in the
+    kernel (nothing ends it).
     """
     container = range.mm.mmu_notifier_mm
     range.flags &= ~RANGE_BLOCKABLE
     if container is None:
         return 0
-    result = _start(range, container)
-    if result and range.mm.kernel.end_after_failed_start:
-        _end(range, container, only_end=True)
-    return result
+    return _start(range, container)
 
 
 def _start(range: Range, container: MMUNotifierMM) -> int:
-    """The core start (``__mmu_notifier_invalidate_range_start``)."""
+    """The core start (``__mmu_notifier_invalidate_range_start``): interval notifiers first, then the list.
+
+    Unlike the kernel, the list walk runs (as an empty SRCU read section) even when the list is empty.
+    """
+    if container.interval is not None and not interval.invalidate_start(range, container):
+        return _EAGAIN
+    result = _hlist_start(range, container)
+    if result and range.mm.kernel.end_after_failed_start:
+        _hlist_end(range, container, only_end=True)
+    return result
+
+
+def _hlist_start(range: Range, container: MMUNotifierMM) -> int:
+    """``mn_hlist_invalidate_range_start``: every list subscriber's start; the last refusal, or 0."""
     mm = range.mm
     kernel = mm.kernel
     srcu = kernel.srcu
@@ -505,7 +532,14 @@ def invalidate_range_only_end(range: Range) -> None:
 
 
 def _end(range: Range, container: MMUNotifierMM, *, only_end: bool) -> None:
-    """The core end (``__mmu_notifier_invalidate_range_end``)."""
+    """The core end (``__mmu_notifier_invalidate_range_end``): interval notifiers first, then the list."""
+    if container.interval is not None:
+        interval.invalidate_end(container)
+    _hlist_end(range, container, only_end=only_end)
+
+
+def _hlist_end(range: Range, container: MMUNotifierMM, *, only_end: bool) -> None:
+    """``mn_hlist_invalidate_end``: ``invalidate_range`` and the end callback of every list subscriber."""
     mm = range.mm
     srcu = mm.kernel.srcu
     with _walk_section(srcu, range.flags & RANGE_BLOCKABLE) as walk_point:
