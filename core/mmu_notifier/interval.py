@@ -319,23 +319,12 @@ def interval_notifier_remove(sub: MMUIntervalNotifier) -> None:
             # the deferred list (use after free once the driver frees; fixed in 2022)
             state.wq.wait_event(lambda: state.invalidate_seq != seq)
         else:
-            _wait_locked(state.wq, lambda: state.invalidate_seq != seq, container.lock)
+            # the fix: mmu_interval_seq_released() reads it under the lock, so a changed value
+            # means the last end also finished applying the deferred list
+            state.wq.wait_event_locked(lambda: state.invalidate_seq != seq, container.lock)
     if LOG.on:
         LOG.event("interval.remove", mm=mm.id, driver=sub.ops.name if sub.ops else "?", waited=bool(seq))
     mm.mmdrop()
-
-
-def _wait_locked(wq: sync.WaitQueue, cond: object, lock: sync.SpinLock) -> None:
-    """``wait_event(wq, cond evaluated under lock)``: the fixed remove's ``mmu_interval_seq_released``."""
-    wait_locked = getattr(wq, "wait_event_locked", None)
-    if wait_locked is not None:
-        wait_locked(cond, lock)
-        return
-    while True:  # until the core's WaitQueue.wait_event_locked is merged: check under the lock, sleep without
-        with lock:
-            if cond():  # type: ignore[operator]
-                return
-        wq.wait_event(cond)  # type: ignore[arg-type]
 
 
 # -- the reader side -------------------------------------------------------------

@@ -442,7 +442,7 @@ def invalidate_range_start(range: Range) -> None:
     sync.might_sleep("mmu_notifier_invalidate_range_start")
     range.flags |= RANGE_BLOCKABLE
     if container is not None:
-        _start(range, container)
+        _core_start(range, container)
 
 
 def invalidate_range_start_nonblock(range: Range) -> int:
@@ -461,23 +461,23 @@ def invalidate_range_start_nonblock(range: Range) -> int:
     range.flags &= ~RANGE_BLOCKABLE
     if container is None:
         return 0
-    return _start(range, container)
+    return _core_start(range, container)
 
 
-def _start(range: Range, container: MMUNotifierMM) -> int:
+def _core_start(range: Range, container: MMUNotifierMM) -> int:
     """The core start (``__mmu_notifier_invalidate_range_start``): interval notifiers first, then the list.
 
     Unlike the kernel, the list walk runs (as an empty SRCU read section) even when the list is empty.
     """
     if container.interval is not None and not interval.invalidate_start(range, container):
         return _EAGAIN
-    result = _hlist_start(range, container)
-    if result and range.mm.kernel.end_after_failed_start:
-        _hlist_end(range, container, only_end=True)
+    result = _start(range, container)
+    if result and not range.flags & RANGE_BLOCKABLE and range.mm.kernel.end_after_failed_start:
+        _end(range, container, only_end=True)
     return result
 
 
-def _hlist_start(range: Range, container: MMUNotifierMM) -> int:
+def _start(range: Range, container: MMUNotifierMM) -> int:
     """``mn_hlist_invalidate_range_start``: every list subscriber's start; the last refusal, or 0."""
     mm = range.mm
     kernel = mm.kernel
@@ -521,24 +521,24 @@ def invalidate_range_end(range: Range) -> None:
     if range.flags & RANGE_BLOCKABLE:
         sync.might_sleep("mmu_notifier_invalidate_range_end")
     if container is not None:
-        _end(range, container, only_end=False)
+        _core_end(range, container, only_end=False)
 
 
 def invalidate_range_only_end(range: Range) -> None:
     """``mmu_notifier_invalidate_range_only_end``: the caller already called ``invalidate_range``."""
     container = range.mm.mmu_notifier_mm
     if container is not None:
-        _end(range, container, only_end=True)
+        _core_end(range, container, only_end=True)
 
 
-def _end(range: Range, container: MMUNotifierMM, *, only_end: bool) -> None:
+def _core_end(range: Range, container: MMUNotifierMM, *, only_end: bool) -> None:
     """The core end (``__mmu_notifier_invalidate_range_end``): interval notifiers first, then the list."""
     if container.interval is not None:
         interval.invalidate_end(container)
-    _hlist_end(range, container, only_end=only_end)
+    _end(range, container, only_end=only_end)
 
 
-def _hlist_end(range: Range, container: MMUNotifierMM, *, only_end: bool) -> None:
+def _end(range: Range, container: MMUNotifierMM, *, only_end: bool) -> None:
     """``mn_hlist_invalidate_end``: ``invalidate_range`` and the end callback of every list subscriber."""
     mm = range.mm
     srcu = mm.kernel.srcu
