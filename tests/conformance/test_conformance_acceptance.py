@@ -158,8 +158,9 @@ def test_conformance_example_passes_the_whole_kit(pytester: pytest.Pytester, sit
     # the only skips: the interval-notifier checks, which a 5.4 driver rules out by not declaring "interval"
     interval_checks = [name for name in CHECKS if name.startswith("test_interval_")]
     skips = [line for line in result.outlines if line.startswith("SKIPPED")]
-    assert outcomes.get("skipped", 0) == len(interval_checks) == len(skips), outcomes
-    assert all("does not declare the capability 'interval'" in line for line in skips), skips
+    assert outcomes.get("skipped", 0) == len(interval_checks), outcomes
+    assert len(skips) == 1 and f"SKIPPED [{len(interval_checks)}]" in skips[0], skips  # one reason for all
+    assert "does not declare the capability 'interval'" in skips[0], skips
     assert outcomes["passed"] >= 27, outcomes
 
 
