@@ -95,7 +95,7 @@ class MMUIntervalNotifier:
     including one by the core, is a use after free.
     """
 
-    __slots__ = ("start", "last", "ops", "mm", "invalidate_seq", "in_tree", "deferred", "inserted",
+    __slots__ = ("start", "last", "ops", "mm", "invalidate_seq", "in_tree", "deferred", "inserted", "state",
                  "__weakref__", "__dict__")
 
     def __init__(self) -> None:
@@ -109,6 +109,9 @@ class MMUIntervalNotifier:
         self.deferred = False
         #: between a successful insert and the return of its remove (the model's own bookkeeping)
         self.inserted = False
+        #: the mm's interval state, from the first insert on (``mm->mmu_notifier_mm`` in the kernel; cached here so
+        #: the read side is one load, as the kernel's is)
+        self.state: IntervalState | None = None
 
     def __repr__(self) -> str:
         name = self.ops.name if self.ops else "?"
@@ -207,6 +210,7 @@ def _insert(sub: MMUIntervalNotifier, mm: MM, start: int, length: int, ops: MMUN
     assert state is not None
     sub.mm = mm
     sub.ops = ops
+    sub.state = state
     sub.start = start
     sub.last = start + length - 1
     sub.in_tree = False
@@ -347,18 +351,23 @@ def interval_read_begin(sub: MMUIntervalNotifier) -> int:
     the idle path as cheap as the kernel's uncontended spinlock.)
     """
     seq = sub.invalidate_seq
-    mm = sub.mm
-    state = mm.mmu_notifier_mm.interval  # type: ignore[union-attr]
-    sync.yield_now()  # the two reads are separate steps (a scheduling point for the explorer)
-    if seq != state.invalidate_seq:  # type: ignore[union-attr]
+    state = sub.state
+    # The two reads are separate steps: a scheduling point between them for the explorer (its
+    # list-walk point depends on every other step); real threads need none, so they pay nothing.
+    point = sync._backend.walk_point
+    if point is not None:
+        point(sub)
+    if state is None or seq != state.invalidate_seq:
+        if state is None:
+            raise MisuseError(f"interval_read_begin of {sub!r}, which was never inserted")
         return seq
-    container = mm.mmu_notifier_mm  # type: ignore[union-attr]
+    container = sub.mm.mmu_notifier_mm  # type: ignore[union-attr]
     with container.lock:  # type: ignore[union-attr]
         seq = sub.invalidate_seq
-        busy = seq == state.invalidate_seq  # type: ignore[union-attr]
+        busy = seq == state.invalidate_seq
     sync.might_sleep("mmu_interval_read_begin")
     if busy:
-        state.wq.wait_event(lambda: state.invalidate_seq != seq)  # type: ignore[union-attr]
+        state.wq.wait_event(lambda: state.invalidate_seq != seq)
     return seq
 
 
