@@ -11,7 +11,7 @@ from interval_driver import IntervalRecorder
 from recording import RecordingDriver
 
 import mmu_notifier as mn
-from mmu_notifier import interval, legacy, notifier
+from mmu_notifier import interval, kmem, notifier
 from mmu_notifier.itree import ULONG_MAX
 from mmu_notifier.range import Event, Range
 
@@ -319,7 +319,7 @@ def test_remove_is_not_allowed_in_atomic_context(kernel, idriver, mm):
 def test_kfree_after_remove_poisons_the_subscription(kernel, idriver, mm):
     sub = _insert(mm, idriver, 0)
     mn.interval_notifier_remove(sub)
-    legacy.kfree(sub)  # type: ignore[arg-type]
+    kmem.kfree(sub)
     with pytest.raises(mn.UseAfterFreeError, match="freed at"):
         _ = sub.invalidate_seq
 

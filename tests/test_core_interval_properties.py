@@ -19,7 +19,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from interval_driver import IntervalRecorder
 
 import mmu_notifier as mn
-from mmu_notifier import interval_invariants, notifier
+from mmu_notifier import notifier
+from mmu_notifier.invariants import interval as interval_invariants
 from mmu_notifier.itree import ULONG_MAX
 from mmu_notifier.mm import TASK_SIZE
 from mmu_notifier.range import Event, Range

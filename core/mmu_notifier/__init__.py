@@ -17,9 +17,12 @@ The public API, by kernel concept:
   :func:`interval_set_seq`; the driver's ``invalidate`` hook;
 * invalidations: :class:`Range` and :class:`Event`; dispatchers in
   :mod:`mmu_notifier.notifier`;
-* primitives a driver model may use: :mod:`mmu_notifier.sync`.
+* primitives a driver model may use: :mod:`mmu_notifier.sync`, and the
+  allocator room :mod:`mmu_notifier.kmem` (``kfree``, ``is_freed``: freed
+  objects report use after free and double free with their free site).
 """
 
+from mmu_notifier import kmem
 from mmu_notifier.config import DriverConfig
 from mmu_notifier.errors import (
     BadAddressError,
@@ -27,6 +30,7 @@ from mmu_notifier.errors import (
     ConfigError,
     DeadlockError,
     DoubleFreeError,
+    InterruptedCallError,
     InvalidArgumentError,
     KernelError,
     MisuseError,
@@ -81,6 +85,7 @@ __all__ = [
     "Driver",
     "DriverConfig",
     "Event",
+    "InterruptedCallError",
     "InvalidArgumentError",
     "Kernel",
     "KernelError",
@@ -109,6 +114,7 @@ __all__ = [
     "interval_read_begin",
     "interval_read_retry",
     "interval_set_seq",
+    "kmem",
     "put",
     "register",
     "register_locked",

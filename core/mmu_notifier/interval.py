@@ -22,8 +22,8 @@ by the container's spinlock, as in the kernel:
 * ``wq`` is the wait queue of ``read_begin`` and ``remove``.
 
 Each subscription pins its mm with ``mmgrab`` (``mm_count``); ``remove``
-drops it. Teardown (:func:`release`, called by the core before the list
-subscribers' release) sends one blockable ``RELEASE`` range over the whole
+drops it. Teardown (:meth:`IntervalState.release`, called by the core before
+the list subscribers' release) sends one blockable ``RELEASE`` range over the whole
 address space; subscriptions stay in the tree until the driver removes them.
 
 Where the model deliberately differs from 5.5 (each documented at its place):
@@ -57,11 +57,11 @@ from mmu_notifier import sync
 from mmu_notifier.errors import InvalidArgumentError, MisuseError, RangeOverflowError
 from mmu_notifier.itree import ULONG_MAX, IntervalTree
 from mmu_notifier.log import LOG
+from mmu_notifier.notifier import MMUNotifierMM
 from mmu_notifier.range import RANGE_BLOCKABLE, Event, Range
 
 if TYPE_CHECKING:
     from mmu_notifier.mm import MM
-    from mmu_notifier.notifier import MMUNotifierMM
     from mmu_notifier.plugins import MMUNotifierOps
 
 __all__ = [
@@ -121,15 +121,18 @@ class MMUIntervalNotifier:
 
 
 class IntervalState:
-    """The interval half of the per-mm container (5.5's ``struct mmu_notifier_mm`` fields).
+    """The interval half of the per-mm container (5.5's ``struct mmu_notifier_mm`` fields) and its dispatch.
 
-    Guarded by the container's spinlock. Exists from the first insert on (its
-    presence is ``has_itree``) and is never removed while the mm lives.
+    Guarded by ``lock``, the container's spinlock. Exists from the first
+    insert on (its presence is ``has_itree``) and is never removed while the
+    mm lives. The core's start/end dispatchers and the mm teardown call
+    :meth:`invalidate_start`, :meth:`invalidate_end` and :meth:`release`.
     """
 
-    __slots__ = ("invalidate_seq", "active_invalidate_ranges", "itree", "deferred", "wq")
+    __slots__ = ("lock", "invalidate_seq", "active_invalidate_ranges", "itree", "deferred", "wq")
 
-    def __init__(self) -> None:
+    def __init__(self, lock: sync.SpinLock) -> None:
+        self.lock = lock
         self.invalidate_seq = 2
         self.active_invalidate_ranges = 0
         self.itree: IntervalTree[MMUIntervalNotifier] = IntervalTree("mmu_notifier_mm.itree")
@@ -140,6 +143,86 @@ class IntervalState:
     def __repr__(self) -> str:
         return (f"<IntervalState seq={self.invalidate_seq} active={self.active_invalidate_ranges} "
                 f"tree={len(self.itree)} deferred={len(self.deferred)}>")
+
+    def invalidate_start(self, range: Range) -> bool:
+        """``mn_itree_invalidate``: count the range, and call ``invalidate`` on every subscription it hits.
+
+        Returns False when a driver refused a non-blockable range: the count was
+        already unwound (the core then returns -EAGAIN without calling the list
+        subscribers). A refusal of a blockable range is a WARN and counts as
+        done. The walk runs outside the lock: the tree cannot change while the
+        sequence is odd.
+        """
+        start = range.start
+        last = range.end - 1
+        with self.lock:
+            self.active_invalidate_ranges += 1
+            hits = self.itree.iter_overlap(start, last)
+            first = next(hits, None)
+            if first is not None:
+                self.invalidate_seq |= 1
+            cur_seq = self.invalidate_seq
+        if first is None:
+            return True
+        walk_point = sync.backend().walk_point
+        sub: MMUIntervalNotifier | None = first
+        while sub is not None:
+            if walk_point is not None:
+                walk_point(sub)
+            ops = sub.ops
+            assert ops is not None and ops.invalidate is not None
+            if ops.invalidate(sub, range, cur_seq) is False:
+                kernel = range.mm.kernel
+                if range.flags & RANGE_BLOCKABLE:
+                    kernel.warn(f"driver {ops.name!r}: interval invalidate refused the blockable {range!r}")
+                else:
+                    if LOG.on:
+                        LOG.event("invalidate.refused", mm=range.mm.id, driver=ops.name, ret=_EAGAIN)
+                    self.invalidate_end()
+                    return False
+            sub = next(hits, None)
+        return True
+
+    def invalidate_end(self) -> None:
+        """``mn_itree_inv_end``: the last active range makes the sequence even and applies the deferred list.
+
+        Scheduling points sit inside the locked section (after the sequence
+        moved and after each deferred item) so the explorer can run a remover
+        there: with 5.5's unlocked wait it returns and the driver frees while
+        this still walks the list.
+        """
+        lock = self.lock
+        lock.lock()
+        try:
+            self.active_invalidate_ranges -= 1
+            if self.active_invalidate_ranges or not self.invalidate_seq & 1:
+                return
+            self.invalidate_seq += 1
+            sync.yield_now()
+            deferred = self.deferred
+            while deferred:
+                sub = deferred.pop(0)
+                if sub.in_tree:  # a touch of the subscription: use after free if the driver freed it
+                    self.itree.remove(sub)
+                    sub.in_tree = False
+                else:
+                    self.itree.insert(sub)
+                    sub.in_tree = True
+                sub.deferred = False
+                sync.yield_now()
+        finally:
+            lock.unlock()
+        self.wq.wake_up_all()
+
+    def release(self, mm: MM) -> None:
+        """``mn_itree_release``: at exit, one blockable RELEASE range over the whole address space.
+
+        Every subscription in the tree gets one ``invalidate`` (a refusal is a
+        WARN); they stay in the tree until the driver removes them.
+        """
+        range = Range(mm, 0, ULONG_MAX, Event.RELEASE, None, RANGE_BLOCKABLE)
+        self.invalidate_start(range)
+        self.invalidate_end()
 
 
 # -- enabling interval mode ------------------------------------------------------
@@ -156,8 +239,6 @@ def _enable_locked(mm: MM) -> None:
     The caller holds the mmap lock for write. As the kernel, it takes no mm
     pin (each subscription pins on its own) and BUGs on an exited mm.
     """
-    from mmu_notifier.notifier import MMUNotifierMM
-
     if not mm.mmap_lock.is_write_locked_by_current():
         raise MisuseError("enabling interval notifiers (register(NULL)) needs the mmap lock held for write")
     if mm.mm_users.value <= 0:
@@ -168,7 +249,7 @@ def _enable_locked(mm: MM) -> None:
         mm.mmu_notifier_mm = container
     if container.interval is None:
         with container.lock:
-            container.interval = IntervalState()
+            container.interval = IntervalState(container.lock)
         if LOG.on:
             LOG.event("interval.has_itree", mm=mm.id)
 
@@ -391,93 +472,3 @@ def interval_check_retry(sub: MMUIntervalNotifier, seq: int) -> bool:
 def interval_set_seq(sub: MMUIntervalNotifier, cur_seq: int) -> None:
     """``mmu_interval_set_seq``: from ``invalidate``, under the driver lock: record the invalidation's ``cur_seq``."""
     sub.invalidate_seq = cur_seq
-
-
-# -- invalidation (called by the core's dispatchers) ---------------------------------
-
-
-def invalidate_start(range: Range, container: MMUNotifierMM) -> bool:
-    """``mn_itree_invalidate``: count the range, and call ``invalidate`` on every subscription it hits.
-
-    Returns False when a driver refused a non-blockable range: the count was
-    already unwound (the core then returns -EAGAIN without calling the list
-    subscribers). A refusal of a blockable range is a WARN and counts as done.
-    The walk runs outside the lock: the tree cannot change while the
-    sequence is odd.
-    """
-    state = container.interval
-    assert state is not None
-    start = range.start
-    last = range.end - 1
-    with container.lock:
-        state.active_invalidate_ranges += 1
-        hits = state.itree.iter_overlap(start, last)
-        first = next(hits, None)
-        if first is not None:
-            state.invalidate_seq |= 1
-        cur_seq = state.invalidate_seq
-    if first is None:
-        return True
-    walk_point = sync.backend().walk_point
-    sub: MMUIntervalNotifier | None = first
-    while sub is not None:
-        if walk_point is not None:
-            walk_point(sub)
-        ops = sub.ops
-        assert ops is not None and ops.invalidate is not None
-        if ops.invalidate(sub, range, cur_seq) is False:
-            kernel = range.mm.kernel
-            if range.flags & RANGE_BLOCKABLE:
-                kernel.warn(f"driver {ops.name!r}: interval invalidate refused the blockable {range!r}")
-            else:
-                if LOG.on:
-                    LOG.event("invalidate.refused", mm=range.mm.id, driver=ops.name, ret=_EAGAIN)
-                invalidate_end(container)
-                return False
-        sub = next(hits, None)
-    return True
-
-
-def invalidate_end(container: MMUNotifierMM) -> None:
-    """``mn_itree_inv_end``: the last active range makes the sequence even and applies the deferred list.
-
-    Scheduling points sit inside the locked section (after the sequence moved
-    and after each deferred item) so the explorer can run a remover there:
-    with 5.5's unlocked wait it returns and the driver frees while this still
-    walks the list.
-    """
-    state = container.interval
-    assert state is not None
-    lock = container.lock
-    lock.lock()
-    try:
-        state.active_invalidate_ranges -= 1
-        if state.active_invalidate_ranges or not state.invalidate_seq & 1:
-            return
-        state.invalidate_seq += 1
-        sync.yield_now()
-        deferred = state.deferred
-        while deferred:
-            sub = deferred.pop(0)
-            if sub.in_tree:  # a touch of the subscription: use after free if the driver freed it
-                state.itree.remove(sub)
-                sub.in_tree = False
-            else:
-                state.itree.insert(sub)
-                sub.in_tree = True
-            sub.deferred = False
-            sync.yield_now()
-    finally:
-        lock.unlock()
-    state.wq.wake_up_all()
-
-
-def release(mm: MM, container: MMUNotifierMM) -> None:
-    """``mn_itree_release``: at exit, one blockable RELEASE range over the whole address space.
-
-    Every subscription in the tree gets one ``invalidate`` (a refusal is a
-    WARN); they stay in the tree until the driver removes them.
-    """
-    range = Range(mm, 0, ULONG_MAX, Event.RELEASE, None, RANGE_BLOCKABLE)
-    invalidate_start(range, container)
-    invalidate_end(container)

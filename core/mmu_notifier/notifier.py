@@ -23,22 +23,25 @@ instead (misuse of ``put``), it raises before changing anything.
 from __future__ import annotations
 
 import errno
-import sys
 from collections.abc import Callable, Generator, Iterator
 from contextlib import closing, contextmanager
 from typing import TYPE_CHECKING, Any
 
-from mmu_notifier import interval, sync
+from mmu_notifier import sync
 from mmu_notifier.errors import (
-    DoubleFreeError,
+    InterruptedCallError,
     MisuseError,
+    NoMemoryError,
     RefcountOverflowError,
-    UseAfterFreeError,
 )
+from mmu_notifier.faults import REGISTER_ALLOC, REGISTER_MMAP_LOCK
+from mmu_notifier.kmem import call_site, poison
+from mmu_notifier.kmem import is_freed as is_freed  # deprecated here: use mmu_notifier.kmem (kept for one release)
 from mmu_notifier.log import LOG
 from mmu_notifier.range import RANGE_BLOCKABLE, Range
 
 if TYPE_CHECKING:
+    from mmu_notifier.interval import IntervalState
     from mmu_notifier.kernel import Kernel
     from mmu_notifier.mm import MM
     from mmu_notifier.pagetable import PTE
@@ -75,7 +78,7 @@ class MMUNotifier:
     attribute raises :class:`UseAfterFreeError` naming where it was freed.
     """
 
-    __slots__ = ("ops", "mm", "users", "linked", "__weakref__", "__dict__")
+    __slots__ = ("ops", "mm", "users", "linked", "unregistered", "__weakref__", "__dict__")
 
     def __init__(self) -> None:
         #: the owning driver's ops; set by registration (``None`` until then)
@@ -84,6 +87,8 @@ class MMUNotifier:
         self.users = 0
         #: on its mm's list (the kernel's ``!hlist_unhashed``)
         self.linked = False
+        #: ``unregister`` ran: the caller owns the memory again; a second unregister or a put is misuse
+        self.unregistered = False
 
     def __repr__(self) -> str:
         name = self.ops.name if self.ops else "?"
@@ -110,7 +115,7 @@ class MMUNotifierMM:
         self.lock = sync.SpinLock("mmu_notifier_mm.lock")
         self.subscriptions: tuple[MMUNotifier, ...] = ()
         self.by_ops: dict[MMUNotifierOps, dict[MMUNotifier, None]] = {}
-        self.interval: interval.IntervalState | None = None
+        self.interval: IntervalState | None = None
 
     @property
     def has_itree(self) -> bool:
@@ -122,12 +127,14 @@ class MMUNotifierMM:
         self.subscriptions = (sub, *self.subscriptions)
         self.by_ops.setdefault(sub.ops, {})[sub] = None
         sub.linked = True
+        sub.ops.linked += 1
 
     def unlink(self, sub: MMUNotifier) -> bool:
         """Unlink if linked (``hlist_del_init_rcu``); caller holds ``lock``. True if it was."""
         if not sub.linked:
             return False
         sub.linked = False
+        sub.ops.linked -= 1
         self.subscriptions = tuple(s for s in self.subscriptions if s is not sub)
         same = self.by_ops[sub.ops]
         del same[sub]
@@ -139,63 +146,6 @@ class MMUNotifierMM:
         """The first linked subscription with ``ops`` in list order; caller holds ``lock``."""
         same = self.by_ops.get(ops)
         return next(reversed(same)) if same else None
-
-
-# -- poisoning -----------------------------------------------------------------
-
-_poisoned_classes: dict[type, type] = {}
-#: frames of these modules are skipped when recording where something was freed
-_CORE_FILES = (__file__.rsplit(".", 1)[0], __file__.rsplit("notifier.", 1)[0] + "legacy")
-
-
-def call_site(skip_core: bool = True) -> str:
-    """``file:line in function`` of the first caller outside the core's notifier and legacy modules."""
-    frame = sys._getframe(1)
-    while frame is not None and skip_core and frame.f_code.co_filename.rsplit(".", 1)[0] in _CORE_FILES:
-        frame = frame.f_back  # type: ignore[assignment]
-    if frame is None:
-        return "?"
-    return f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
-
-
-def _poisoned_class(cls: type) -> type:
-    poisoned = _poisoned_classes.get(cls)
-    if poisoned is not None:
-        return poisoned
-
-    def touch(self: Any, name: str, *value: Any) -> Any:
-        state = object.__getattribute__(self, "__dict__")
-        freed_by = state.get("_freed_by", "free_notifier")
-        raise UseAfterFreeError(f"{cls.__name__}.{name} touched after {freed_by}", free_site=state.get("_free_site"))
-
-    def describe(self: Any) -> str:
-        return f"<freed {cls.__name__} at {id(self):#x}>"
-
-    poisoned = type(
-        f"Freed{cls.__name__}",
-        (cls,),
-        {"__slots__": (), "__getattribute__": touch, "__setattr__": touch, "__repr__": describe, "_poisoned": True},
-    )
-    _poisoned_classes[cls] = poisoned
-    return poisoned
-
-
-def is_freed(sub: MMUNotifier) -> bool:
-    """True once the subscription's memory was freed (it is poisoned)."""
-    return getattr(type(sub), "_poisoned", False)
-
-
-def poison(sub: MMUNotifier, site: str, freed_by: str = "free_notifier") -> None:
-    """Mark ``sub`` freed: every later access raises :class:`UseAfterFreeError` naming ``freed_by`` and ``site``.
-
-    Raises :class:`DoubleFreeError` when it was freed already.
-    """
-    if is_freed(sub):
-        first = object.__getattribute__(sub, "__dict__").get("_free_site")
-        raise DoubleFreeError(f"{type(sub).__name__} freed twice (again at {site})", free_site=first)
-    sub.__dict__["_free_site"] = site
-    sub.__dict__["_freed_by"] = freed_by
-    sub.__class__ = _poisoned_class(type(sub))
 
 
 # -- registration --------------------------------------------------------------
@@ -215,10 +165,18 @@ def register_locked(sub: MMUNotifier, mm: MM, *, driver: object) -> None:
     if sub.linked:
         raise MisuseError(f"{sub!r} is already registered")
     ops = mm.kernel.drivers.ops_of(driver)
+    faults = mm.kernel.faults
+    container = mm.mmu_notifier_mm
+    new_container = container is None
+    if new_container and faults.should_fail(REGISTER_ALLOC):
+        raise NoMemoryError(f"register of {sub!r} on mm {mm.id}: allocation of the notifier container failed")
+    if faults.should_fail(REGISTER_MMAP_LOCK):
+        # the new container (if any) is dropped; the mm is left as it was
+        raise InterruptedCallError(f"register of {sub!r} on mm {mm.id}: mm_take_all_locks saw a fatal signal")
     sub.ops = ops
     sub.mm = mm
     sub.users = 1
-    container = mm.mmu_notifier_mm
+    sub.unregistered = False
     if container is None:
         container = MMUNotifierMM()
     mm.mmgrab()
@@ -300,18 +258,22 @@ def put(sub: MMUNotifier) -> None:
     mm = sub.mm
     if mm is None:
         raise MisuseError(f"put of {sub!r}, which was never registered")
+    if sub.unregistered:
+        raise MisuseError(f"put of {sub!r} after mmu_notifier_unregister (unregister and put do not mix)")
     ops = sub.ops
-    if ops.free_notifier is None:
-        raise MisuseError(f"put of a {ops.name!r} subscription, but the driver has no free_notifier hook")
     container = mm.mmu_notifier_mm
     assert container is not None
     with container.lock:
         if sub.users == 0:
             raise MisuseError(f"put of {sub!r} with no users left (the kernel WARNs and ignores it)")
+        if sub.users == 1 and ops.free_notifier is None:
+            # mmu_notifier_put reads ops->free_notifier only when users reaches 0
+            raise MisuseError(f"last put of {sub!r}, but driver {ops.name!r} has no free_notifier hook")
         sub.users -= 1
         users = sub.users
         if not users:
             container.unlink(sub)
+            ops.pending_frees += 1
     if LOG.on:
         LOG.event("notifier.put", mm=mm.id, driver=ops.name, users=users)
     if users:
@@ -324,14 +286,17 @@ def _free_now(sub: MMUNotifier, ops: MMUNotifierOps, site: str) -> None:
     free = ops.free_notifier
     if free is not None:
         free(sub)
-    poison(sub, site)
+    poison(sub, site, freed_by="free_notifier")
     if LOG.on:
         LOG.event("notifier.free", driver=ops.name, site=site)
 
 
 def _free_after_grace_period(sub: MMUNotifier, ops: MMUNotifierOps, mm: MM, site: str) -> None:
     """The SRCU callback queued by the last put: free, then drop the mm pin."""
-    _free_now(sub, ops, f"free_notifier after the grace period of put at {site}")
+    try:
+        _free_now(sub, ops, f"free_notifier after the grace period of put at {site}")
+    finally:
+        ops.pending_frees -= 1
     mm.mmdrop()
 
 
@@ -346,6 +311,8 @@ def unregister(sub: MMUNotifier, mm: MM) -> None:
     """
     if sub.mm is not mm:
         raise MisuseError(f"unregister of {sub!r} from mm {mm.id}, where it was never registered")
+    if sub.unregistered:
+        raise MisuseError(f"unregister of {sub!r} twice (its mm pin was dropped already)")
     sync.might_sleep("mmu_notifier_unregister")
     kernel = mm.kernel
     container = mm.mmu_notifier_mm
@@ -360,6 +327,7 @@ def unregister(sub: MMUNotifier, mm: MM) -> None:
                     LOG.event("notifier.release", mm=mm.id, driver=ops.name, by="unregister")
         with container.lock:
             container.unlink(sub)
+    sub.unregistered = True
     kernel.srcu.synchronize()
     if LOG.on:
         LOG.event("notifier.unregister", mm=mm.id, driver=ops.name)
@@ -389,7 +357,7 @@ def release(mm: MM) -> None:
     """``__mmu_notifier_release``: mm teardown, called by exit_mmap.
 
     With interval notifiers (5.5), first their teardown range
-    (:func:`mmu_notifier.interval.release`), then the list. Runs every
+    (:meth:`mmu_notifier.interval.IntervalState.release`), then the list. Runs every
     linked subscription's ``release`` inside one SRCU read section,
     unlinks every subscription (users and mm pins untouched: the driver still
     owes its put or unregister), then waits for a grace period so no release
@@ -401,7 +369,7 @@ def release(mm: MM) -> None:
     if container is None:
         return
     if container.interval is not None:
-        interval.release(mm, container)
+        container.interval.release(mm)
     for sub, release_fn in _each_with(mm, "release"):
         release_fn(sub, mm)
         if LOG.on:
@@ -450,9 +418,9 @@ def invalidate_range_start_nonblock(range: Range) -> int:
 
     As in 5.4, every subscription is still offered the start after a refusal
     and none then receives an end; the caller must not call the end either.
-    With ``kernel.end_after_failed_start`` (the later kernels' behaviour) every
-    list subscription that has an end callback receives it before this
-    returns. A refusal by an interval notifier (5.5) unwinds the interval
+    With ``kernel.end_after_failed_start`` (commit c2655835fd8c, mainline since
+    v5.12) every list subscription that has an end callback receives it before
+    this returns. A refusal by an interval notifier (5.5) unwinds the interval
     state and skips the list subscribers altogether. A list refusal after the
     interval part succeeded leaves that part counted as active, as in the
     kernel (nothing ends it).
@@ -469,7 +437,7 @@ def _core_start(range: Range, container: MMUNotifierMM) -> int:
 
     Unlike the kernel, the list walk runs (as an empty SRCU read section) even when the list is empty.
     """
-    if container.interval is not None and not interval.invalidate_start(range, container):
+    if container.interval is not None and not container.interval.invalidate_start(range):
         return _EAGAIN
     result = _start(range, container)
     if result and not range.flags & RANGE_BLOCKABLE and range.mm.kernel.end_after_failed_start:
@@ -509,7 +477,7 @@ def _start_failed(range: Range, sub: MMUNotifier, ret: int) -> int:
         mode = "blockable" if range.blockable else "non-blockable"
         kernel.warn(f"driver {ops.name!r}: invalidate_range_start returned {ret} for a {mode} {range!r}")
     elif kernel.end_after_failed_start and ops.invalidate_range_end is not None:
-        kernel.warn(f"driver {ops.name!r} refused a start but has an end callback (later kernels WARN)")
+        kernel.warn(f"driver {ops.name!r} refused a start but has an end callback (v5.12+ WARNs: c2655835fd8c)")
     if LOG.on:
         LOG.event("invalidate.refused", mm=range.mm.id, driver=ops.name, ret=ret)
     return ret
@@ -534,7 +502,7 @@ def invalidate_range_only_end(range: Range) -> None:
 def _core_end(range: Range, container: MMUNotifierMM, *, only_end: bool) -> None:
     """The core end (``__mmu_notifier_invalidate_range_end``): interval notifiers first, then the list."""
     if container.interval is not None:
-        interval.invalidate_end(container)
+        container.interval.invalidate_end()
     _end(range, container, only_end=only_end)
 
 

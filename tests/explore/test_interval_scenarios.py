@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from mmu_notifier.explore import Kind, explore, replay, scenarios
+from mmu_notifier.explore import Kind
+from mmu_notifier.scenarios import explore, replay, scenarios
 
 
 def test_the_interval_scenarios_are_built_in_with_their_expectations() -> None:

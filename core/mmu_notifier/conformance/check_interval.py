@@ -4,7 +4,7 @@ A driver with the :data:`~mmu_notifier.exerciser.INTERVAL` capability inserts
 interval subscriptions in ``map_range`` and removes them in ``detach``. The
 checks find them in the mm's interval tree (the world has no other driver),
 watch every ``invalidate`` call with an
-:class:`~mmu_notifier.interval_invariants.IntervalRecorder`, and drive
+:class:`~mmu_notifier.invariants.interval.IntervalRecorder`, and drive
 ranges both through the CPU operations of :class:`~mmu_notifier.MM` and
 directly through the dispatchers (to hold a range open while they look).
 """
@@ -17,14 +17,15 @@ from collections.abc import Callable
 import pytest
 
 from mmu_notifier import exerciser as contract
-from mmu_notifier import interval_invariants as checks
 from mmu_notifier import notifier
 from mmu_notifier.conformance.harness import World
 from mmu_notifier.conformance.plugin import require
 from mmu_notifier.exerciser import Handle
 from mmu_notifier.interval import MMUIntervalNotifier, interval_read_begin, interval_read_retry
-from mmu_notifier.interval_invariants import IntervalRecorder
-from mmu_notifier.invariants import Violation, format_violations
+from mmu_notifier.invariants import InvariantViolation as Violation
+from mmu_notifier.invariants import format_violations
+from mmu_notifier.invariants import interval as checks
+from mmu_notifier.invariants.interval import IntervalRecorder
 from mmu_notifier.itree import ULONG_MAX
 from mmu_notifier.mm import MM, Prot
 from mmu_notifier.range import Event, Range

@@ -1,0 +1,351 @@
+"""``explore`` and ``replay``: run a scenario under a strategy and report what was found.
+
+An exploration runs executions until the schedule budget, the time budget or
+the strategy (an exhausted DFS) ends it, stopping early at the first real bug
+unless told otherwise. Predictive findings (lock-order inversions) do not stop
+it: a later schedule may show the deadlock itself. Each distinct finding
+(kind plus where it showed) keeps the first schedule that showed it, then gets
+a minimised schedule, a timeline and a reproduction rate over several replays.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from mmu_notifier.errors import UsageError
+from mmu_notifier.explore._dfs import BoundedDFS
+from mmu_notifier.explore._findings import Problem
+from mmu_notifier.explore._minimise import minimise
+from mmu_notifier.explore._scenario import Scenario
+from mmu_notifier.explore._schedule import (
+    DivergenceError,
+    Schedule,
+    StaleScheduleError,
+    scenario_fingerprint,
+    trace_fingerprint,
+)
+from mmu_notifier.explore._scheduler import STEP_BOUND, Execution, Outcome
+from mmu_notifier.explore._stats import Stats
+from mmu_notifier.explore._strategies import PCT, RandomWalk, Replay, Strategy
+from mmu_notifier.explore._timeline import Timeline
+
+STRATEGIES = ("random", "pct", "dfs")
+
+
+class NondeterministicScenarioError(RuntimeError):
+    """The same decisions led to different choices: the scenario depends on something outside the model."""
+
+
+def make_strategy(name: str, seed: int = 0, depth: int = 2, preemptions: int = 2) -> Strategy:
+    """A strategy by its CLI name."""
+    if name == "random":
+        return RandomWalk(seed)
+    if name == "pct":
+        return PCT(depth, seed)
+    if name == "dfs":
+        return BoundedDFS(preemptions)
+    raise ValueError(f"unknown strategy {name!r}; expected one of {', '.join(STRATEGIES)}")
+
+
+def _require_scenario(scenario: object, caller: str) -> Scenario:
+    """``scenario`` itself, or a :class:`UsageError` saying where names are looked up.
+
+    The engine knows no scenario by name: the library that does
+    (:mod:`mmu_notifier.scenarios`) imports the model, which the engine must not.
+    """
+    if isinstance(scenario, Scenario):
+        return scenario
+    if isinstance(scenario, str):
+        raise UsageError(
+            f"mmu_notifier.explore.{caller}() takes a Scenario, not the name {scenario!r}: "
+            f"use mmu_notifier.scenarios.{caller}({scenario!r}, ...) to look it up by name"
+        )
+    raise UsageError(f"mmu_notifier.explore.{caller}() takes a Scenario, not {type(scenario).__name__} {scenario!r}")
+
+
+def schedule_of(scenario: Scenario, outcome: Outcome) -> str:
+    """The schedule string of an execution."""
+    sfp = scenario_fingerprint(scenario.name, scenario.version, outcome.declared)
+    return str(Schedule(scenario.name, sfp, trace_fingerprint(outcome.trace), outcome.choices))
+
+
+def replay_command(scenario: str, schedule: str) -> str:
+    """The shell command that replays ``schedule``."""
+    return f"mmu-notifier replay {scenario} {schedule}"
+
+
+@dataclass
+class Finding:
+    """One distinct problem an exploration found, with everything needed to chase it."""
+
+    problem: Problem
+    scenario: str
+    schedule: str
+    steps: int
+    preemptions: int
+    found_after: int
+    timeline: Timeline
+    minimised: str | None = None
+    minimised_steps: int = 0
+    minimised_preemptions: int = 0
+    reproduced: tuple[int, int] = (0, 0)
+
+    @property
+    def replay(self) -> str:
+        """The command that replays the (minimised, if any) schedule."""
+        return replay_command(self.scenario, self.minimised or self.schedule)
+
+    def text(self, timeline: bool = True) -> str:
+        """The report: what, where, the schedule and its replay command, the timeline."""
+        p = self.problem
+        label = "PREDICTED" if p.predictive else "BUG"
+        who = f" in thread {p.thread}" if p.thread else ""
+        lines = [
+            f"{label} {p.kind}{who} at step {p.step} (found after {self.found_after} schedules)",
+            f"  {p.message}",
+            *(f"  {key}: {value}" for key, value in p.details.items()),
+            f"schedule:   {self.schedule}  ({self.preemptions} preemptions, {self.steps} steps)",
+        ]
+        if self.minimised and self.minimised != self.schedule:
+            lines.append(
+                f"minimised:  {self.minimised}  ({self.minimised_preemptions} preemptions, "
+                f"{self.minimised_steps} steps)"
+            )
+        lines.append(f"replay:     {self.replay}")
+        if self.reproduced[1]:
+            lines.append(f"reproduced: {self.reproduced[0]}/{self.reproduced[1]} replays")
+        if timeline:
+            lines += ["timeline:", self.timeline.text()]
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict of the finding."""
+        p = self.problem
+        return {
+            "kind": p.kind.value,
+            "predictive": p.predictive,
+            "message": p.message,
+            "thread": p.thread,
+            "step": p.step,
+            "details": p.details,
+            "schedule": self.schedule,
+            "steps": self.steps,
+            "preemptions": self.preemptions,
+            "minimised": self.minimised,
+            "replay": self.replay,
+            "reproduced": list(self.reproduced),
+            "found_after": self.found_after,
+            "timeline": self.timeline.to_json(),
+        }
+
+
+@dataclass
+class Exploration:
+    """The result of :func:`explore`: statistics and findings (real bugs first)."""
+
+    scenario: str
+    strategy: str
+    stats: Stats
+    findings: list[Finding] = field(default_factory=list)
+    #: the strategy had nothing left (an exhausted DFS): the bounded search is complete
+    complete: bool = False
+
+    @property
+    def bugs(self) -> list[Finding]:
+        """Findings from executions that actually failed."""
+        return [f for f in self.findings if not f.problem.predictive]
+
+    @property
+    def failed(self) -> bool:
+        """True when anything was found, predicted problems included."""
+        return bool(self.findings)
+
+    def text(self) -> str:
+        """The whole report."""
+        scope = "complete" if self.complete else "budget"
+        head = f"explored {self.scenario} with {self.strategy}: {self.stats.schedules} schedules ({scope})"
+        parts = [head, self.stats.text()]
+        if not self.findings:
+            parts.append(f"no problem found in {self.stats.schedules} schedules")
+        for finding in self.findings:
+            parts.append(finding.text())
+        return "\n".join(parts)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict of the result."""
+        return {
+            "scenario": self.scenario,
+            "strategy": self.strategy,
+            "complete": self.complete,
+            "stats": self.stats.to_json(),
+            "findings": [f.to_json() for f in self.findings],
+        }
+
+
+def explore(
+    scenario: Scenario,
+    strategy: str | Strategy = "random",
+    budget: int = 1000,
+    seed: int = 0,
+    time_budget: float | None = None,
+    *,
+    depth: int = 2,
+    preemptions: int = 2,
+    stop_on_first: bool = True,
+    minimise_budget: int = 2000,
+    reproduce: int = 5,
+    max_steps: int | None = None,
+    progress: Callable[[Stats], None] | None = None,
+    progress_every: float = 0.5,
+) -> Exploration:
+    """Explore ``scenario`` and return the statistics and findings.
+
+    ``strategy`` is ``"random"`` (seeded by ``seed``), ``"pct"`` (bug depth
+    ``depth``), ``"dfs"`` (preemption bound ``preemptions``) or a
+    :class:`Strategy`. At most ``budget`` schedules run, and none starts after
+    ``time_budget`` seconds. Each real bug is minimised with up to
+    ``minimise_budget`` extra schedules (0: not at all) and replayed
+    ``reproduce`` times. ``progress`` is called with the running statistics
+    at most every ``progress_every`` seconds.
+
+    ``scenario`` is a :class:`Scenario`; a name raises :class:`UsageError`
+    (``mmu_notifier.scenarios.explore`` looks names up).
+    """
+    sc = _require_scenario(scenario, "explore")
+    if budget < 1:
+        raise ValueError(f"budget must be at least 1 schedule, got {budget}")
+    strat = strategy if isinstance(strategy, Strategy) else make_strategy(strategy, seed, depth, preemptions)
+    stats = Stats()
+    found: dict[tuple[str, str], tuple[Problem, Outcome, int]] = {}
+    distinct: set[int] = set()
+    start = time.perf_counter()
+    deadline = start + time_budget if time_budget is not None else None
+    next_progress = start + progress_every
+    while stats.schedules < budget:
+        now = time.perf_counter()
+        if deadline is not None and now >= deadline:
+            break
+        if progress is not None and now >= next_progress:
+            stats.elapsed = now - start
+            progress(stats)
+            next_progress = now + progress_every
+        if not strat.start():
+            break
+        outcome = Execution(sc, strat, max_steps).run()
+        strat.finish(outcome)
+        choices = outcome.choices
+        distinct.add(hash(choices))
+        stats.count(len(choices), outcome.status == STEP_BOUND)
+        problems = [p for p in (outcome.problem, outcome.predicted) if p is not None]
+        if problems:
+            stats.failing += 1
+            for p in problems:
+                found.setdefault(p.signature, (p, outcome, stats.schedules))
+            if stop_on_first and outcome.problem is not None:
+                break
+    if strat.nondeterminism:
+        raise NondeterministicScenarioError(f"scenario {sc.name}: {strat.nondeterminism}")
+    stats.distinct = len(distinct)
+    stats.pruned = strat.pruned
+    stats.elapsed = time.perf_counter() - start
+    ordered = sorted(found.values(), key=lambda f: (f[0].predictive, f[2]))
+    findings = [_finding(sc, p, out, n, minimise_budget, reproduce, max_steps) for p, out, n in ordered]
+    return Exploration(sc.name, strat.describe(), stats, findings, strat.exhausted)
+
+
+def _finding(
+    sc: Scenario,
+    problem: Problem,
+    outcome: Outcome,
+    found_after: int,
+    minimise_budget: int,
+    reproduce: int,
+    max_steps: int | None,
+) -> Finding:
+    schedule = schedule_of(sc, outcome)
+    finding = Finding(
+        problem, sc.name, schedule, len(outcome.trace), outcome.preemptions, found_after, Timeline.of(outcome)
+    )
+    best = outcome
+    if minimise_budget and not problem.predictive:
+        best = minimise(sc, problem.signature, outcome, minimise_budget, max_steps)
+        finding.minimised = schedule_of(sc, best)
+        finding.minimised_steps = len(best.trace)
+        finding.minimised_preemptions = best.preemptions
+        finding.timeline = Timeline.of(best)
+    if reproduce:
+        target = finding.minimised or schedule
+        hits = 0
+        for _ in range(reproduce):
+            again = replay(sc, target, max_steps).outcome
+            shown = [p for p in (again.problem, again.predicted) if p is not None]
+            hits += any(p.signature == problem.signature for p in shown)
+        finding.reproduced = (hits, reproduce)
+    return finding
+
+
+@dataclass
+class Replayed:
+    """The result of :func:`replay`: the execution, its problem and its timeline."""
+
+    scenario: str
+    schedule: str
+    outcome: Outcome
+
+    @property
+    def problem(self) -> Problem | None:
+        """The real problem of the run, else its predicted one, else None."""
+        return self.outcome.problem or self.outcome.predicted
+
+    @property
+    def timeline(self) -> Timeline:
+        """The per-thread timeline of the replayed run."""
+        return Timeline.of(self.outcome)
+
+    def text(self) -> str:
+        """A report of the replay."""
+        p = self.problem
+        head = f"replayed {self.scenario}: {len(self.outcome.trace)} steps, {self.outcome.status}" + (
+            f"; {'PREDICTED' if p.predictive else 'BUG'} {p.kind}: {p.message}" if p else "; no problem"
+        )
+        details = [f"  {k}: {v}" for k, v in p.details.items()] if p else []
+        return "\n".join([head, *details, self.timeline.text()])
+
+
+def replay(scenario: Scenario, schedule: str | Schedule, max_steps: int | None = None) -> Replayed:
+    """Re-run ``scenario`` following ``schedule`` exactly.
+
+    Raises :class:`ScheduleFormatError` for a malformed string,
+    :class:`StaleScheduleError` when the scenario or the primitive sequence
+    changed since it was recorded, and :class:`DivergenceError` when a step's
+    thread cannot run; :class:`UsageError` for a name instead of a
+    :class:`Scenario` (``mmu_notifier.scenarios.replay`` looks names up).
+    """
+    sc = _require_scenario(scenario, "replay")
+    sched = schedule if isinstance(schedule, Schedule) else Schedule.parse(schedule)
+    if sched.scenario != sc.name:
+        raise StaleScheduleError(
+            f"the schedule was recorded for scenario {sched.scenario!r}, not {sc.name!r}"
+        )
+    strat = Replay(sched.steps)
+    limit = max(max_steps or sc.max_steps, len(sched.steps))
+    outcome = Execution(sc, strat, limit).run()
+    strat.finish(outcome)
+    sfp = scenario_fingerprint(sc.name, sc.version, outcome.declared)
+    if sfp != sched.scenario_fp:
+        raise StaleScheduleError(
+            f"scenario {sc.name} changed since the schedule was recorded "
+            f"(fingerprint {sfp}, schedule has {sched.scenario_fp}): version or threads differ"
+        )
+    if strat.divergence:
+        raise DivergenceError(f"replay of {sc.name} diverged: {strat.divergence}")
+    tfp = trace_fingerprint(outcome.trace)
+    if tfp != sched.trace_fp:
+        raise StaleScheduleError(
+            f"replay of {sc.name} followed every step but the (thread, op, resource) sequence differs "
+            f"from the recorded one (fingerprint {tfp}, schedule has {sched.trace_fp}): the model changed"
+        )
+    return Replayed(sc.name, str(sched), outcome)

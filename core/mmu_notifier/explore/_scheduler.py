@@ -1,0 +1,448 @@
+"""The deterministic backend: model threads on greenlets, exactly one running at a time.
+
+This is the explorer's replacement for real CPUs (the role loom's or shuttle's
+runtime plays for Rust). Each model thread is a greenlet; it runs until it
+reaches a scheduling point of :mod:`mmu_notifier.sync` (lock, unlock, wait,
+wake, SRCU enter/leave, an atomic op, a list-walk element, ``yield_now``), where
+:meth:`Execution.point` asks the *chooser* (a strategy) which thread performs
+the next step. Nested model code needs no change: the greenlet's whole stack is
+suspended wherever the primitive was called.
+
+A *step* is "thread T performs its pending operation (op, resource) and runs
+on to its next scheduling point". The list of steps is the execution's trace;
+its thread indices are the schedule. When the chosen thread is the one
+already running, nothing switches, so an uncontended step costs a few hundred
+nanoseconds; a context switch is one direct greenlet switch between the two
+model threads (the hub is only involved at start, at thread exit and at the end).
+
+Blocking follows the kernel's wait-queue discipline: a waiter sleeps until
+``wake(resource)`` marks it woken; it becomes runnable only if its condition
+then holds, otherwise it sleeps again. A waiter whose condition holds but that
+nobody woke is a lost wake-up, reported with the deadlock. Timed waits expire
+only when no other thread can run (virtual time stands still while any thread
+has work), which keeps them deterministic.
+
+The run ends when every non-daemon thread (and the scenario's finale) has
+finished, when no thread can run (deadlock), when a thread raised, when the
+chooser gives up (a pruned or diverging schedule) or at the step bound (the
+livelock guard). Threads left suspended are unwound by throwing
+:class:`Abandon` into them, so their ``finally`` blocks run while this backend
+is still installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from bisect import insort
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Protocol
+
+from greenlet import getcurrent, greenlet
+
+from mmu_notifier import sync
+from mmu_notifier.explore import _findings as findings
+from mmu_notifier.explore._describe import describe
+from mmu_notifier.explore._findings import Kind, Problem
+from mmu_notifier.explore._lockdep import ACQUIRE_OPS, LockOrder
+from mmu_notifier.explore._scenario import Scenario
+
+# Thread states.
+RUN, BLOCKED, WOKEN, DONE = 0, 1, 2, 3
+
+# Execution statuses (empty while running).
+FINISHED = "finished"
+FAILED = "failed"
+STEP_BOUND = "step-bound"
+ABORTED = "aborted"
+
+
+def _index(thread: ModelThread) -> int:
+    return thread.idx
+
+
+class Abandon(BaseException):
+    """Thrown into a suspended model thread to unwind it after the run ended."""
+
+
+class ModelThread:
+    """One model thread: its task (``current``), greenlet, state and pending step.
+
+    ``op``/``res`` describe the step the thread will perform when next chosen;
+    ``ready`` is the wait condition of a blocked thread.
+    """
+
+    __slots__ = (
+        "idx",
+        "name",
+        "daemon",
+        "task",
+        "glet",
+        "state",
+        "op",
+        "res",
+        "ready",
+        "timeout",
+        "timed_out",
+    )
+
+    def __init__(self, idx: int, name: str, daemon: bool) -> None:
+        self.idx = idx
+        self.name = name
+        self.daemon = daemon
+        self.task = sync.Task(name)
+        self.glet: Any = None
+        self.state = RUN
+        self.op = "start"
+        self.res: object = None
+        self.ready: Callable[[], bool] | None = None
+        self.timeout = False
+        self.timed_out = False
+
+    def __repr__(self) -> str:
+        return f"<ModelThread {self.idx} {self.name} {self.op} {describe(self.res)}>"
+
+
+class Chooser(Protocol):
+    """What a strategy provides to the scheduler.
+
+    ``choose`` picks one of ``cands`` (runnable threads in index order);
+    ``current`` is the thread that reached the point, or ``None`` if it
+    blocked or finished. Returning ``None`` abandons the execution. The
+    scheduler consults the chooser only when two or more threads can run,
+    unless ``always`` is true (replay checks every step).
+    """
+
+    always: bool
+
+    def choose(
+        self, cands: list[ModelThread], current: ModelThread | None, ex: Execution
+    ) -> ModelThread | None:
+        """The thread that performs the next step."""
+        ...
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one execution did and found."""
+
+    status: str
+    trace: list[tuple[int, str, object]]
+    threads: list[ModelThread]
+    #: names of the scenario's own threads (what its fingerprint covers)
+    declared: tuple[str, ...]
+    #: switches away from a thread that could have gone on
+    preemptions: int
+    problem: Problem | None
+    predicted: Problem | None
+
+    @property
+    def choices(self) -> tuple[int, ...]:
+        """The schedule: the thread index of every step."""
+        return tuple(step[0] for step in self.trace)
+
+
+class _NoLock:
+    """``critical()`` for a backend that runs one thread at a time: nothing to guard."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+_NO_LOCK = _NoLock()
+
+
+class Execution(sync.Backend):
+    """One execution of a scenario under a chooser: the explorer's :class:`sync.Backend`."""
+
+    name = "explore"
+
+    def __init__(self, scenario: Scenario, chooser: Chooser, max_steps: int | None = None) -> None:
+        self.scenario = scenario
+        self.chooser = chooser
+        self.max_steps = max_steps or scenario.max_steps
+        self.threads: list[ModelThread] = []
+        self.live: list[ModelThread] = []
+        # Kept up to date on every state change so a step costs O(woken), not O(threads):
+        # threads in state RUN (index order), threads WOKEN since the last step, and the
+        # BLOCKED threads by the resource they wait on.
+        self._runnable: list[ModelThread] = []
+        self._woken: list[ModelThread] = []
+        self._blocked: dict[int, list[ModelThread]] = {}
+        self.trace: list[tuple[int, str, object]] = []
+        self.lock_order = LockOrder()
+        self.problem: Problem | None = None
+        self.preemptions = 0
+        self.status = ""
+        self.walk_point = self._walk
+        self._always = chooser.always
+        self._cur: ModelThread | None = None
+        self._task = sync.Task("setup")
+        self._hub: Any = None
+        self._stopping = False
+        self._finale: Callable[[], object] | None = None
+
+    # -- the run -------------------------------------------------------------
+    def run(self) -> Outcome:
+        """Build the scenario, run it to its end and return what happened."""
+        self._hub = getcurrent()
+        with sync.use_backend(self):
+            instance = self.scenario.build()
+            self._finale = instance.finale
+            for name, fn in instance.threads:
+                self._spawn(name, fn, daemon=False)
+            declared = tuple(t.name for t in self.threads)
+            if not self.threads and self._finale is not None:
+                self._spawn("finale", self._finale, daemon=False)
+                self._finale = None
+            self._loop()
+            if self.status == FINISHED:
+                self._check(instance.checks)
+            self._teardown()
+        return Outcome(
+            self.status,
+            self.trace,
+            self.threads,
+            declared,
+            self.preemptions,
+            self.problem,
+            self.lock_order.cycle,
+        )
+
+    def _loop(self) -> None:
+        while not self.status:
+            nxt = self._next(None)
+            if nxt is None:
+                return
+            self._cur = nxt
+            self._task = nxt.task
+            nxt.glet.switch()
+
+    def _check(self, checks: list[Callable[[], object]]) -> None:
+        self._task = sync.Task("end-of-run check")
+        for check in checks:
+            try:
+                check()
+            except Exception as error:
+                self._fail(findings.from_exception(error, None, len(self.trace)))
+                return
+
+    def _teardown(self) -> None:
+        self._stopping = True
+        for th in self.live:
+            if th.glet:  # started and suspended
+                self._cur = th
+                self._task = th.task
+                with contextlib.suppress(Abandon, Exception):
+                    th.glet.throw(Abandon)
+        self._cur = None
+
+    # -- threads -------------------------------------------------------------
+    def _spawn(self, name: str, fn: Callable[[], object], daemon: bool) -> ModelThread:
+        idx = len(self.threads)
+        if any(t.name == name for t in self.threads):
+            name = f"{name}#{idx}"
+        th = ModelThread(idx, name, daemon)
+        th.glet = greenlet(partial(self._body, th, fn), self._hub)
+        self.threads.append(th)
+        self.live.append(th)
+        self._runnable.append(th)  # the newest index: order kept
+        return th
+
+    def _body(self, th: ModelThread, fn: Callable[[], object]) -> None:
+        try:
+            fn()
+        except Abandon:
+            return
+        except Exception as error:
+            if not self._stopping:
+                self._fail(findings.from_exception(error, th.name, len(self.trace) - 1))
+            return
+        if not self._stopping:
+            self._exit(th)
+
+    def _exit(self, th: ModelThread) -> None:
+        th.state = DONE
+        self.live.remove(th)
+        self._runnable.remove(th)
+        task = th.task
+        if task.held or task.srcu_depth or task.atomic_depth or task.non_block_depth:
+            left = [describe(lock) for lock in task.held]
+            left += [f"read section of {describe(s)}" for s in task.srcu_depth]
+            if task.non_block_depth:
+                left.append("a non-blockable section")
+            elif task.atomic_depth and not task.held:
+                left.append("atomic context")
+            self._fail(
+                Problem(
+                    Kind.HELD_AT_EXIT,
+                    f"thread {th.name} exited still holding {', '.join(left)}",
+                    th.name,
+                    len(self.trace) - 1,
+                )
+            )
+        elif not th.daemon and self._finale is not None and all(t.daemon for t in self.live):
+            fn, self._finale = self._finale, None
+            self._spawn("finale", fn, daemon=False)
+
+    def _fail(self, problem: Problem) -> None:
+        if self.problem is None:
+            self.problem = problem
+        self.status = FAILED
+
+    # -- choosing the next step ----------------------------------------------
+    def _next(self, cur: ModelThread | None) -> ModelThread | None:
+        """Pick and record the next step, or end the run (status set) and return None."""
+        if self.status:
+            return None
+        trace = self.trace
+        if len(trace) >= self.max_steps:
+            self.status = STEP_BOUND
+            return None
+        cands = self._candidates()
+        if not cands:
+            idle = self._idle()
+            if idle is None:
+                return None
+            cands.append(idle)
+        if len(cands) == 1 and not self._always:
+            nxt: ModelThread | None = cands[0]
+        else:
+            nxt = self.chooser.choose(cands, cur, self)
+            if nxt is None:
+                self.status = ABORTED
+                return None
+            if nxt is not cur and cur is not None and cur.state == RUN:
+                self.preemptions += 1
+        assert nxt is not None
+        if nxt.state != RUN:  # a woken (or timed-out) waiter goes on: it is runnable again
+            self._resume(nxt)
+        trace.append((nxt.idx, nxt.op, nxt.res))
+        return nxt
+
+    def _candidates(self) -> list[ModelThread]:
+        """Runnable threads plus woken ones whose condition holds, in index order."""
+        woken = self._woken
+        if not woken:
+            return list(self._runnable)
+        ready = []
+        for t in woken:
+            if t.ready():  # type: ignore[misc]
+                ready.append(t)
+            else:
+                t.state = BLOCKED
+                self._blocked.setdefault(id(t.res), []).append(t)
+        self._woken = ready
+        if not ready:
+            return list(self._runnable)
+        return sorted(self._runnable + ready, key=_index)
+
+    def _resume(self, th: ModelThread) -> None:
+        """``th`` was chosen while WOKEN (or BLOCKED with a timeout): make it RUN again."""
+        if th.state == WOKEN:
+            self._woken.remove(th)
+        else:
+            self._blocked[id(th.res)].remove(th)
+        th.state = RUN
+        insort(self._runnable, th, key=_index)
+
+    def _idle(self) -> ModelThread | None:
+        """No thread can run: fire a timeout, or end the run as finished or deadlocked."""
+        waiting = [t for t in self.live if not t.daemon]
+        if not waiting:
+            self.status = FINISHED
+            return None
+        for t in self.live:
+            if t.timeout:
+                t.timed_out = True
+                return t
+        self._fail(findings.deadlock(self.live, self.live, len(self.trace) - 1))
+        return None
+
+    def _switch(self, nxt: ModelThread | None) -> None:
+        if nxt is None:
+            self._hub.switch()
+        else:
+            self._cur = nxt
+            self._task = nxt.task
+            nxt.glet.switch()
+
+    # -- sync.Backend ----------------------------------------------------------
+    def current(self) -> sync.Task:
+        return self._task
+
+    def critical(self) -> _NoLock:
+        return _NO_LOCK
+
+    def point(self, op: str, resource: object) -> None:
+        cur = self._cur
+        if cur is None or self._stopping:
+            return
+        cur.op = op
+        cur.res = resource
+        if op in ACQUIRE_OPS:
+            held = cur.task.held
+            if held:
+                self.lock_order.acquire(held, resource, cur.name, len(self.trace))
+        nxt = self._next(cur)
+        if nxt is not cur:
+            self._switch(nxt)
+
+    def _walk(self, element: object) -> None:
+        self.point("walk", element)
+
+    def wait_until(
+        self, resource: object, ready: Callable[[], bool], op: str, timeout: float | None = None
+    ) -> bool:
+        if ready():
+            return True
+        cur = self._cur
+        if cur is None:
+            raise RuntimeError(f"{op} on {describe(resource)} would block outside a model thread")
+        if self._stopping:
+            raise Abandon
+        cur.state = BLOCKED
+        self._runnable.remove(cur)
+        self._blocked.setdefault(id(resource), []).append(cur)
+        cur.ready = ready
+        cur.op = op
+        cur.res = resource
+        cur.timeout = timeout is not None
+        task = cur.task
+        task.blocked_on = resource
+        self._switch(self._next(cur))
+        task.blocked_on = None  # chosen again: _next made it RUN
+        cur.ready = None
+        cur.timeout = False
+        if cur.timed_out:
+            cur.timed_out = False
+            return False
+        return True
+
+    def wake(self, resource: object) -> None:
+        waiting = self._blocked.pop(id(resource), None)
+        if waiting:
+            for t in waiting:
+                t.state = WOKEN
+            self._woken += waiting
+
+    def spawn_daemon(self, name: str, fn: Callable[[], None]) -> None:
+        self._spawn(name, fn, daemon=True)
+
+    def has_waiters(self, resource: object) -> bool:
+        return bool(self._blocked.get(id(resource)))
+
+    def task_site(self, task: sync.Task) -> str | None:
+        for th in self.live:
+            if th.task is task:
+                if th is self._cur:
+                    return sync.frame_site(sys._getframe(1))
+                return sync.frame_site(getattr(th.glet, "gr_frame", None))
+        return None

@@ -1,0 +1,165 @@
+"""How to pick the next step: seeded random walk, PCT, and forced replay.
+
+A strategy drives many executions. Per execution the explorer calls
+:meth:`Strategy.start` (False: nothing left to explore), then the scheduler
+calls :meth:`Strategy.choose` at every decision, then :meth:`Strategy.finish`
+with the outcome. The systematic strategy (bounded DFS with sleep sets) lives
+in :mod:`.dfs`.
+"""
+
+from __future__ import annotations
+
+import random
+
+from mmu_notifier.explore._scheduler import Execution, ModelThread, Outcome
+
+
+class Strategy:
+    """Base: a chooser with a per-execution life cycle."""
+
+    name = "abstract"
+    #: consult :meth:`choose` even when only one thread can run
+    always = False
+    #: nothing is left to explore (a systematic search finished)
+    exhausted = False
+    #: executions the strategy abandoned as equivalent to explored ones
+    pruned = 0
+    #: why the scenario was found not to be deterministic, if it was
+    nondeterminism: str | None = None
+
+    def start(self) -> bool:
+        """Prepare the next execution; False when the strategy has nothing left."""
+        return True
+
+    def choose(
+        self, cands: list[ModelThread], current: ModelThread | None, ex: Execution
+    ) -> ModelThread | None:
+        """The thread to run next (``None`` abandons the execution)."""
+        raise NotImplementedError
+
+    def finish(self, outcome: Outcome) -> None:
+        """Learn from the execution that just ended."""
+
+    def describe(self) -> str:
+        """The strategy and its parameters, for reports."""
+        return self.name
+
+
+class RandomWalk(Strategy):
+    """Uniform choice among runnable threads at every decision, from one seeded stream."""
+
+    name = "random"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        self._random = random.Random(seed).random
+
+    def choose(
+        self, cands: list[ModelThread], current: ModelThread | None, ex: Execution
+    ) -> ModelThread | None:
+        return cands[int(self._random() * len(cands))]
+
+    def describe(self) -> str:
+        return f"random (seed {self.seed})"
+
+
+class PCT(Strategy):
+    """Probabilistic concurrency testing (Burckhardt et al., ASPLOS 2010) with bug depth ``depth``.
+
+    Every thread gets a random priority above ``depth``; the highest-priority
+    runnable thread always runs. At ``depth - 1`` decision points drawn
+    uniformly from the expected number of decisions, the thread that ran last
+    drops to priority ``i`` (change point ``k_i``), below every initial
+    priority. As in the paper the labels ``i`` are drawn independently of the
+    points' order in time, so a later change point may drop below an earlier one.
+    A bug that needs ``depth`` ordering constraints is found with
+    probability at least 1/(n k^(depth-1)) per execution. The number of
+    decisions ``k`` is learnt: the largest seen so far.
+    """
+
+    name = "pct"
+
+    def __init__(self, depth: int = 2, seed: int = 0, horizon: int = 16) -> None:
+        if depth < 1:
+            raise ValueError(f"PCT depth must be at least 1, got {depth}")
+        self.depth = depth
+        self.seed = seed
+        self.horizon = horizon
+        self._rng = random.Random(seed)
+        self._prio: dict[int, float] = {}
+        self._changes: list[int] = []
+        self._label: dict[int, int] = {}
+        self._decisions = 0
+
+    def start(self) -> bool:
+        rng = self._rng
+        self._prio = {}
+        self._decisions = 0
+        count = min(self.depth - 1, self.horizon)
+        points = rng.sample(range(1, self.horizon + 1), count)
+        self._label = {point: i for i, point in enumerate(points)}
+        self._changes = sorted(points, reverse=True)
+        return True
+
+    def choose(
+        self, cands: list[ModelThread], current: ModelThread | None, ex: Execution
+    ) -> ModelThread | None:
+        self._decisions += 1
+        prio = self._prio
+        changes = self._changes
+        while changes and changes[-1] <= self._decisions:
+            point = changes.pop()
+            if ex.trace:
+                prio[ex.trace[-1][0]] = float(self._label[point])
+        best = cands[0]
+        best_prio = -1.0
+        for t in cands:
+            p = prio.get(t.idx)
+            if p is None:
+                p = prio[t.idx] = self.depth + self._rng.random()
+            if p > best_prio:
+                best, best_prio = t, p
+        return best
+
+    def finish(self, outcome: Outcome) -> None:
+        if self._decisions > self.horizon:
+            self.horizon = self._decisions
+
+    def describe(self) -> str:
+        return f"pct (depth {self.depth}, seed {self.seed})"
+
+
+class Replay(Strategy):
+    """Follow a recorded schedule step for step; say where and why it cannot."""
+
+    name = "replay"
+    always = True
+
+    def __init__(self, steps: tuple[int, ...]) -> None:
+        self.steps = steps
+        self.divergence: str | None = None
+
+    def choose(
+        self, cands: list[ModelThread], current: ModelThread | None, ex: Execution
+    ) -> ModelThread | None:
+        i = len(ex.trace)
+        runnable = ", ".join(t.name for t in cands)
+        if i >= len(self.steps):
+            self.divergence = (
+                f"the run goes on past the schedule's {len(self.steps)} steps; runnable were {runnable}"
+            )
+            return None
+        want = self.steps[i]
+        for t in cands:
+            if t.idx == want:
+                return t
+        name = ex.threads[want].name if want < len(ex.threads) else f"#{want} (never created)"
+        self.divergence = f"at step {i} thread {name} was expected runnable; runnable were {runnable}"
+        return None
+
+    def finish(self, outcome: Outcome) -> None:
+        if self.divergence is None and len(outcome.trace) != len(self.steps):
+            self.divergence = (
+                f"the run ended ({outcome.status}) after {len(outcome.trace)} steps; "
+                f"the schedule has {len(self.steps)}"
+            )

@@ -1,0 +1,152 @@
+"""The explorer's sub-commands: ``explore SCENARIO``, ``explore --list``, ``replay SCENARIO SCHEDULE``.
+
+``mmu-notifier`` wires them in with :func:`add_commands`. Exit codes:
+``explore`` 1 when anything was found (the report prints the schedule and the
+replay command), 0 when nothing was (with the schedule count); ``replay`` 1
+when the replayed run fails, 0 when it is clean; 2 for bad arguments and for a
+schedule that cannot be replayed (malformed, stale or diverging), with a
+one-line message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from mmu_notifier.cli_common import check_timeline_option
+from mmu_notifier.errors import UsageError
+from mmu_notifier.explore import STRATEGIES, ReplayError, Scenario, Stats, explore, replay
+from mmu_notifier.scenarios import UnknownScenarioError, get, scenarios
+
+
+def add_commands(subparsers: Any) -> None:
+    """Add ``explore`` and ``replay`` to an argparse sub-parser set (dispatch: ``args.func(args)``)."""
+    ex = subparsers.add_parser(
+        "explore",
+        help="explore a concurrency scenario's interleavings for bugs",
+        description="Run a scenario under a scheduling strategy; exit 1 when a problem is found.",
+    )
+    ex.add_argument("scenario", nargs="?", help="scenario name (see --list)")
+    ex.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    ex.add_argument("--strategy", default="random", help=f"one of {', '.join(STRATEGIES)} (default random)")
+    ex.add_argument("--budget", type=int, default=1000, help="most schedules to run (default 1000)")
+    ex.add_argument("--seed", type=int, default=0, help="seed of random and pct (default 0)")
+    ex.add_argument("--depth", type=int, default=2, help="PCT bug depth d (default 2)")
+    ex.add_argument("--preemptions", type=int, default=2, help="DFS preemption bound k (default 2)")
+    ex.add_argument("--time-budget", type=float, help="stop starting schedules after this many seconds")
+    ex.add_argument("--keep-going", action="store_true", help="do not stop at the first bug")
+    ex.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON to FILE")
+    ex.add_argument("--progress", action="store_true", help="print progress to stderr (default: if a tty)")
+    ex.add_argument("--timeline", type=Path, metavar="FILE", help="draw the first finding as swimlanes (.svg/.html)")
+    ex.set_defaults(func=cmd_explore)
+    rp = subparsers.add_parser(
+        "replay",
+        help="replay a schedule printed by explore",
+        description="Re-run SCENARIO following SCHEDULE step for step; exit 1 when the run fails.",
+    )
+    rp.add_argument("scenario", help="scenario name")
+    rp.add_argument("schedule", help="schedule string (mx1:...)")
+    rp.add_argument("--json", type=Path, metavar="FILE", help="also write the timeline as JSON to FILE")
+    rp.add_argument("--timeline", type=Path, metavar="FILE", help="draw the run as swimlanes (.svg/.html)")
+    rp.set_defaults(func=cmd_replay)
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    check_timeline_option(args.timeline)
+    if args.strategy not in STRATEGIES:
+        raise UsageError(
+            f"explore: unknown strategy {args.strategy!r} (choose from {', '.join(STRATEGIES)})"
+        )
+    if args.budget < 1:
+        raise UsageError(f"explore: --budget must be at least 1, got {args.budget}")
+    if args.depth < 1:
+        raise UsageError(f"explore: --depth must be at least 1, got {args.depth}")
+    if args.preemptions < 0:
+        raise UsageError(f"explore: --preemptions must be at least 0, got {args.preemptions}")
+    if args.time_budget is not None and args.time_budget <= 0:
+        raise UsageError(f"explore: --time-budget must be positive, got {args.time_budget}")
+
+
+def _scenario(name: str, command: str) -> Scenario:
+    try:
+        return get(name, plugins=True)
+    except UnknownScenarioError as error:
+        raise UsageError(f"{command}: {error}") from None
+
+
+class _Progress:
+    """Prints the running statistics to a stream: one rewritten line on a tty, else a line each time."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+
+    def __call__(self, stats: Stats) -> None:
+        line = (
+            f"{stats.schedules} schedules, {stats.failing} failing, {stats.elapsed:.1f} s, "
+            f"{stats.schedules_per_s:,.0f}/s"
+        )
+        self.stream.write(f"\r{line}" if self.tty else f"{line}\n")
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+
+
+def cmd_list() -> int:
+    """Print every scenario with what it demonstrates."""
+    for name, scenario in sorted(scenarios(plugins=True).items()):
+        expect = scenario.expect or "clean"
+        print(f"{name:<24} {expect:<22} {scenario.description}")
+    return 0
+
+
+def cmd_explore(args: argparse.Namespace) -> int:
+    """``explore``: run the exploration, print the report, exit 1 if anything was found."""
+    if args.list:
+        return cmd_list()
+    if not args.scenario:
+        raise UsageError("explore: name a scenario, or use --list")
+    _check_args(args)
+    scenario = _scenario(args.scenario, "explore")
+    progress = _Progress(sys.stderr) if args.progress or sys.stderr.isatty() else None
+    result = explore(
+        scenario,
+        args.strategy,
+        args.budget,
+        args.seed,
+        args.time_budget,
+        depth=args.depth,
+        preemptions=args.preemptions,
+        stop_on_first=not args.keep_going,
+        progress=progress,
+    )
+    if progress is not None:
+        progress.done()
+    print(result.text())
+    if args.json:
+        args.json.write_text(json.dumps(result.to_json(), indent=2))
+    if args.timeline is not None and result.findings:
+        finding = result.findings[0]
+        finding.timeline.write(args.timeline, f"{scenario.name}: {finding.problem.kind}")
+    return 1 if result.failed else 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """``replay``: follow the schedule, print the timeline, exit 1 if the run fails."""
+    check_timeline_option(args.timeline)
+    scenario = _scenario(args.scenario, "replay")
+    try:
+        replayed = replay(scenario, args.schedule)
+    except ReplayError as error:
+        raise UsageError(f"replay: {error}") from None
+    print(replayed.text())
+    if args.json:
+        args.json.write_text(json.dumps(replayed.timeline.to_json(), indent=2))
+    if args.timeline is not None:
+        replayed.timeline.write(args.timeline, f"{scenario.name} replay")
+    return 1 if replayed.problem is not None else 0

@@ -1,0 +1,76 @@
+"""gntdev's side of the driver-neutral exerciser contract (:mod:`mmu_notifier.exerciser`).
+
+Each method walks the driver's own user-facing path, so the conformance kit
+and the main job test what a process would do:
+
+======================  ===================================================
+contract                gntdev
+======================  ===================================================
+``attach(mm)``          ``open("/dev/xen/gntdev")``: ``mmu_notifier_get``
+``map_range(h, s, e)``  ``IOCTL_GNTDEV_MAP_GRANT_REF`` + mmap at ``[s, e)``
+``access(h, addr)``     the other domain touches a grant page: it is mapped
+``translations(mm)``    every grant page mapped now, over all files of ``mm``
+``detach(h)``           ``close()``: unmap the file's grants, ``mmu_notifier_put``
+``unload()``            module exit: close what is open, ``mmu_notifier_synchronize``
+======================  ===================================================
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mmu_notifier import synchronize
+from mmu_notifier.exerciser import Handle
+
+if TYPE_CHECKING:
+    from mmu_notifier.kernel import Kernel
+    from mmu_notifier.mm import MM
+    from mmu_notifier_gntdev import GntdevDriver
+    from mmu_notifier_gntdev.gntdev_mm import GntdevPriv
+
+
+class GntdevExerciser:
+    """Drives one :class:`~mmu_notifier_gntdev.GntdevDriver` loaded into ``kernel``."""
+
+    def __init__(self, kernel: Kernel, driver: GntdevDriver) -> None:
+        self.kernel = kernel
+        self.gntdev = driver
+        self.driver = driver.name
+        self.capabilities = driver.capabilities
+        self.files: list[GntdevPriv] = []
+
+    def attach(self, mm: MM) -> Handle:
+        """Open the device for ``mm``."""
+        priv = self.gntdev.gntdev_open(mm)
+        self.files.append(priv)
+        return Handle(mm, priv.gmm, priv)
+
+    def map_range(self, handle: Handle, start: int, end: int) -> None:
+        """Map grants at ``[start, end)`` (the pages are mapped when first touched)."""
+        self.gntdev.ioctl_map_grant_ref(handle.state, start, end)
+        handle.ranges.append((start, end))
+
+    def access(self, handle: Handle, address: int, write: bool = False) -> int | None:
+        """The other domain touches the grant page at ``address``."""
+        return self.gntdev.map_grant_pages(handle.state, address, write)
+
+    def translations(self, mm: MM) -> dict[int, int]:
+        """Every grant page mapped now in ``mm``: virtual page number -> frame."""
+        found: dict[int, int] = {}
+        for priv in self.files:
+            if priv.mm is mm:
+                for grant_map in priv.maps:
+                    found.update(grant_map.pages)
+        return found
+
+    def detach(self, handle: Handle) -> None:
+        """Close the file."""
+        self.files.remove(handle.state)
+        self.gntdev.gntdev_release(handle.state)
+
+    def unload(self) -> None:
+        """Module exit: close every file still open and wait for every pending free."""
+        for priv in list(self.files):
+            self.files.remove(priv)
+            self.gntdev.gntdev_release(priv)
+        synchronize(self.kernel)
