@@ -17,7 +17,7 @@ from pathlib import Path
 from mmu_notifier.errors import UsageError
 from mmu_notifier.explore import Scenario, Schedule
 from mmu_notifier.kernel import Kernel
-from mmu_notifier.scenarios import locks, notifier
+from mmu_notifier.scenarios import interval, locks, notifier
 
 
 def _stamped(scenario: Scenario, source: str) -> Scenario:
@@ -25,8 +25,11 @@ def _stamped(scenario: Scenario, source: str) -> Scenario:
     return scenario if scenario.source else dataclasses.replace(scenario, source=source)
 
 
-#: the built-in scenarios: the patch-09 race and its get/put fix, and the lock-rule demonstrations
-BUILTIN: tuple[Scenario, ...] = tuple(_stamped(s, "builtin") for s in (*notifier.SCENARIOS, *locks.SCENARIOS))
+#: the built-in scenarios: the patch-09 race and its get/put fix, the interval-notifier (5.5) bugs, and the
+#: lock-rule demonstrations
+BUILTIN: tuple[Scenario, ...] = tuple(
+    _stamped(s, "builtin") for s in (*notifier.SCENARIOS, *interval.SCENARIOS, *locks.SCENARIOS)
+)
 
 _registered: dict[str, Scenario] = {}
 
