@@ -23,7 +23,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mmu_notifier import config as config_mod
 from mmu_notifier import plugins
 from mmu_notifier.cli_common import driver_settings, one_line
 from mmu_notifier.conformance import cli as conformance_cli

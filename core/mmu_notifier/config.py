@@ -58,7 +58,8 @@ def read_text(path: Path) -> str:
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        raise InputFileError(f"{path}: not UTF-8 text (byte 0x{raw[error.start]:02x} at offset {error.start})") from None
+        byte = raw[error.start]
+        raise InputFileError(f"{path}: not UTF-8 text (byte 0x{byte:02x} at offset {error.start})") from None
 
 
 def check_nesting(data: Any, origin: object, limit: int = MAX_NESTING) -> None:
@@ -149,7 +150,8 @@ def _check_defaults(driver: str, model: type[DriverConfig], config: DriverConfig
     try:
         model.model_validate(config.model_dump())
     except ValidationError as error:
-        problems = [f"invalid default: {_describe(p)}" for p in error.errors() if not p["loc"] or p["loc"][0] not in raw]
+        problems = [f"invalid default: {_describe(p)}" for p in error.errors()
+                    if not p["loc"] or p["loc"][0] not in raw]
         if problems:
             raise ConfigError(driver, problems) from error
 

@@ -94,7 +94,8 @@ class Workload(Strict):
         """The sums the per-field limits do not cover: processes in all, and steps in all."""
         processes = sum(p.count for p in self.processes)
         if processes > MAX_PROCESSES:
-            raise ValueError(f"processes: {processes} processes in all (the sum of every count); at most {MAX_PROCESSES}")
+            raise ValueError(f"processes: {processes} processes in all (the sum of every count); "
+                             f"at most {MAX_PROCESSES}")
         if self.total_steps() > MAX_TOTAL_STEPS:
             raise ValueError(f"processes: {self.total_steps()} steps in all (count * repeat * steps, summed); "
                              f"at most {MAX_TOTAL_STEPS}")
