@@ -102,6 +102,7 @@ class PluginError(Exception):
     """A driver plugin could not be loaded: import error, bad hooks, bad signature."""
 
     def __init__(self, driver: str, reason: str) -> None:
+        reason = " ".join(reason.split())  # one line, whatever the underlying error printed
         super().__init__(f"driver {driver!r}: {reason}")
         self.driver = driver
         self.reason = reason

@@ -20,6 +20,8 @@ kernel oops in a module is that module's bug and nobody else's:
 from __future__ import annotations
 
 import errno
+import sys
+import sysconfig
 import threading
 import time
 import traceback
@@ -27,6 +29,7 @@ from collections import Counter
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any
 
 from greenlet import getcurrent
@@ -52,6 +55,19 @@ class Fault:
         """One line: what raised and how."""
         text = str(self.error).strip().splitlines()
         return f"{self.where} raised {type(self.error).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+_STDLIB = sysconfig.get_paths()["stdlib"]
+
+
+def _waits_in_model(frame: FrameType | None) -> bool:
+    """The thread's innermost frame outside the standard library is the model's sync or SRCU code."""
+    while frame is not None and frame.f_code.co_filename.startswith(_STDLIB):
+        frame = frame.f_back
+    if frame is None:
+        return False
+    name = frame.f_code.co_filename.replace("\\", "/")
+    return name.endswith(("mmu_notifier/sync.py", "mmu_notifier/srcu.py"))
 
 
 @dataclass
@@ -104,6 +120,10 @@ class InFlight:
     what: str
     thread: str
     started: float
+    #: the OS thread and the greenlet (model thread) making the call
+    ident: int = 0
+    glet: Any = None
+    token: int = 0
 
 
 class StatsTracer:
@@ -116,6 +136,8 @@ class StatsTracer:
         self.in_flight: dict[int, InFlight] = {}
         self._tokens = iter(range(1 << 62))
         self._lock = threading.Lock()
+        self._seen: dict[tuple[str, str], int] = {}
+        self._repeats: Counter[tuple[str, str]] = Counter()
 
     # -- faults and the watchdog -------------------------------------------
     def fault(self, driver: str, where: str, error: BaseException) -> Fault:
@@ -123,31 +145,62 @@ class StatsTracer:
         for known in self.faults:
             if known.error is error:
                 return known
-        text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        frames = [frame for frame in traceback.extract_tb(error.__traceback__) if "/pluggy/" not in frame.filename]
+        text = "".join(["Traceback (most recent call last):\n", *traceback.format_list(frames),
+                        *traceback.format_exception_only(type(error), error)])
         found = Fault(driver, where, error, text, getcurrent())
         with self._lock:
             self.faults.append(found)
-        stats = self.stats.get(driver)
-        if stats is not None:
-            stats.violations.append(f"driver fault: {found.describe()}")
-            stats.tracebacks.append(text)
+            stats = self.stats.get(driver)
+            if stats is None:
+                return found
+            # the same fault again (same place, type and message): counted on its first line, traceback once
+            key = (driver, found.describe())
+            if key in self._seen:
+                index = self._seen[key]
+                self._repeats[key] += 1
+                stats.violations[index] = f"driver fault: {found.describe()} ({self._repeats[key]} times)"
+            else:
+                self._seen[key] = len(stats.violations)
+                self._repeats[key] = 1
+                stats.violations.append(f"driver fault: {found.describe()}")
+                stats.tracebacks.append(text)
         return found
 
     @contextmanager
     def calling(self, driver: str, what: str) -> Iterator[None]:
         """Register a call into ``driver`` (a callback or its exerciser) while it runs."""
         token = next(self._tokens)
-        self.in_flight[token] = InFlight(driver, what, threading.current_thread().name, time.monotonic())
+        self.in_flight[token] = InFlight(driver, what, threading.current_thread().name, time.monotonic(),
+                                         threading.get_ident(), getcurrent(), token)
         try:
             yield
         finally:
             self.in_flight.pop(token, None)
 
     def overdue(self, deadline: float) -> InFlight | None:
-        """The oldest call in flight for longer than ``deadline`` seconds, if any."""
+        """The call that is stuck, if a call has been in flight for longer than ``deadline`` seconds.
+
+        Blames the call that is running, not the ones waiting for it: of each model thread only its
+        innermost call counts (a callback inside an exerciser's access); a model thread switched out
+        by the deterministic scheduler is waiting (its greenlet has a saved frame); of the OS threads,
+        one whose innermost frame outside the standard library is the model's own ``sync``/``srcu``
+        code waits on a model lock. The oldest remaining call is the hang.
+        """
         now = time.monotonic()
         late = [call for call in list(self.in_flight.values()) if now - call.started > deadline]
-        return min(late, key=lambda call: call.started) if late else None
+        if not late:
+            return None
+        innermost: dict[int, InFlight] = {}
+        for call in late:
+            key = id(call.glet)
+            if key not in innermost or call.token > innermost[key].token:
+                innermost[key] = call
+        calls = sorted(innermost.values(), key=lambda call: call.started)
+        running = [call for call in calls if getattr(call.glet, "gr_frame", None) is None] or calls
+        frames = sys._current_frames()
+        stuck = [call for call in running if not _waits_in_model(frames.get(call.ident))]
+        return (stuck or running)[0]
 
     def _guarded(self, subscription: MMUNotifier, callback: str) -> Generator[None, Any, Any]:
         """The body of every wrapper: count, register in flight, turn an exception into a fault."""
