@@ -98,8 +98,12 @@ def _stuck_in() -> list[str]:
     return found
 
 
-def _hang(nodeid: str, seconds: float) -> None:
+def _hang(config: pytest.Config, nodeid: str, seconds: float) -> None:
     where = "; ".join(_stuck_in()) or "no driver callback on any stack"
+    capture = config.pluginmanager.getplugin("capturemanager")
+    if capture is not None:  # write to the terminal, not into the stuck test's captured output
+        with contextlib.suppress(Exception):
+            capture.suspend_global_capture(in_=True)
     sys.stdout.flush()
     sys.stderr.write(f"\nmmu-notifier conformance: hang: {nodeid} did not finish within {seconds:g} s; "
                      f"stuck in {where}\n")
@@ -113,7 +117,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     seconds = item.config.getoption("mmu_watchdog")
     if not seconds or not _is_kit_module(Path(str(item.path))):
         return (yield)
-    timer = threading.Timer(seconds, _hang, args=(item.nodeid, seconds))
+    timer = threading.Timer(seconds, _hang, args=(item.config, item.nodeid, seconds))
     timer.daemon = True
     timer.start()
     try:
