@@ -76,6 +76,12 @@ class MisuseError(ModelBug):
     """An API was called in a state where the kernel WARNs or BUGs."""
 
 
+class ParameterError(MisuseError, ValueError):
+    """A model object was built or configured with a value outside its domain (a machine with no
+    memory, a page size that is not a power of two, an unknown log format). Raised before anything is
+    built; also a :class:`ValueError`, which is what such calls raised before it existed."""
+
+
 class LockingError(ModelBug):
     """A lock was released by a task that does not hold it, or taken twice."""
 

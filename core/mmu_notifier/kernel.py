@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 
 from mmu_notifier import workqueue
+from mmu_notifier.errors import ParameterError
 from mmu_notifier.faults import FaultInjector
 from mmu_notifier.log import LOG
 from mmu_notifier.pagetable import PhysicalMemory
@@ -58,7 +59,7 @@ class Kernel:
         page_size: int = 4096,
     ) -> None:
         if page_size <= 0 or page_size & (page_size - 1):
-            raise ValueError(f"page_size must be a power of two, got {page_size}")
+            raise ParameterError(f"Kernel: page_size must be a power of two, got {page_size}")
         self.page_size = page_size
         self.users_limit = users_limit
         self.end_after_failed_start = end_after_failed_start
