@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 from broken_plugins import BROKEN, UNLOADABLE, install
 
+from mmu_notifier import plugins
 from mmu_notifier.cli import main
-from mmu_notifier.plugins import available_drivers
 from mmu_notifier.workload import model, runner
 
 TINY = """
@@ -47,9 +47,15 @@ REASONS = {
 
 @pytest.fixture
 def plugin_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The test plugins on ``sys.path``, found through their ``.dist-info`` entry points; only they are
+    visible (the installed plugins are left aside, so these tests do not depend on their health)."""
     directory = install(tmp_path / "site", ["rb_good", *BROKEN])
     monkeypatch.syspath_prepend(str(directory))
     importlib.invalidate_caches()
+    found = [ep for ep in plugins.available_drivers() if ep.name.startswith("rb_")]
+    assert sorted(ep.name for ep in found) == sorted(["rb_good", *BROKEN])
+    assert all(ep.dist is not None and ep.dist.name.startswith("rb-") for ep in found)
+    monkeypatch.setattr(plugins, "available_drivers", lambda: found)
     return directory
 
 
@@ -61,7 +67,7 @@ def tiny(tmp_path: Path) -> Path:
 
 
 def healthy() -> list[str]:
-    return [ep.name for ep in available_drivers() if ep.name not in (*UNLOADABLE, "rb_alloc", "rb_start")]
+    return [ep.name for ep in plugins.available_drivers() if ep.name not in (*UNLOADABLE, "rb_alloc", "rb_start")]
 
 
 def no_traceback(text: str) -> bool:

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from mmu_notifier import plugins
 from mmu_notifier.cli_common import (
     add_driver_selection,
     check_output_path,
@@ -28,7 +29,6 @@ from mmu_notifier.cli_common import (
 )
 from mmu_notifier.errors import UsageError
 from mmu_notifier.explore import STRATEGIES, ReplayError, Scenario, Schedule, Stats, explore, replay
-from mmu_notifier.plugins import available_drivers
 from mmu_notifier.scenarios import UnknownScenarioError, get, plugin_scenarios_report, scenarios
 
 
@@ -85,7 +85,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def _plugin_scenarios(args: argparse.Namespace, command: str) -> tuple[dict[str, Scenario], bool]:
     """The healthy plugins' scenarios by name, and whether a broken plugin was left out (said on stderr)."""
-    only = select_drivers([ep.name for ep in available_drivers()], args.driver, args.skip_driver)
+    only = select_drivers([ep.name for ep in plugins.available_drivers()], args.driver, args.skip_driver)
     found, failed = plugin_scenarios_report(only=only)
     report_left_out(failed, command)
     return {s.name: s for s in found}, bool(failed)

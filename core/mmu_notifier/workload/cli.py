@@ -17,10 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mmu_notifier import log
+from mmu_notifier import log, plugins
 from mmu_notifier.cli_common import add_driver_selection, check_timeline_option, driver_settings, select_drivers
 from mmu_notifier.errors import UsageError
-from mmu_notifier.plugins import available_drivers
 from mmu_notifier.workload import model, runner, summary
 from mmu_notifier.workload.default import DEFAULT
 
@@ -60,7 +59,7 @@ def _workload(args: argparse.Namespace) -> model.Workload:
         workload = model.load(args.file) if args.file else DEFAULT
     except model.WorkloadError as error:
         raise UsageError(str(error)) from error
-    installed = [ep.name for ep in available_drivers()]
+    installed = [ep.name for ep in plugins.available_drivers()]
     origin = f"workload {args.file}" if args.file else "workload"
     for name in workload.driver_configs:
         if name not in installed:
