@@ -93,6 +93,8 @@ class DriverStats:
     violations: list[str] = field(default_factory=list)
     #: the tracebacks of the driver's faults (exceptions of its callbacks or its exerciser)
     tracebacks: list[str] = field(default_factory=list)
+    #: violations of checks the driver declares as known kernel behaviour (``known_kernel_violations``)
+    known: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -109,6 +111,7 @@ class DriverStats:
             "retries": self.retries,
             "violations": list(self.violations),
             "tracebacks": list(self.tracebacks),
+            "known_kernel_behaviour": list(self.known),
         }
 
 
