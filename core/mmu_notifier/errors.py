@@ -38,6 +38,12 @@ class RefcountOverflowError(KernelError):
     errno = _errno.EOVERFLOW
 
 
+class RangeOverflowError(KernelError):
+    """EOVERFLOW: a range is empty or wraps past the end of the address space (interval notifier insert)."""
+
+    errno = _errno.EOVERFLOW
+
+
 class NoMemoryError(KernelError):
     """ENOMEM: an allocation failed, or a range is not (fully) mapped."""
 

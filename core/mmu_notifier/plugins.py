@@ -76,7 +76,11 @@ Callback = Callable[..., Any]
 
 
 class MMUNotifierOps:
-    """One driver's resolved callbacks (``struct mmu_notifier_ops``); ``None`` where absent."""
+    """One driver's resolved callbacks (``struct mmu_notifier_ops``); ``None`` where absent.
+
+    ``invalidate`` is the interval notifiers' callback (5.5's
+    ``struct mmu_interval_notifier_ops``), resolved the same way.
+    """
 
     __slots__ = (
         "driver",
@@ -99,6 +103,7 @@ class MMUNotifierOps:
     invalidate_range: Callback | None
     alloc_notifier: Callback | None
     free_notifier: Callback | None
+    invalidate: Callback | None
     exerciser: Callback | None
 
     def __init__(self, name: str, driver: object) -> None:
