@@ -28,7 +28,7 @@ EXAMPLE_SRC = HERE.parents[1] / "examples" / "gntdev" / "src"
 BROKEN = {
     "gntdev-free-twice": ("FreeTwice", "use-after-free"),
     "gntdev-skip-end": ("SkipEnd", "[exit-coherence]"),
-    "gntdev-sleeps": ("SleepsInNonblock", "sleep-in-atomic"),
+    "gntdev-sleeps": ("SleepsInNonblock", "SleepInAtomicError"),
     "gntdev-stale": ("KeepsStale", "[coherence]"),
     "gntdev-no-retry": ("NoRetry", "[coherence]"),
 }

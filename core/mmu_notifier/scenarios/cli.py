@@ -5,7 +5,10 @@
 replay command), 0 when nothing was (with the schedule count); ``replay`` 1
 when the replayed run fails, 0 when it is clean; 2 for bad arguments and for a
 schedule that cannot be replayed (malformed, stale or diverging), with a
-one-line message.
+one-line message. Driver plugins that cannot be loaded (or whose
+``explore_scenarios`` hook fails) are left out with a line on stderr each, the
+command goes on with the rest and exits 1 at the end so CI notices;
+``--driver``/``--skip-driver`` choose which plugins' scenarios are loaded.
 """
 
 from __future__ import annotations
@@ -16,10 +19,18 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from mmu_notifier.cli_common import check_timeline_option, table
+from mmu_notifier import plugins
+from mmu_notifier.cli_common import (
+    add_driver_selection,
+    check_output_path,
+    check_timeline_option,
+    report_left_out,
+    select_drivers,
+    table,
+)
 from mmu_notifier.errors import UsageError
 from mmu_notifier.explore import STRATEGIES, ReplayError, Scenario, Schedule, Stats, ThreadState, explore, replay
-from mmu_notifier.scenarios import UnknownScenarioError, get, resolve, scenarios
+from mmu_notifier.scenarios import UnknownScenarioError, get, plugin_scenarios_report, resolve, scenarios
 
 _EXPLORE_EXAMPLES = """examples:
   mmu-notifier explore --list
@@ -63,6 +74,7 @@ def add_commands(subparsers: Any) -> None:
     ex.add_argument("--output", type=Path, metavar="FILE", help="also write the report to FILE (JSON with --json)")
     ex.add_argument("--progress", action="store_true", help="print progress to stderr (default: if a tty)")
     ex.add_argument("--timeline", type=Path, metavar="FILE", help="draw the first finding as swimlanes (.svg/.html)")
+    add_driver_selection(ex)
     ex.set_defaults(func=cmd_explore)
     rp = subparsers.add_parser(
         "replay",
@@ -81,11 +93,13 @@ def add_commands(subparsers: Any) -> None:
     rp.add_argument("--json", action="store_true", help="print the replay as JSON to stdout")
     rp.add_argument("--output", type=Path, metavar="FILE", help="also write the replay to FILE (JSON with --json)")
     rp.add_argument("--timeline", type=Path, metavar="FILE", help="draw the run as swimlanes (.svg/.html)")
+    add_driver_selection(rp)
     rp.set_defaults(func=cmd_replay)
 
 
 def _check_args(args: argparse.Namespace) -> None:
     check_timeline_option(args.timeline)
+    check_output_path("--output", args.output)
     if args.strategy not in STRATEGIES:
         raise UsageError(
             f"explore: unknown strategy {args.strategy!r} (choose from {', '.join(STRATEGIES)})"
@@ -100,13 +114,25 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"explore: --time-budget must be positive, got {args.time_budget}")
 
 
-def _scenario(name: str, command: str) -> Scenario:
+def _plugin_scenarios(args: argparse.Namespace, command: str) -> tuple[dict[str, Scenario], bool]:
+    """The healthy plugins' scenarios by name, and whether a broken plugin was left out (said on stderr)."""
+    only = select_drivers([ep.name for ep in plugins.available_drivers()], args.driver, args.skip_driver)
+    found, failed = plugin_scenarios_report(only=only)
+    report_left_out(failed, command)
+    return {s.name: s for s in found}, bool(failed)
+
+
+def _scenario(name: str, command: str, args: argparse.Namespace) -> tuple[Scenario, bool]:
+    """The scenario called ``name`` (built-ins first, plugins only if needed), and whether a plugin was left out."""
     try:
-        return get(name, plugins=True)
-    except UnknownScenarioError as error:
-        raise UsageError(f"{command}: {error}") from None
-    except UsageError as error:
-        raise UsageError(f"{command}: {error}") from None
+        return get(name), False
+    except UnknownScenarioError:
+        pass
+    extra, broken = _plugin_scenarios(args, command)
+    if name not in extra:
+        known = sorted([*scenarios(), *extra])
+        raise UsageError(f"{command}: unknown scenario {name!r}; known: {', '.join(known)}")
+    return extra[name], broken
 
 
 def _emit(args: argparse.Namespace, text: str, doc: dict[str, Any]) -> None:
@@ -137,22 +163,25 @@ class _Progress:
             self.stream.write("\n")
 
 
-def cmd_list() -> int:
-    """Print every scenario with what it demonstrates."""
+def cmd_list(args: argparse.Namespace | None = None) -> int:
+    """Print every scenario (name, source, expected outcome, what it shows); 1 when a broken plugin is left out."""
+    if args is None:
+        args = argparse.Namespace(driver=None, skip_driver=None)
+    extra, broken = _plugin_scenarios(args, "explore")
     rows = [(name, s.source or "-", s.expect or "clean", s.description)
-            for name, s in sorted(scenarios(plugins=True).items())]
+            for name, s in sorted({**scenarios(), **extra}.items())]
     print(table(("scenario", "source", "expected", "what it shows"), rows))
-    return 0
+    return 1 if broken else 0
 
 
 def cmd_explore(args: argparse.Namespace) -> int:
     """``explore``: run the exploration, print the report, exit 1 if anything was found."""
     if args.list:
-        return cmd_list()
+        return cmd_list(args)
     if not args.scenario:
         raise UsageError("explore: name a scenario, or use --list")
     _check_args(args)
-    scenario = _scenario(args.scenario, "explore")
+    scenario, broken = _scenario(args.scenario, "explore", args)
     progress = _Progress(sys.stderr) if args.progress or sys.stderr.isatty() else None
     result = explore(
         scenario,
@@ -174,18 +203,28 @@ def cmd_explore(args: argparse.Namespace) -> int:
     if args.timeline is not None and result.findings:
         finding = result.findings[0]
         finding.timeline.write(args.timeline, f"{scenario.name}: {finding.problem.kind}")
-    return 1 if result.failed else 0
+    if broken:
+        print("explore: some driver plugins were left out (see above)", file=sys.stderr)
+    return 1 if result.failed or broken else 0
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """``replay [SCENARIO] SCHEDULE``: follow the schedule, print the timeline, exit 1 if the run fails."""
     check_timeline_option(args.timeline)
+    check_output_path("--output", args.output)
     if len(args.args) > 2:
         raise UsageError(f"replay: expected [SCENARIO] SCHEDULE, got {len(args.args)} arguments")
     name, schedule = (None, args.args[0]) if len(args.args) == 1 else args.args
     try:
-        sched = Schedule.parse(schedule)
-        scenario = resolve(sched, name)
+        sched = Schedule.parse(schedule)  # malformed or absurdly long: refused before any scenario is loaded
+    except ReplayError as error:
+        raise UsageError(f"replay: schedule {schedule[:40]!r}: {error}") from None
+    broken = False
+    try:
+        if name is not None:
+            scenario, broken = _scenario(name, "replay", args)
+        else:
+            scenario = resolve(sched)
     except (ReplayError, UnknownScenarioError) as error:
         raise UsageError(f"replay: {error}") from None
     except UsageError as error:
@@ -200,7 +239,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                                   "timeline": replayed.timeline.to_json()})
     if args.timeline is not None:
         replayed.timeline.write(args.timeline, f"{scenario.name} replay")
-    return 1 if replayed.problem is not None else 0
+    return 1 if replayed.problem is not None or broken else 0
 
 
 class _Stepper:
