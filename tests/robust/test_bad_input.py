@@ -87,7 +87,8 @@ CASES: dict[str, tuple[Setup, str]] = {
     "seed huge": (_argv("run", "--seed", str(2**70)), "--seed"),
     "threads not a number": (_argv("run", "--threads", "many"), "--threads"),
     # explore and replay
-    "explore json missing dir": (_argv("explore", "abba-deadlock", "--json", "{tmp}/nodir/r.json"), "does not exist"),
+    "explore output missing dir": (_argv("explore", "abba-deadlock", "--output", "{tmp}/nodir/r.json"),
+                                   "does not exist"),
     "explore budget 0": (_argv("explore", "abba-deadlock", "--budget", "0"), "--budget"),
     "explore unknown": (_argv("explore", "no-such-scenario"), "no-such-scenario"),
     "replay huge count": (_argv("replay", "abba-deadlock", "mx1:abba-deadlock:00000000:00000000:a99999999999"),
@@ -96,8 +97,8 @@ CASES: dict[str, tuple[Setup, str]] = {
                         "longer than"),
     "replay garbage": (_argv("replay", "abba-deadlock", "garbage"), "schedule"),
     "replay bad fingerprint": (_argv("replay", "abba-deadlock", "mx1:abba-deadlock:xyz:00000000:a"), "fingerprint"),
-    "replay json missing dir": (_argv("replay", "abba-deadlock", "mx1:abba-deadlock:00000000:00000000:a", "--json",
-                                      "{tmp}/nodir/r.json"), "does not exist"),
+    "replay output missing dir": (_argv("replay", "abba-deadlock", "mx1:abba-deadlock:00000000:00000000:a",
+                                        "--output", "{tmp}/nodir/r.json"), "does not exist"),
     # conformance
     "conformance examples -1": (_argv("conformance", "--examples", "-1"), "--examples"),
     "conformance budget 0": (_argv("conformance", "--budget", "0"), "--budget"),
