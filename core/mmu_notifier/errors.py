@@ -56,6 +56,12 @@ class BusyError(KernelError):
     errno = _errno.EBUSY
 
 
+class InterruptedCallError(KernelError):
+    """EINTR: a fatal signal is pending (``mm_take_all_locks``, killable waits)."""
+
+    errno = _errno.EINTR
+
+
 class InvalidArgumentError(KernelError):
     """EINVAL: an argument is malformed (unaligned, zero length, ...)."""
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import itertools
 
+from mmu_notifier.faults import FaultInjector
 from mmu_notifier.log import LOG
 from mmu_notifier.pagetable import PhysicalMemory
 from mmu_notifier.plugins import DriverRegistry
 from mmu_notifier.srcu import Srcu
+from mmu_notifier.workqueue import Workqueue
 
 #: ``UINT_MAX``: the limit of ``struct mmu_notifier.users``.
 UINT_MAX = (1 << 32) - 1
@@ -49,6 +51,10 @@ class Kernel:
         self.memory = PhysicalMemory(frames)
         self.srcu = Srcu("mmu_notifier_srcu", on_error=self.record_bug)
         self.drivers = DriverRegistry(self)
+        #: ``system_wq``: where :func:`~mmu_notifier.workqueue.schedule_work` queues
+        self.system_wq = Workqueue("events", on_error=self.record_bug)
+        #: fault injection at named sites (:mod:`mmu_notifier.faults`)
+        self.faults = FaultInjector()
         self.warnings: list[str] = []
         self.bugs: list[BaseException] = []
         self._mm_ids = itertools.count(1)

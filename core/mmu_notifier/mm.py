@@ -36,6 +36,8 @@ from mmu_notifier.range import Event, Range
 
 #: Top of the user address space (x86-64, 4-level paging).
 TASK_SIZE = 1 << 47
+#: pages per transparent huge page (``HPAGE_PMD_NR`` with 4 KiB pages: one PMD maps 2 MiB)
+HPAGE_PMD_NR = 512
 #: Where the model starts looking for room when mmap picks the address.
 MMAP_BASE = 1 << 32
 
@@ -306,15 +308,39 @@ class MM:
                             for vpn in self._vpns(vma.start, vma.end):
                                 self.page_table.entries[vpn].writable = False
 
-    def madvise_dontneed(self, addr: int, length: int) -> None:
-        """``madvise(MADV_DONTNEED)``: drop the pages, keep the mapping (CLEAR)."""
+    def madvise_dontneed(self, addr: int, length: int, *, split_huge_page: bool = False) -> None:
+        """``madvise(MADV_DONTNEED)``: drop the pages, keep the mapping (CLEAR).
+
+        Models ``madvise_dontneed_single_vma`` -> ``zap_page_range``: one invalidation per VMA
+        piece, under the mmap lock for read. With ``split_huge_page`` the piece starts inside a
+        transparent huge page, so the zap splits it first, as ``zap_pmd_range`` ->
+        ``__split_huge_pmd`` does: a second CLEAR start/end for the huge page's range runs
+        *inside* the outer invalidation, in the same task, and closes with
+        ``invalidate_range_only_end`` (the split clears the PMD with a flush that already covers
+        the secondary TLBs). The model has no huge pages; the nested range is the
+        ``HPAGE_PMD_NR`` pages block containing the piece's start, clipped to the VMA.
+        """
         start, end = self._pages(addr, length)
         with self._read_locked():
             for vma in self._covering(start, end):
                 piece_start, piece_end = max(start, vma.start), min(end, vma.end)
                 with self._invalidating(piece_start, piece_end, Event.CLEAR, vma) as to_free:
+                    if split_huge_page:
+                        self._split_huge_pmd(vma, piece_start)
                     with self.page_table_lock:
                         self._zap(piece_start, piece_end, to_free)
+
+    def _split_huge_pmd(self, vma: VMA, addr: int) -> None:
+        """``__split_huge_pmd``: announce the huge page's range, split under the PMD lock, only_end."""
+        huge = self.page_size * HPAGE_PMD_NR
+        block = addr & ~(huge - 1)
+        range = Range(self, max(block, vma.start), min(block + huge, vma.end), Event.CLEAR, vma)
+        notifier.invalidate_range_start(range)
+        try:
+            with self.page_table_lock:
+                pass  # the split itself changes no 4 KiB entry of the model
+        finally:
+            notifier.invalidate_range_only_end(range)
 
     def mremap(self, old_addr: int, old_length: int, new_length: int, *, may_move: bool = True) -> int:
         """Resize a mapping, moving it when it cannot grow in place (UNMAP); returns the new address."""

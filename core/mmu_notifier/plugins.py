@@ -16,6 +16,7 @@ through pluggy with the wrappers around that driver's implementation only.
 from __future__ import annotations
 
 import importlib.metadata
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -24,7 +25,7 @@ import pluggy
 
 from mmu_notifier import hookspecs
 from mmu_notifier.config import DriverConfig, validate
-from mmu_notifier.errors import ConfigError, MisuseError, PluginError
+from mmu_notifier.errors import ConfigError, MisuseError, PluginError, UseAfterFreeError
 
 if TYPE_CHECKING:
     from mmu_notifier.kernel import Kernel
@@ -62,7 +63,16 @@ Callback = Callable[..., Any]
 class MMUNotifierOps:
     """One driver's resolved callbacks (``struct mmu_notifier_ops``); ``None`` where absent."""
 
-    __slots__ = ("driver", "exerciser", "name", "version", *hookspecs.CALLBACKS)
+    __slots__ = (
+        "driver",
+        "exerciser",
+        "name",
+        "version",
+        "linked",
+        "pending_frees",
+        "unloaded_at",
+        *hookspecs.CALLBACKS,
+    )
 
     release: Callback | None
     clear_flush_young: Callback | None
@@ -81,11 +91,18 @@ class MMUNotifierOps:
         self.driver = driver
         self.version = str(getattr(driver, "version", "0"))
         self.exerciser = None
+        #: subscriptions with these ops linked on some mm (kept by the container's link/unlink)
+        self.linked = 0
+        #: frees deferred by a last ``put`` that have not run yet
+        self.pending_frees = 0
+        #: where :meth:`DriverRegistry.unload` unloaded the module, or None while it is loaded
+        self.unloaded_at: str | None = None
         for callback in hookspecs.CALLBACKS:
             setattr(self, callback, None)
 
     def __repr__(self) -> str:
-        return f"<MMUNotifierOps {self.name}>"
+        state = " (unloaded)" if self.unloaded_at else ""
+        return f"<MMUNotifierOps {self.name}{state}>"
 
 
 @dataclass
@@ -227,6 +244,46 @@ class DriverRegistry:
         subset = self.pm.subset_hook_caller(callback, remove_plugins=others)
         return lambda *args: subset(**dict(zip(spec_args, args, strict=True)))
 
+    # -- unloading --------------------------------------------------------
+    def unload(self, driver: object) -> None:
+        """Module exit: ``mmu_notifier_synchronize``, then the driver's code is gone.
+
+        Models a module that calls ``mmu_notifier_synchronize()`` in its exit function and is
+        then unloaded. Raises :class:`MisuseError` naming the driver, with nothing changed, when
+        a subscription of the driver is still linked on an mm, when the caller runs inside an
+        SRCU read section, or when a deferred free is still pending after the synchronize.
+        Afterwards the driver is no longer loaded and every callback field of its ops raises
+        :class:`UseAfterFreeError` ("use after free of the module"): a walker that picked up one
+        of its subscriptions before it was unlinked and calls it now is the bug the explorer
+        reports, and a deferred callback that does lands in ``kernel.bugs`` (an invariant).
+
+        Deliberate difference: the kernel lets ``rmmod`` go ahead whatever is linked (nothing
+        pins the module); the model refuses, so the mistake is reported where it is made.
+        """
+        ops = self.ops_of(driver)
+        if ops.unloaded_at is not None:
+            raise MisuseError(f"driver {ops.name!r} is unloaded already (at {ops.unloaded_at})")
+        if ops.linked:
+            raise MisuseError(f"unload of driver {ops.name!r} with {ops.linked} subscription(s) still linked on an mm")
+        from mmu_notifier import notifier
+
+        notifier.synchronize(self.kernel)
+        if ops.pending_frees or ops.linked:
+            raise MisuseError(
+                f"unload of driver {ops.name!r}: {ops.pending_frees} free(s) pending and {ops.linked}"
+                " subscription(s) linked after synchronize"
+            )
+        caller = sys._getframe(1)
+        site = f"{caller.f_code.co_filename}:{caller.f_lineno} in {caller.f_code.co_name}"
+        ops.unloaded_at = site
+        self.pm.unregister(ops.driver)
+        del self._ops[id(ops.driver)]
+        del self._by_name[ops.name]
+        for callback in (*hookspecs.CALLBACKS, "exerciser"):
+            if getattr(ops, callback) is not None:
+                setattr(ops, callback, _unloaded_callback(ops.name, callback, site))
+        self._resolve_all()
+
     # -- lookup -----------------------------------------------------------
     def ops_of(self, driver: object) -> MMUNotifierOps:
         """The ops of a loaded driver object (or the ops itself, or a driver name)."""
@@ -250,6 +307,15 @@ class DriverRegistry:
     def scenarios(self) -> list[Any]:
         """Every scenario any plugin adds to the explorer (the ``explore_scenarios`` hook)."""
         return [scenario for batch in self.pm.hook.explore_scenarios() for scenario in batch]
+
+
+def _unloaded_callback(name: str, callback: str, site: str) -> Callback:
+    """What an ops field points to once its module is gone: a use after free of the module text."""
+
+    def unloaded(*args: Any) -> Any:
+        raise UseAfterFreeError(f"{name}.{callback} called after module {name!r} was unloaded", free_site=site)
+
+    return unloaded
 
 
 def available_drivers() -> list[importlib.metadata.EntryPoint]:

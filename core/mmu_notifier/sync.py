@@ -93,9 +93,7 @@ class Backend:
         """A context that makes a primitive's state change atomic."""
         raise NotImplementedError
 
-    def wait_until(
-        self, resource: object, ready: Callable[[], bool], op: str, timeout: float | None = None
-    ) -> bool:
+    def wait_until(self, resource: object, ready: Callable[[], bool], op: str, timeout: float | None = None) -> bool:
         """Block (inside ``critical()``) until ``ready()``; False if ``timeout`` expired."""
         raise NotImplementedError
 
@@ -135,9 +133,7 @@ class ThreadBackend(Backend):
     def critical(self) -> AbstractContextManager[Any]:
         return self._lock
 
-    def wait_until(
-        self, resource: object, ready: Callable[[], bool], op: str, timeout: float | None = None
-    ) -> bool:
+    def wait_until(self, resource: object, ready: Callable[[], bool], op: str, timeout: float | None = None) -> bool:
         if ready():
             return True
         key = id(resource)
@@ -453,14 +449,16 @@ class RWSemaphore:
 class WaitQueue:
     """``wait_queue_head_t`` with ``wait_event`` / ``wake_up_all``.
 
-    The condition is evaluated with the primitive state guarded, so it must
-    only read plain fields (no locks, no model calls).
+    The condition of :meth:`wait_event` is evaluated with the primitive state
+    guarded, so it must only read plain fields (no locks, no model calls). A
+    condition that needs a lock uses :meth:`wait_event_locked`.
     """
 
-    __slots__ = ("name",)
+    __slots__ = ("name", "_wakes")
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self._wakes = 0  # wake-ups so far: a waiter that checked before a wake-up does not sleep through it
 
     def wait_event(self, condition: Callable[[], bool], timeout: float | None = None) -> bool:
         """Sleep until ``condition()``; with ``timeout`` (seconds) return False on expiry."""
@@ -470,10 +468,48 @@ class WaitQueue:
         with b.critical():
             return b.wait_until(self, condition, "wait_event", timeout)
 
+    def wait_event_locked(
+        self, condition: Callable[[], bool], lock: Mutex | SpinLock, timeout: float | None = None
+    ) -> bool:
+        """Sleep until ``condition()`` holds, evaluating it with ``lock`` held; False on timeout.
+
+        Models ``wait_event(wq, cond)`` whose ``cond`` takes a lock itself (the fixed
+        ``mmu_interval_notifier_remove``: ``mmu_interval_seq_released`` reads the sequence under
+        the spinlock). The caller must not hold ``lock``. Each round registers as a waiter
+        (``prepare_to_wait``), takes the lock, checks, drops the lock and sleeps only if no
+        :meth:`wake_up_all` came since registering, so a wake-up between the check and the
+        sleep is not lost. With ``timeout`` the limit applies to each sleep.
+        """
+        if not isinstance(lock, _ExclusiveLock):
+            raise LockingError(f"wait_event_locked({self.name}): {lock!r} is not a Mutex or SpinLock")
+        b = _backend
+        task = b.current()
+        might_sleep(f"wait_event_locked({self.name})")
+        if lock.owner is task:
+            raise DeadlockError(f"task {task.name} calls wait_event_locked({self.name}) holding {lock.name}")
+        while True:
+            b.point("prepare_to_wait", self)
+            with b.critical():
+                seen = self._wakes
+            lock.lock()
+            try:
+                ok = condition()
+            finally:
+                lock.unlock()
+            if ok:
+                return True
+            with b.critical():
+                if not b.wait_until(self, self._woken_since(seen), "wait_event", timeout):
+                    return False
+
+    def _woken_since(self, seen: int) -> Callable[[], bool]:
+        return lambda: self._wakes != seen
+
     def wake_up_all(self) -> None:
         """Wake every waiter so it re-checks its condition."""
         b = _backend
         with b.critical():
+            self._wakes += 1
             b.wake(self)
         b.point("wake_up", self)
 
