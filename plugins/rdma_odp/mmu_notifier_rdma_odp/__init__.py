@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, ClassVar
 
 from mmu_notifier import MM, Driver, Kernel, MisuseError, MMUNotifier, Range, hookimpl, sync, synchronize
 from mmu_notifier.exerciser import DEVICE_TRANSLATIONS, REFUSES_NONBLOCK, RELEASE
-from mmu_notifier_rdma_odp.compat import Workqueue
 from mmu_notifier_rdma_odp.config import RdmaOdpConfig
 from mmu_notifier_rdma_odp.device import IbUcontext, Mlx5Device, Mlx5Mr
 from mmu_notifier_rdma_odp.legacy import LegacyPerMm, LegacyScheme
@@ -50,7 +49,7 @@ class RdmaOdpDriver(Driver):
     ``pids`` stands for the task table: the pid of the process owning each
     mm. ``in_process(mm)`` marks the running model task as a thread of that
     process (``current->mm == mm``) for the duration of a system call; the
-    page-fault path and work items run outside any process.
+    page-fault path and work items (``schedule_work``) run outside any process.
     """
 
     name: ClassVar[str] = "rdma_odp"
@@ -64,7 +63,6 @@ class RdmaOdpDriver(Driver):
         super().__init__(config)
         self.stats: Counter[str] = Counter()
         self.scheme: PerMmScheme = LegacyScheme(self) if self.config.scheme == "5.3" else GetPutScheme(self)
-        self.system_wq = Workqueue("events")
         self.pids: dict[int, Pid] = {}
         self._current: dict[sync.Task, MM] = {}
 
@@ -107,7 +105,7 @@ class RdmaOdpDriver(Driver):
 
     def ib_uverbs_cleanup(self, kernel: Kernel) -> None:
         """Module exit: let queued leaf frees finish, then ``mmu_notifier_synchronize``."""
-        self.system_wq.flush()
+        kernel.system_wq.flush()
         synchronize(kernel)
 
     # -- ib_umem_notifiers -------------------------------------------------------------

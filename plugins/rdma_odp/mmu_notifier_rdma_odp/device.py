@@ -31,7 +31,7 @@ from mmu_notifier import MM, BadAddressError, InvalidArgumentError, NoMemoryErro
 from mmu_notifier.log import LOG
 from mmu_notifier.mm import TASK_SIZE
 from mmu_notifier.srcu import Srcu
-from mmu_notifier_rdma_odp.compat import Work, queue_work
+from mmu_notifier.workqueue import Work, schedule_work
 from mmu_notifier_rdma_odp.umem_odp import (
     EAGAIN,
     ODP_ACCESS_MASK,
@@ -207,7 +207,7 @@ class Mlx5Device:
             sync.yield_now()  # the test and the mark are two steps (one critical section when locked)
             umem.dying = True
             mr.parent.num_leaf_free += 1
-            queue_work(self.driver.system_wq, umem.work)
+            schedule_work(umem.work, umem.owning_mm.kernel)
 
     def _zap_mtt(self, mr: Mlx5Mr, umem: IbUmemOdp, start: int, end: int) -> None:
         """Zap the MTT of every page of ``[start, end)`` that has an access bit in the DMA list."""
@@ -270,7 +270,7 @@ class Mlx5Device:
                 return
             umem.dying = True
             imr.num_leaf_free += 1
-            queue_work(self.driver.system_wq, umem.work)
+            schedule_work(umem.work, umem.owning_mm.kernel)
         finally:
             if not take:
                 umem.umem_mutex.unlock()

@@ -48,9 +48,9 @@ from mmu_notifier import (
     put,
     sync,
 )
+from mmu_notifier.itree import IntervalTree
 from mmu_notifier.log import LOG
 from mmu_notifier.notifier import call_site, poison
-from mmu_notifier_rdma_odp.compat import IntervalTree
 
 if TYPE_CHECKING:
     from mmu_notifier_rdma_odp.config import RdmaOdpConfig
@@ -120,7 +120,7 @@ class IbUcontextPerMm(MMUNotifier):
     def __init__(self, owner: Owner, tgid: Pid) -> None:
         super().__init__()
         self.owner = owner
-        self.umem_tree: Any = IntervalTree()
+        self.umem_tree: IntervalTree[IbUmemOdp] = IntervalTree("ib_ucontext_per_mm.umem_tree")
         self.umem_rwsem = sync.RWSemaphore("ib_ucontext_per_mm.umem_rwsem")
         self.tgid = tgid
 
