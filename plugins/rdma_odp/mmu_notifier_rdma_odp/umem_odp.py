@@ -439,6 +439,7 @@ class GetPutScheme:
             return
         if self.owner.config.literal_release_tail:
             put(per_mm)
+            sync.yield_now()  # the task may be preempted between the put and the unlock
             per_mm.umem_rwsem.up_write()
             return
         # 5.4 writes put, then up_write, and relies on the SRCU grace period
@@ -446,6 +447,7 @@ class GetPutScheme:
         srcu = umem.owning_mm.kernel.srcu
         index = srcu.read_lock()
         put(per_mm)
+        sync.yield_now()
         per_mm.umem_rwsem.up_write()
         srcu.read_unlock(index)
 
