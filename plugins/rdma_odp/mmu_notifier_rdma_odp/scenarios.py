@@ -36,6 +36,7 @@ demand no WARN, no bug in a deferred callback and every object freed.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -89,10 +90,8 @@ def _finish(run: ScenarioInstance, kernel: Kernel, driver: RdmaOdpDriver, contex
 
 def _device_fault(device: Mlx5Device, mr: Any, address: int, write: bool = True) -> None:
     """One HCA fault; the errors a fault may legitimately end with (EAGAIN, EINVAL, EFAULT) are fine."""
-    try:
+    with contextlib.suppress(KernelError):
         device.page_fault(mr, address, write)
-    except KernelError:
-        pass
 
 
 def _coherent(mm: MM, device: Mlx5Device) -> None:
@@ -172,7 +171,7 @@ def double_leaf_free(scheme: str, unmap_takes_mutex: bool) -> ScenarioInstance:
 
 def put_vs_invalidation(put_outside: bool) -> ScenarioInstance:
     """The last umem of the mm is deregistered while an invalidation of another range runs."""
-    kernel, driver, mm, device, ctx = _world(bug_put_outside_rwsem=put_outside)
+    kernel, driver, mm, _device, ctx = _world(bug_put_outside_rwsem=put_outside)
     data = mm.mmap(PAGE)
     other = mm.mmap(PAGE)
     mm.fault(other, write=True)
@@ -186,7 +185,7 @@ def put_vs_invalidation(put_outside: bool) -> ScenarioInstance:
 
 def release_tail(literal: bool) -> ScenarioInstance:
     """The last deregistration alone: put, then ``up_write``, with the deferred free free to run."""
-    kernel, driver, mm, device, ctx = _world(literal_release_tail=literal)
+    kernel, driver, mm, _device, ctx = _world(literal_release_tail=literal)
     data = mm.mmap(PAGE)
     mr = ctx.reg_mr(data, PAGE)
     run = ScenarioInstance()
