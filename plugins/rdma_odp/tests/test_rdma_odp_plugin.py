@@ -1,0 +1,58 @@
+"""The plugin as installed: the conformance kit, the main job, the config model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pydantic
+import pytest
+
+from mmu_notifier_rdma_odp import RdmaOdpConfig
+
+#: what the 5.3 scheme cannot pass, and why (the README lists the same)
+FAILS_ON_5_3 = {
+    "test_one_subscription_per_mm": "one per_mm per (ucontext, mm): attaches from two contexts hold two",
+    "test_alloc_free_paired": "5.3 frees with unregister_no_release + call_srcu + kfree, never free_notifier",
+    "test_state_machine": "the same one-per-(ucontext, mm) registration, seen by the state machine's invariants",
+    "test_detach_after_exit_frees_once": "the free after exit is a kfree, never free_notifier",
+}
+
+
+def test_conformance_kit_passes_for_5_4() -> None:
+    run = subprocess.run([sys.executable, "-m", "mmu_notifier.conformance", "rdma_odp", "-q"],
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-4000:]
+
+
+@pytest.mark.slow
+def test_conformance_kit_for_5_3_fails_only_what_5_3_cannot_pass(tmp_path: Path) -> None:
+    config = tmp_path / "odp53.toml"
+    config.write_text('[drivers.rdma_odp]\nscheme = "5.3"\n')
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          "--pyargs", "mmu_notifier.conformance", "--mmu-driver", "rdma_odp",
+                          "--mmu-config", str(config)], capture_output=True, text=True, timeout=1800, cwd=tmp_path)
+    failed = {line.split("::")[1].split("[")[0] for line in run.stdout.splitlines() if line.startswith("FAILED")}
+    assert failed == set(FAILS_ON_5_3), run.stdout[-4000:]
+
+
+def test_main_job_drives_the_plugin_with_zero_violations() -> None:
+    run = subprocess.run([sys.executable, "-m", "mmu_notifier.cli", "run", "--json"], capture_output=True, text=True,
+                         timeout=900)
+    summary = json.loads(run.stdout)
+    odp = summary["drivers"]["rdma_odp"]
+    assert summary["violations"] == [] and odp["violations"] == []
+    assert odp["allocated"] == odp["freed"] > 0 and odp["device_faults"] > 0
+
+
+def test_config_defaults_and_validation() -> None:
+    config = RdmaOdpConfig()
+    assert (config.scheme, config.implicit_chunk_size, config.fault_timeout_ms) == ("5.4", 1 << 30, 1000)
+    assert not any(getattr(config, f) for f in RdmaOdpConfig.model_fields if f.startswith("bug_"))
+    assert all(field.description for field in RdmaOdpConfig.model_fields.values())
+    with pytest.raises(pydantic.ValidationError):
+        RdmaOdpConfig(scheme="5.5")  # type: ignore[arg-type]
+    with pytest.raises(pydantic.ValidationError):
+        RdmaOdpConfig(implicit_chunk_size=1000)
