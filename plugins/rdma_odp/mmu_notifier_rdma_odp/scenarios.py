@@ -21,7 +21,8 @@ and the fixed runs interleave exactly the same threads:
   ib_umem_odp_unmap_dma_pages()"): two invalidations empty one implicit
   child; with the unlocked test both count and queue its free, and the
   parent's teardown waits for ``num_leaf_free`` for ever (a deadlock with no
-  owner; in other schedules the re-queued free runs on the freed child).
+  owner; in other schedules the second invalidation reads ``mr->parent``
+  after the queued free cleared it, the kernel's NULL dereference).
 * H-6 ``put-outside-rwsem`` (a counterfactual, **no kernel shipped it**):
   the last put after ``up_write`` lets an invalidation start with
   ``users == 1`` and end with ``users == 0``, returning with the lock held.
@@ -240,7 +241,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     _scenario("double-leaf-free", functools.partial(double_leaf_free, "5.4", True),
               "H-4: two invalidations of one implicit child both see it empty and not dying, and queue "
               "its free twice: the parent's teardown waits for a count that never returns to zero "
-              "(or the re-queued free runs on the freed child)", "deadlock"),
+              "(or reads the parent the first free already cleared)", "deadlock"),
     _scenario("leaf-free", functools.partial(double_leaf_free, "5.4", False),
               "H-4 fixed: umem_mutex held across the unmap and the dying test"),
     _scenario("put-outside-rwsem", functools.partial(put_vs_invalidation, True),
