@@ -30,9 +30,8 @@ from typing import Any
 from greenlet import getcurrent, greenlet  # type: ignore[import-untyped]
 
 from mmu_notifier import sync
-from mmu_notifier.explore import Scenario, ScenarioInstance, explore
-from mmu_notifier.explore.scheduler import Execution
-from mmu_notifier.explore.strategies import RandomWalk
+from mmu_notifier.explore import Execution, RandomWalk, Scenario, ScenarioInstance
+from mmu_notifier.scenarios import explore
 
 
 def best_of(repeat: int, fn: Callable[[], float]) -> float:

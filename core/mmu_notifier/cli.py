@@ -1,9 +1,12 @@
 """The ``mmu-notifier`` command line.
 
 Every sub-command lives in the module of its job and registers itself through
-an ``add_commands(subparsers)`` function; this module only parses, dispatches
-and turns a :class:`UsageError` (or a config error) into a one-line message
-with exit code 2.
+an ``add_commands(subparsers)`` function, listed in :data:`COMMANDS`; this
+module only parses, dispatches and turns a
+:class:`~mmu_notifier.errors.UsageError` (or a config error) into a one-line
+message with exit code 2. Imports go one way: this module imports the
+sub-command modules, which import neither it nor each other (their shared
+checks are in :mod:`mmu_notifier.cli_common`).
 """
 
 from __future__ import annotations
@@ -11,29 +14,29 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from mmu_notifier import config as config_mod
 from mmu_notifier import plugins
-from mmu_notifier.errors import ConfigError
+from mmu_notifier.conformance import cli as conformance_cli
+from mmu_notifier.errors import ConfigError, UsageError
 from mmu_notifier.kernel import Kernel
+from mmu_notifier.scenarios import cli as explore_cli
+from mmu_notifier.workload import cli as run_cli
 
-
-class UsageError(Exception):
-    """Bad command-line input: printed as one line, exit code 2."""
+#: the sub-command modules' ``add_commands``, in the order ``--help`` lists them (after ``drivers``)
+COMMANDS: tuple[Callable[[Any], None], ...] = (
+    run_cli.add_commands,
+    explore_cli.add_commands,
+    conformance_cli.add_commands,
+)
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # argparse's own errors: one line, exit 2
         raise UsageError(message)
-
-
-def driver_configs(config_file: Path | None) -> dict[str, dict[str, Any]]:
-    """Driver settings from ``--config FILE`` and the environment (environment wins)."""
-    file_settings = config_mod.read_toml(config_file) if config_file else {}
-    return config_mod.merge_sources(file_settings, config_mod.read_environ())
 
 
 def _cmd_drivers(args: argparse.Namespace) -> int:
@@ -44,7 +47,7 @@ def _cmd_drivers(args: argparse.Namespace) -> int:
         model = getattr(entry_points[args.schema].load(), "config_model", config_mod.DriverConfig)
         print(json.dumps(model.model_json_schema(), indent=2))
         return 0
-    report = Kernel().drivers.load_entry_points(driver_configs(args.config))
+    report = Kernel().drivers.load_entry_points(config_mod.driver_configs(args.config))
     rows: list[dict[str, Any]] = []
     for name, ep in entry_points.items():
         ops = report.loaded.get(name)
@@ -76,14 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     drivers.add_argument("--config", type=Path, help="TOML file with [drivers.NAME] tables")
     drivers.add_argument("--json", action="store_true", help="print JSON")
     drivers.set_defaults(func=_cmd_drivers)
-    # sub-command modules import this one (UsageError), so they are imported here, late
-    from mmu_notifier.conformance.cli import add_commands as add_conformance
-    from mmu_notifier.explore.cli import add_commands as add_explore
-    from mmu_notifier.workload.cli import add_commands as add_run
-
-    add_run(sub)
-    add_explore(sub)
-    add_conformance(sub)
+    for add_commands in COMMANDS:
+        add_commands(sub)
     return parser
 
 

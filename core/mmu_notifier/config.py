@@ -69,6 +69,12 @@ def merge_sources(*sources: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[s
     return merged
 
 
+def driver_configs(config_file: Path | None) -> dict[str, dict[str, Any]]:
+    """Driver settings from a TOML file (``--config FILE``, if given) and the environment; the environment wins."""
+    file_settings = read_toml(config_file) if config_file else {}
+    return merge_sources(file_settings, read_environ())
+
+
 def validate(driver: str, model: type[DriverConfig], raw: Mapping[str, Any]) -> DriverConfig:
     """Build ``model`` from ``raw``; a :class:`ConfigError` names driver, field, value and reason."""
     try:

@@ -121,3 +121,13 @@ class ConfigError(Exception):
         super().__init__(f"driver {driver!r}: invalid config: {joined}")
         self.driver = driver
         self.problems = problems
+
+
+class UsageError(Exception):
+    """Bad input from whoever drives the model: a command-line argument, or an argument of the wrong kind.
+
+    The ``mmu-notifier`` command prints it as one line and exits with code 2;
+    the explorer's engine raises it when given a scenario's name where it takes
+    a :class:`~mmu_notifier.explore.Scenario` (names are looked up by
+    :mod:`mmu_notifier.scenarios`).
+    """

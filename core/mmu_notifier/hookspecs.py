@@ -22,11 +22,14 @@ Context rules, as in the kernel:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pluggy
 
 if TYPE_CHECKING:
+    from mmu_notifier.exerciser import Exerciser
+    from mmu_notifier.explore import Scenario
+    from mmu_notifier.kernel import Kernel
     from mmu_notifier.mm import MM
     from mmu_notifier.notifier import MMUNotifier
     from mmu_notifier.pagetable import PTE
@@ -142,7 +145,7 @@ CALLBACKS: tuple[str, ...] = (
 
 
 @hookspec(firstresult=True)
-def exerciser(kernel: Any) -> Any:
+def exerciser(kernel: Kernel) -> Exerciser:  # type: ignore[empty-body]
     """Return this driver's :class:`mmu_notifier.exerciser.Exerciser` bound to ``kernel``.
 
     The driver-neutral contract through which the conformance kit and the main
@@ -152,7 +155,7 @@ def exerciser(kernel: Any) -> Any:
 
 
 @hookspec
-def explore_scenarios() -> list[Any]:  # type: ignore[empty-body]
+def explore_scenarios() -> list[Scenario]:  # type: ignore[empty-body]
     """Scenarios (``mmu_notifier.explore.Scenario``) this plugin adds to the explorer.
 
     Called over every plugin; the results are concatenated.

@@ -12,13 +12,12 @@ from __future__ import annotations
 import errno
 from typing import ClassVar, cast
 
-from mmu_notifier_gntdev.driver import GntdevConfig, GntdevDriver, GntdevMM, GntdevPriv, GrantMap
-
 from mmu_notifier import legacy
 from mmu_notifier.config import DriverConfig
 from mmu_notifier.hookspecs import hookimpl
 from mmu_notifier.notifier import MMUNotifier
 from mmu_notifier.range import Range
+from mmu_notifier_gntdev import GntdevConfig, GntdevDriver, GntdevMM, GntdevPriv, GrantMap
 
 
 class FreeTwice(GntdevDriver):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from mmu_notifier.explore import Kind, explore, replay
+from mmu_notifier.explore import Kind
+from mmu_notifier.scenarios import explore, replay
 
 
 def test_unregister_no_release_race_is_found_by_random_within_1000() -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from mmu_notifier import sync
 from mmu_notifier.errors import DoubleFreeError, UseAfterFreeError
-from mmu_notifier.explore import Kind, LeakTracker, Scenario, ScenarioInstance, explore
-from mmu_notifier.explore.findings import from_exception
+from mmu_notifier.explore import Kind, LeakTracker, Scenario, ScenarioInstance
+from mmu_notifier.explore._findings import from_exception
+from mmu_notifier.scenarios import explore
 
 
 def test_use_after_free_reports_free_and_access_sites() -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from mmu_notifier.explore import explore, registry
 from mmu_notifier.explore.pytest_plugin import Explorer, explore_shards
+from mmu_notifier.scenarios import explore, scenarios
 
-GET_PUT = registry.scenarios()["get-put"]
+GET_PUT = scenarios()["get-put"]
 
 
 @pytest.mark.slow

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mmu_notifier.explore import explore, replay
+from mmu_notifier.scenarios import explore, replay
 
 
 def test_minimised_schedule_is_simpler_and_fails_the_same_way() -> None:

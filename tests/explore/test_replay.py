@@ -10,25 +10,25 @@ from hypothesis import strategies as st
 
 from mmu_notifier import sync
 from mmu_notifier.explore import (
+    PCT,
     DivergenceError,
+    Execution,
+    RandomWalk,
     Scenario,
     ScenarioInstance,
     Schedule,
     StaleScheduleError,
-    registry,
-    replay,
 )
-from mmu_notifier.explore.explorer import schedule_of
-from mmu_notifier.explore.scheduler import Execution
-from mmu_notifier.explore.strategies import PCT, RandomWalk
+from mmu_notifier.explore._explorer import schedule_of
+from mmu_notifier.scenarios import replay, scenarios
 
-BUILTINS = sorted(registry.scenarios())
+BUILTINS = sorted(scenarios())
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(name=st.sampled_from(BUILTINS), seed=st.integers(min_value=0, max_value=2**32), pct=st.booleans())
 def test_replay_reproduces_any_run_step_for_step(name: str, seed: int, pct: bool) -> None:
-    scenario = registry.scenarios()[name]
+    scenario = scenarios()[name]
     strategy = PCT(2, seed) if pct else RandomWalk(seed)
     strategy.start()
     original = Execution(scenario, strategy).run()

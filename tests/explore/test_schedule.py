@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mmu_notifier.explore.schedule import (
+from mmu_notifier.explore._schedule import (
     Schedule,
     ScheduleFormatError,
     decode_steps,

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 
 from mmu_notifier import sync
-from mmu_notifier.explore import Kind, Scenario, ScenarioInstance, Violation, explore
-from mmu_notifier.explore.scheduler import FINISHED, STEP_BOUND, Execution
-from mmu_notifier.explore.strategies import RandomWalk
+from mmu_notifier.explore import Execution, Kind, RandomWalk, Scenario, ScenarioInstance, Violation, explore
+from mmu_notifier.explore._scheduler import FINISHED, STEP_BOUND
 from mmu_notifier.srcu import Srcu
 
 

@@ -7,8 +7,9 @@ from math import comb
 import pytest
 
 from mmu_notifier import sync
-from mmu_notifier.explore import NondeterministicScenarioError, Scenario, ScenarioInstance, explore
-from mmu_notifier.explore.dfs import BoundedDFS, dependent
+from mmu_notifier.explore import BoundedDFS, NondeterministicScenarioError, Scenario, ScenarioInstance
+from mmu_notifier.explore._dfs import dependent
+from mmu_notifier.scenarios import explore
 
 
 def _yielders(a: int, b: int) -> Scenario:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from mmu_notifier.conformance.cli import main
+from mmu_notifier.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["conformance", *sys.argv[1:]]))

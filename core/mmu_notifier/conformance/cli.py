@@ -3,7 +3,8 @@
 The exit code is pytest's: 0 when every check passed, 1 when one failed
 (a broken driver fails, it is never skipped), 2 to 5 for pytest's own
 troubles. Wired into the main CLI by :func:`add_commands`; also runnable as
-``python -m mmu_notifier.conformance``.
+``python -m mmu_notifier.conformance`` (which calls the main CLI: this module
+never imports it).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import argparse
 import importlib.metadata
 import os
 import sys
-from collections.abc import Sequence
 from typing import Any
 
 PLUGIN = "mmu_notifier.conformance.plugin"
@@ -82,9 +82,3 @@ def add_commands(subparsers: Any) -> None:
     parser.add_argument("--junitxml", metavar="PATH", help="write a JUnit XML report")
     parser.set_defaults(func=run)
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m mmu_notifier.conformance [NAME...]``: ``mmu-notifier conformance`` by another name."""
-    from mmu_notifier.cli import main as cli_main  # the top-level CLI imports this module
-
-    return cli_main(["conformance", *(sys.argv[1:] if argv is None else argv)])

@@ -126,7 +126,7 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
 
 
 def _configs(config: pytest.Config) -> dict[str, dict[str, Any]]:
-    from mmu_notifier.cli import driver_configs
+    from mmu_notifier.config import driver_configs
 
     path = config.getoption("mmu_config")
     return driver_configs(Path(path) if path else None)

@@ -1,4 +1,4 @@
-"""The deterministic concurrency explorer: find lifetime races, replay them exactly.
+"""The deterministic concurrency explorer's engine: find lifetime races, replay them exactly.
 
 Model threads run one at a time on greenlets and switch only at the
 scheduling points of :mod:`mmu_notifier.sync`; a strategy (seeded random
@@ -7,17 +7,30 @@ Detectors report use after free, double free, leaks, deadlocks, sleeping in
 atomic context, lock-order inversions, exceptions and declared invariants;
 every finding comes with a schedule string that replays it step for step.
 
+The engine needs nothing of the model but :mod:`mmu_notifier.sync`,
+:mod:`mmu_notifier.srcu` and :mod:`mmu_notifier.errors`: it runs any
+:class:`Scenario` it is given. The scenario library (the built-ins, the
+plugins' scenarios and lookup by name) is :mod:`mmu_notifier.scenarios`.
+Everything public is listed in ``__all__``; the underscored modules are
+internals and may change without notice.
+
 Typical use::
 
     from mmu_notifier.explore import explore, replay
+    from mmu_notifier.scenarios import get
 
-    result = explore("unregister-no-release", strategy="pct", budget=200, seed=1)
+    scenario = get("unregister-no-release")
+    result = explore(scenario, strategy="pct", budget=200, seed=1)
     for finding in result.findings:
         print(finding.text())
-        replay("unregister-no-release", finding.schedule)
+        replay(scenario, finding.schedule)
+
+(``mmu_notifier.scenarios.explore("unregister-no-release", ...)`` does the
+lookup and the exploration in one call.)
 """
 
-from mmu_notifier.explore.explorer import (
+from mmu_notifier.explore._dfs import BoundedDFS
+from mmu_notifier.explore._explorer import (
     STRATEGIES,
     Exploration,
     Finding,
@@ -27,28 +40,35 @@ from mmu_notifier.explore.explorer import (
     make_strategy,
     replay,
 )
-from mmu_notifier.explore.findings import Kind, Problem
-from mmu_notifier.explore.registry import UnknownScenarioError, register, scenarios
-from mmu_notifier.explore.scenario import Leak, LeakTracker, Scenario, ScenarioInstance, Violation
-from mmu_notifier.explore.schedule import (
+from mmu_notifier.explore._findings import Kind, Leak, Problem, Violation
+from mmu_notifier.explore._scenario import LeakTracker, Scenario, ScenarioInstance
+from mmu_notifier.explore._schedule import (
     DivergenceError,
     ReplayError,
     Schedule,
     ScheduleFormatError,
     StaleScheduleError,
 )
-from mmu_notifier.explore.stats import Stats
+from mmu_notifier.explore._scheduler import Execution, Outcome
+from mmu_notifier.explore._stats import Stats
+from mmu_notifier.explore._strategies import PCT, RandomWalk, Strategy
+from mmu_notifier.explore._timeline import Step, Timeline
 
 __all__ = [
+    "PCT",
     "STRATEGIES",
+    "BoundedDFS",
     "DivergenceError",
+    "Execution",
     "Exploration",
     "Finding",
     "Kind",
     "Leak",
     "LeakTracker",
     "NondeterministicScenarioError",
+    "Outcome",
     "Problem",
+    "RandomWalk",
     "Replayed",
     "ReplayError",
     "Scenario",
@@ -57,11 +77,11 @@ __all__ = [
     "ScheduleFormatError",
     "StaleScheduleError",
     "Stats",
-    "UnknownScenarioError",
+    "Step",
+    "Strategy",
+    "Timeline",
     "Violation",
     "explore",
     "make_strategy",
-    "register",
     "replay",
-    "scenarios",
 ]

@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 
-from mmu_notifier.explore.explorer import Exploration, Replayed, explore, replay
-from mmu_notifier.explore.scenario import Scenario, ScenarioInstance
+from mmu_notifier.explore._explorer import Exploration, Replayed, explore, replay
+from mmu_notifier.explore._scenario import Scenario, ScenarioInstance
 
 SHARD_PARAM = "explore_shard"
 

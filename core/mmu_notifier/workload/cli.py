@@ -9,8 +9,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mmu_notifier import log, timeline_svg
-from mmu_notifier.cli import UsageError, driver_configs
+from mmu_notifier import log
+from mmu_notifier.cli_common import check_timeline_option
+from mmu_notifier.config import driver_configs
+from mmu_notifier.errors import UsageError
 from mmu_notifier.workload import model, runner, summary
 from mmu_notifier.workload.default import DEFAULT
 
@@ -56,8 +58,7 @@ def _workload(args: argparse.Namespace) -> model.Workload:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     workload = _workload(args)
-    if args.timeline is not None and args.timeline.suffix not in (".svg", ".html", ".htm"):
-        raise UsageError(f"--timeline {args.timeline}: expected a .svg or .html file name")
+    check_timeline_option(args.timeline)
     if args.threads is not None and args.threads < 1:
         raise UsageError("--threads must be at least 1")
     try:
@@ -82,7 +83,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         timeline = result.timeline
         if timeline is None:
             raise UsageError("--timeline needs the deterministic scheduler (drop --threads)")
-        timeline_svg.write(timeline, args.timeline, f"{workload.name} seed {seed}")
+        timeline.write(args.timeline, f"{workload.name} seed {seed}")
         doc["timeline"] = str(args.timeline)
     print(json.dumps(doc, indent=2) if args.json else summary.render(doc))
     return 0 if result.ok else 1

@@ -21,10 +21,7 @@ from typing import Any
 from mmu_notifier import sync
 from mmu_notifier.errors import KernelError
 from mmu_notifier.exerciser import Exerciser, Handle
-from mmu_notifier.explore.scenario import Scenario, ScenarioInstance
-from mmu_notifier.explore.scheduler import Execution, Outcome
-from mmu_notifier.explore.strategies import RandomWalk
-from mmu_notifier.explore.timeline import Timeline
+from mmu_notifier.explore import Execution, Outcome, RandomWalk, Scenario, ScenarioInstance, Timeline
 from mmu_notifier.invariants import Monitor
 from mmu_notifier.kernel import Kernel
 from mmu_notifier.mm import MM, RW, Prot

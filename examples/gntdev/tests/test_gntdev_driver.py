@@ -5,12 +5,12 @@ from __future__ import annotations
 import errno
 
 import pytest
-from mmu_notifier_gntdev import GntdevConfig, GntdevDriver, GntdevExerciser, GntdevMM
 
 import mmu_notifier as mn
 from mmu_notifier import notifier
 from mmu_notifier.errors import BadAddressError, ConfigError, InvalidArgumentError
 from mmu_notifier.range import Event, Range
+from mmu_notifier_gntdev import GntdevConfig, GntdevDriver, GntdevExerciser, GntdevMM
 
 PAGE = 4096
 

@@ -10,33 +10,47 @@ held. ``config.scheme`` selects the kernel:
 * ``"5.4"`` (default): after patches 09 and 10; registration is the last
   failable step of creation, CWSR set-up comes after and its failure leaves
   the process to mm teardown;
-* ``"legacy"``: 5.3; registration early, later failures unwind with
+* ``"5.3"``: registration early, later failures unwind with
   ``unregister_no_release`` and an immediate ``kfree``: the race of patch 09
   (:mod:`mmu_notifier_amdkfd.legacy`);
-* ``"get"``: the 2021 conversion; ``alloc_notifier`` finds the process in the
-  table, and a failed CWSR set-up is undone with ``put``.
+* ``"5.13"``: the 2021 conversion ("drm/amdkfd: Use mmu_notifier_get", first
+  shipped in Linux 5.13); ``alloc_notifier`` finds the process in the table,
+  and a failed CWSR set-up is undone with ``put``.
 
-A :class:`KfdDriver` object is the loaded module; its per-machine state (the
-process table, the allocators, the workqueues) is a
-:class:`~mmu_notifier_amdkfd.process.Kfd`, made on first use for each
+The scheme is chosen once, in :class:`KfdDriver`'s constructor, as a scheme
+object (:class:`~mmu_notifier_amdkfd.legacy.Scheme53`,
+:class:`~mmu_notifier_amdkfd.lifetime.Scheme54`,
+:class:`~mmu_notifier_amdkfd.lifetime.Scheme513`) that every hook and entry
+point delegates to. A :class:`KfdDriver` object is the loaded module; its
+per-machine state (the process table, the allocators, the workqueues) is a
+:class:`~mmu_notifier_amdkfd.lifetime.Kfd`, made on first use for each
 :class:`~mmu_notifier.Kernel` by :meth:`KfdDriver.kfd`. Importing this package
 configures no logging and starts no task.
+
+Modules: :mod:`~mmu_notifier_amdkfd.config`, :mod:`~mmu_notifier_amdkfd.kfd_process`
+(``struct kfd_process``), :mod:`~mmu_notifier_amdkfd.lifetime` (creation,
+krefs, release; the module state), :mod:`~mmu_notifier_amdkfd.process_table`,
+:mod:`~mmu_notifier_amdkfd.workqueue`, :mod:`~mmu_notifier_amdkfd.device`
+(GPUs, queues, id pools, IOMMUv2), :mod:`~mmu_notifier_amdkfd.faults`,
+:mod:`~mmu_notifier_amdkfd.legacy`, :mod:`~mmu_notifier_amdkfd.scenarios`,
+:mod:`~mmu_notifier_amdkfd.exerciser`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import TYPE_CHECKING, ClassVar, cast
 from weakref import WeakKeyDictionary
 
 from mmu_notifier import MM, Driver, MMUNotifier, hookimpl
 from mmu_notifier_amdkfd.config import FaultPoint, KfdConfig, KfdFaults
 from mmu_notifier_amdkfd.exerciser import CAPABILITIES, KfdExerciser
-from mmu_notifier_amdkfd.legacy import SchemeLegacy
-from mmu_notifier_amdkfd.process import Kfd, KfdProcess, KfdProcessNotifier, Scheme54, SchemeGet
+from mmu_notifier_amdkfd.kfd_process import KfdProcess, KfdProcessNotifier
+from mmu_notifier_amdkfd.legacy import Scheme53
+from mmu_notifier_amdkfd.lifetime import Kfd, Scheme54, Scheme513
 
 if TYPE_CHECKING:
     from mmu_notifier import Kernel
+    from mmu_notifier.explore import Scenario
     from mmu_notifier.plugins import MMUNotifierOps
 
 __version__ = "0.1.0"
@@ -52,8 +66,10 @@ __all__ = [
     "KfdProcessNotifier",
 ]
 
-#: The creation/teardown code of each kernel, by ``config.scheme``.
-SCHEMES: dict[str, Scheme54] = {"5.4": Scheme54(), "legacy": SchemeLegacy(), "get": SchemeGet()}
+#: The creation/teardown code of each kernel, by ``config.scheme`` (the kernel version that shipped it).
+SCHEMES: dict[str, type[Scheme54]] = {"5.3": Scheme53, "5.4": Scheme54, "5.13": Scheme513}
+#: The members of ``kfd_process_mmu_notifier_ops`` that only some kernels fill.
+SCHEME_OPS = frozenset({"alloc_notifier"})
 
 
 def _process(subscription: MMUNotifier) -> KfdProcess:
@@ -62,7 +78,13 @@ def _process(subscription: MMUNotifier) -> KfdProcess:
 
 
 class KfdDriver(Driver):
-    """The amdkfd module: notifier ops ``release`` and ``free_notifier`` (plus ``alloc_notifier`` for ``"get"``)."""
+    """The amdkfd module: notifier ops ``release`` and ``free_notifier`` (plus ``alloc_notifier`` from 5.13 on).
+
+    A callback of :data:`SCHEME_OPS` that the chosen kernel does not fill is
+    left out of the names the driver lists (``__dir__``), which is where
+    pluggy looks hooks up: it is then absent (``None``) from the ops table, as
+    a NULL member of that kernel's ``struct mmu_notifier_ops``.
+    """
 
     name: ClassVar[str] = "amdkfd"
     version: ClassVar[str] = __version__
@@ -70,22 +92,15 @@ class KfdDriver(Driver):
     required_hooks: ClassVar[tuple[str, ...]] = ("free_notifier", "release")
     capabilities: ClassVar[frozenset[str]] = CAPABILITIES
 
-    #: only with ``scheme = "get"``: the hook exists on that instance alone, as the ops member did
-    alloc_notifier: Callable[[MM], MMUNotifier]
-
     def __init__(self, config: KfdConfig | None = None) -> None:
         super().__init__(config)
         self.kfd_config = cast(KfdConfig, self.config)
-        self.scheme = SCHEMES[self.kfd_config.scheme]
+        self.scheme = SCHEMES[self.kfd_config.scheme]()
         self._kfds: WeakKeyDictionary[Kernel, Kfd] = WeakKeyDictionary()
-        scheme = self.scheme
-        if isinstance(scheme, SchemeGet):
 
-            def alloc_notifier(mm: MM) -> MMUNotifier:
-                """``kfd_process_alloc_notifier``: the notifier of the process already in the table."""
-                return scheme.alloc_notifier(self.kfd(mm.kernel), mm)
-
-            self.alloc_notifier = hookimpl(alloc_notifier)
+    def __dir__(self) -> list[str]:
+        """The driver's names, less the callbacks the kernel leaves NULL (pluggy registers what is listed)."""
+        return [name for name in super().__dir__() if name not in SCHEME_OPS or name in self.scheme.ops]
 
     def kfd(self, kernel: Kernel, ops: MMUNotifierOps | None = None) -> Kfd:
         """The module's state on ``kernel`` (``kfd_init``), made on first use.
@@ -102,6 +117,11 @@ class KfdDriver(Driver):
         return kfd
 
     @hookimpl
+    def alloc_notifier(self, mm: MM) -> MMUNotifier:
+        """``kfd_process_alloc_notifier`` (5.13): the notifier of the process already in the table."""
+        return cast(Scheme513, self.scheme).alloc_notifier(self.kfd(mm.kernel), mm)
+
+    @hookimpl
     def release(self, subscription: MMUNotifier, mm: MM) -> None:
         """``kfd_process_notifier_release``: the mm is going; tear the process down and drop the mm's reference."""
         process = _process(subscription)
@@ -115,12 +135,12 @@ class KfdDriver(Driver):
         process.kfd.unref_process(process)
 
     @hookimpl
-    def exerciser(self, kernel: Any) -> KfdExerciser:
+    def exerciser(self, kernel: Kernel) -> KfdExerciser:
         """The conformance exerciser on ``kernel``."""
         return KfdExerciser(self.kfd(kernel))
 
     @hookimpl
-    def explore_scenarios(self) -> list[Any]:
+    def explore_scenarios(self) -> list[Scenario]:
         """The open races of the three schemes (see :mod:`mmu_notifier_amdkfd.scenarios`)."""
         from mmu_notifier_amdkfd.scenarios import SCENARIOS
 

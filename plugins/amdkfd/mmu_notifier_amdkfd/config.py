@@ -18,8 +18,13 @@ Sizes follow the kernel's shapes, scaled so a test can exhaust them:
 core's ``[drivers.amdkfd]`` table::
 
     [drivers.amdkfd]
-    scheme = "legacy"
+    scheme = "5.3"
     faults.init_apertures = { nth = 1 }
+
+The scheme values are the kernel versions that shipped each driver: "5.3"
+(before the series), "5.4" (patches 09 and 10) and "5.13" (the 2021
+conversion to ``mmu_notifier_get``). The names of earlier releases,
+``"legacy"`` and ``"get"``, are accepted as deprecated aliases.
 """
 
 from __future__ import annotations
@@ -30,8 +35,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from mmu_notifier import DriverConfig
 
-#: The kernels the model can be: 5.4 (patches 09+10), 5.3 (before them), and the 2021 ``get`` conversion.
-Scheme = Literal["5.4", "legacy", "get"]
+#: The kernels the model can be: 5.4 (patches 09+10), 5.3 (before them), and 5.13 (the 2021 ``get`` conversion).
+Scheme = Literal["5.3", "5.4", "5.13"]
+#: The deprecated scheme names of earlier releases, and the kernel version each meant.
+SCHEME_ALIASES = {"legacy": "5.3", "get": "5.13"}
 
 
 class FaultPoint(BaseModel):
@@ -57,7 +64,7 @@ class KfdFaults(BaseModel):
 class KfdConfig(DriverConfig):
     """Configuration of the amdkfd driver model."""
 
-    scheme: Scheme = Field(default="5.4", description='"5.4" (default), "legacy" (5.3) or "get" (2021)')
+    scheme: Scheme = Field(default="5.4", description='"5.4" (default), "5.3" or "5.13" (the 2021 get conversion)')
     gpus: int = Field(default=1, ge=1, le=16, description="KFD devices (GPUs) in the topology")
     pasid_min: int = Field(default=1, ge=1, description="first PASID handed out (0 is never valid)")
     pasid_max: int = Field(default=0xFFFF, ge=1, le=0xFFFFF, description="last PASID handed out (20 bits at most)")
@@ -70,8 +77,13 @@ class KfdConfig(DriverConfig):
     @field_validator("scheme", mode="before")
     @classmethod
     def _scheme_number_as_text(cls, value: object) -> object:
-        """``MMU_NOTIFIER_AMDKFD__SCHEME=5.4`` (JSON) and ``scheme = 5.4`` (TOML) arrive as the number 5.4."""
-        return str(value) if isinstance(value, float) else value
+        """``MMU_NOTIFIER_AMDKFD__SCHEME=5.4`` (JSON) and ``scheme = 5.4`` (TOML) arrive as the number 5.4.
+
+        A deprecated name (``"legacy"``, ``"get"``) is mapped to its version.
+        """
+        if isinstance(value, float):
+            return str(value)
+        return SCHEME_ALIASES.get(value, value) if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _pasid_range_not_empty(self) -> KfdConfig:

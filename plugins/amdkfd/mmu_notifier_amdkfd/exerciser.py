@@ -2,7 +2,7 @@
 
 * ``attach`` is ``open("/dev/kfd")`` from a thread of the mm: it finds or
   creates the process, and creation ends in ``register`` (``get`` in the
-  ``"get"`` scheme);
+  ``"5.13"`` scheme);
 * ``map_range`` creates a user queue whose ring buffer is the range (queues
   take turns over the GPUs);
 * ``access`` is a GPU access through one of the process's queues: ATS through
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from mmu_notifier import MM
 from mmu_notifier.exerciser import DETACH_BY_EXIT, RELEASE, Handle
-from mmu_notifier_amdkfd.process import Kfd
+from mmu_notifier_amdkfd.lifetime import Kfd
 
 #: What the conformance kit may expect of amdkfd.
 CAPABILITIES = frozenset({RELEASE, DETACH_BY_EXIT})

@@ -25,13 +25,14 @@ the kref), the pair patch 10 calls identical to ``put`` + ``free_notifier``.
 from __future__ import annotations
 
 from mmu_notifier import MM, legacy, register
-from mmu_notifier_amdkfd.process import Kfd, KfdProcess, Scheme54, Unwind, mark
+from mmu_notifier_amdkfd.kfd_process import KfdProcess, mark
+from mmu_notifier_amdkfd.lifetime import Kfd, Scheme54, Unwind
 
 
-class SchemeLegacy(Scheme54):
-    """Linux 5.3: registration first, hand-written unwind after it, release with ``call_srcu``."""
+class Scheme53(Scheme54):
+    """Linux 5.3 (``scheme = "5.3"``): registration first, hand-written unwind after it, release with ``call_srcu``."""
 
-    name = "legacy"
+    name = "5.3"
 
     def create_process(self, kfd: Kfd, mm: MM) -> KfdProcess:
         """5.3 ``create_process``, CWSR set-up included; every failure after registration unwinds by hand."""

@@ -16,7 +16,7 @@ Every scenario has two model threads of one process and a finale:
 flow of patch 09's commit message; ``amdkfd-cwsr-race-*`` fail the CWSR
 ``vm_mmap`` with an aging walker (a munmap walker holds the mmap lock that
 the failing ``vm_mmap`` waits for, so it cannot meet the unwind there). The
-``legacy`` ones are reported as use-after-free; ``5.4`` and ``get`` are clean
+``legacy`` ones (scheme 5.3) are reported as use-after-free; ``5.4`` and ``get`` (5.13) are clean
 under bounded exhaustive search. The 5.3 unwind also leaks the lead-thread
 reference; the legacy scenarios leave that to the unit tests and exist to
 show the use-after-free.
@@ -37,12 +37,12 @@ import contextlib
 import functools
 
 from mmu_notifier import MM, Kernel, NoMemoryError
-from mmu_notifier.explore.scenario import Leak, Scenario, ScenarioInstance, Violation
+from mmu_notifier.explore import Leak, Scenario, ScenarioInstance, Violation
 from mmu_notifier.plugins import MMUNotifierOps
 from mmu_notifier_amdkfd import KfdDriver
 from mmu_notifier_amdkfd.config import FaultPoint, KfdConfig, KfdFaults, Scheme
 from mmu_notifier_amdkfd.faults import Step
-from mmu_notifier_amdkfd.process import Kfd
+from mmu_notifier_amdkfd.lifetime import Kfd
 
 
 @functools.cache
@@ -100,7 +100,7 @@ def open_race(scheme: Scheme, failing: Step, walker: str) -> ScenarioInstance:
         kfd.module_exit()
 
     run.finale = exit_and_unload
-    run.check(lambda: check_clean(kernel, kfd, lead_thread_leak_ok=scheme == "legacy"))
+    run.check(lambda: check_clean(kernel, kfd, lead_thread_leak_ok=scheme == "5.3"))
     return run
 
 
@@ -121,12 +121,12 @@ def evict_race() -> ScenarioInstance:
     return run
 
 
-def _scenario(scheme: Scheme, failing: Step, walker: str) -> Scenario:
+def _scenario(label: str, scheme: Scheme, failing: Step, walker: str) -> Scenario:
     family = "open-race" if failing == "init_apertures" else "cwsr-race"
-    legacy = scheme == "legacy"
+    legacy = scheme == "5.3"
     outcome = "use after free" if legacy else "clean"
     return Scenario(
-        f"amdkfd-{family}-{scheme}",
+        f"amdkfd-{family}-{label}",
         functools.partial(open_race, scheme, failing, walker),
         f"amdkfd {scheme}: {failing} fails in open while {walker} walks the notifiers ({outcome})",
         "use-after-free" if legacy else None,
@@ -135,10 +135,11 @@ def _scenario(scheme: Scheme, failing: Step, walker: str) -> Scenario:
 
 #: (failing step, walker) of the two open-race families
 _RACES: tuple[tuple[Step, str], ...] = (("init_apertures", "munmap"), ("cwsr", "young"))
-_SCHEMES: tuple[Scheme, ...] = ("legacy", "5.4", "get")
+#: (name part, scheme): the names are those of the first release ("legacy" is 5.3, "get" 5.13), so they still replay
+_SCHEMES: tuple[tuple[str, Scheme], ...] = (("legacy", "5.3"), ("5.4", "5.4"), ("get", "5.13"))
 
 SCENARIOS: tuple[Scenario, ...] = (
-    *(_scenario(scheme, failing, walker) for failing, walker in _RACES for scheme in _SCHEMES),
+    *(_scenario(label, scheme, failing, walker) for failing, walker in _RACES for label, scheme in _SCHEMES),
     Scenario(
         "amdkfd-evict-race-5.4",
         evict_race,

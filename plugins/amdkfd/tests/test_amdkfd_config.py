@@ -47,7 +47,7 @@ def test_the_documented_toml_table_configures_a_late_failure() -> None:
     text = '[drivers.amdkfd]\nscheme = "legacy"\nfaults.init_apertures = { nth = 1 }\n'
     config = validate("amdkfd", KfdConfig, tomllib.loads(text)["drivers"]["amdkfd"])
     assert isinstance(config, KfdConfig)
-    assert config.scheme == "legacy"
+    assert config.scheme == "5.3"
     assert config.faults.init_apertures == FaultPoint(nth=1)
 
 
@@ -58,7 +58,7 @@ def test_environment_variables_configure_scheme_and_faults() -> None:
     }
     config = validate("amdkfd", KfdConfig, read_environ(environ)["amdkfd"])
     assert isinstance(config, KfdConfig)
-    assert config.scheme == "get"
+    assert config.scheme == "5.13"
     assert config.faults.cwsr == FaultPoint(probability=0.25, seed=7)
 
 

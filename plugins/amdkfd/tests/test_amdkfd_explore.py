@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mmu_notifier.explore import Kind, explore, replay
-from mmu_notifier.explore.registry import scenarios
-from mmu_notifier.explore.timeline import Step
+from mmu_notifier.explore import Kind, Step, explore, replay
+from mmu_notifier.scenarios import scenarios
 from mmu_notifier_amdkfd.scenarios import SCENARIOS
 
 BY_NAME = {scenario.name: scenario for scenario in SCENARIOS}

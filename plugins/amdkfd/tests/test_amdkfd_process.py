@@ -9,7 +9,8 @@ import pytest
 
 from mmu_notifier import MM, NoMemoryError, Prot, get
 from mmu_notifier.errors import BusyError, InvalidArgumentError
-from mmu_notifier_amdkfd.process import CWSR_PAGES, NoSuchProcessError
+from mmu_notifier_amdkfd.kfd_process import CWSR_PAGES
+from mmu_notifier_amdkfd.lifetime import NoSuchProcessError
 
 Machine = Any  # conftest.Machine
 MakeMachine = Callable[..., Machine]
@@ -187,7 +188,7 @@ def test_the_gpu_view_is_the_cpu_page_table_while_a_queue_runs(machine: MakeMach
 
 def test_eviction_stops_the_queues_until_the_restore_work_ran(machine: MakeMachine) -> None:
     from mmu_notifier import sync
-    from mmu_notifier_amdkfd.process import Work
+    from mmu_notifier_amdkfd.workqueue import Work
 
     m = machine()
     mm, address = m.mm()
@@ -208,7 +209,7 @@ def test_eviction_stops_the_queues_until_the_restore_work_ran(machine: MakeMachi
 
 def test_release_cancels_a_pending_eviction(machine: MakeMachine) -> None:
     from mmu_notifier import sync
-    from mmu_notifier_amdkfd.process import Work
+    from mmu_notifier_amdkfd.workqueue import Work
 
     m = machine()
     mm, _ = m.mm()

@@ -5,19 +5,36 @@ thread state created with the mmap lock held for write takes its reference on
 the mm's GMS with ``mmu_notifier_get_locked``; the last drop of a thread state
 ``put``s it; the GMS is allocated by ``alloc_notifier`` and freed by
 ``free_notifier`` after a grace period. There is no ``release`` callback:
-teardown is driven by the puts alone. ``scheme = "legacy"`` loads the v5.3
-driver instead (see :mod:`mmu_notifier_gru.legacy`).
+teardown is driven by the puts alone. ``scheme = "5.3"`` models the driver
+before the series instead (:mod:`mmu_notifier_gru.legacy`).
+
+The package's modules: :mod:`~mmu_notifier_gru.config` (module parameters),
+:mod:`~mmu_notifier_gru.gru_mm_struct` (the GMS and the v5.4 references),
+:mod:`~mmu_notifier_gru.device` (chiplets, TLBs, thread states and the
+driver paths), :mod:`~mmu_notifier_gru.legacy` (v5.3),
+:mod:`~mmu_notifier_gru.scenarios` and :mod:`~mmu_notifier_gru.exerciser`.
 """
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import TYPE_CHECKING, cast
 
-import mmu_notifier
-from mmu_notifier import MM, MMUNotifier, hookimpl
+from mmu_notifier import MM, Kernel, MMUNotifier, Range, hookimpl
 from mmu_notifier_gru.config import GruConfig
-from mmu_notifier_gru.device import GruMMStruct, GruState, GruThreadState
-from mmu_notifier_gru.driver import GSEG_PAGESIZE, GruDriverBase
+from mmu_notifier_gru.device import (
+    GSEG_PAGESIZE,
+    GruDriverBase,
+    GruScheme,
+    GruState,
+    GruThreadState,
+    gru_flush_tlb_range,
+)
+from mmu_notifier_gru.gru_mm_struct import GruMMStruct, GruScheme54
+from mmu_notifier_gru.legacy import GruScheme53
+
+if TYPE_CHECKING:
+    from mmu_notifier.explore import Scenario
+    from mmu_notifier_gru.exerciser import GruExerciser
 
 __all__ = [
     "GSEG_PAGESIZE",
@@ -29,40 +46,83 @@ __all__ = [
     "GruThreadState",
 ]
 
+#: The builds by ``config.scheme``: the kernel version that shipped each.
+SCHEMES: dict[str, type[GruScheme]] = {"5.3": GruScheme53, "5.4": GruScheme54}
+#: The members of ``gru_mmuops`` that only some builds fill.
+SCHEME_OPS = frozenset({"alloc_notifier", "free_notifier", "release"})
+
 
 class GruDriver(GruDriverBase):
-    """The v5.4 GRU driver: ``gru_mmuops`` is start, end, alloc_notifier and free_notifier.
+    """The GRU module; ``gru_mmuops`` is the chosen build's table.
 
-    Constructing it with ``scheme = "legacy"`` gives the v5.3 build
-    (:class:`mmu_notifier_gru.legacy.LegacyGruDriver`) instead: the two
-    builds have different ops tables, as two versions of the module do.
+    The build is chosen here, once, from ``config.scheme``: v5.4's table is
+    start, end, ``alloc_notifier`` and ``free_notifier``; v5.3's is start, end
+    and ``release``. A callback of :data:`SCHEME_OPS` that the build does
+    not fill is left out of the names the driver lists (``__dir__``), which
+    is where pluggy looks hooks up: it is then absent (``None``) from the
+    ops table, as a NULL member of the build's ``struct mmu_notifier_ops``.
     """
 
     version = "5.4"
-    required_hooks = ("alloc_notifier", "free_notifier", "invalidate_range_start", "invalidate_range_end")
+    required_hooks = ("invalidate_range_start", "invalidate_range_end")
 
-    def __new__(cls, config: GruConfig | None = None) -> Any:
-        if cls is GruDriver and config is not None and config.scheme == "legacy":
-            from mmu_notifier_gru.legacy import LegacyGruDriver
+    def __init__(self, config: GruConfig | None = None) -> None:
+        super().__init__(config)
+        self.scheme = SCHEMES[self.config.scheme]()
+        # the module version is the build's ("5.3" or "5.4")
+        self.version = self.scheme.version  # type: ignore[misc]
 
-            return LegacyGruDriver(config)
-        return super().__new__(cls)
+    def __dir__(self) -> list[str]:
+        """The driver's names, less the callbacks the build leaves NULL (pluggy registers what is listed)."""
+        return [name for name in super().__dir__() if name not in SCHEME_OPS or name in self.scheme.ops]
 
-    def gru_register_mmu_notifier(self, mm: MM) -> GruMMStruct:
-        """``gru_register_mmu_notifier``: ``mmu_notifier_get_locked`` on ``mm`` (mmap lock held for write)."""
-        return cast(GruMMStruct, mmu_notifier.get_locked(self, mm))
+    # -- gru_mmuops (grutlbpurge.c) -----------------------------------------
+    @hookimpl
+    def invalidate_range_start(self, subscription: MMUNotifier, range: Range) -> int:
+        """``gru_invalidate_range_start``: count the range in flight, then flush it from every chiplet.
 
-    def gru_drop_mmu_notifier(self, gms: GruMMStruct, mm: MM) -> None:
-        """``gru_drop_mmu_notifier``: ``mmu_notifier_put``; the last one frees the GMS after a grace period."""
-        mmu_notifier.put(gms)
+        Never sleeps and never refuses, whatever ``range.blockable`` says.
+        """
+        gms = cast(GruMMStruct, subscription)
+        self._stat("mmu_invalidate_range")
+        gms.ms_range_active.inc()
+        gru_flush_tlb_range(gms, self.gru_base, range.start, range.end - range.start, range.mm.page_shift)
+        return 0
+
+    @hookimpl
+    def invalidate_range_end(self, subscription: MMUNotifier, range: Range) -> None:
+        """``gru_invalidate_range_end``: one range fewer in flight; wake every dropin waiting for zero."""
+        gms = cast(GruMMStruct, subscription)
+        gms.ms_range_active.dec()
+        gms.ms_wait_queue.wake_up_all()
 
     @hookimpl
     def alloc_notifier(self, mm: MM) -> MMUNotifier:
-        """``gru_alloc_notifier``: a zeroed GMS (no ASIDs, nothing in flight)."""
+        """``gru_alloc_notifier`` (5.4): a zeroed GMS (no ASIDs, nothing in flight)."""
         self._stat("gms_alloc")
         return GruMMStruct(len(self.gru_base))
 
     @hookimpl
     def free_notifier(self, subscription: MMUNotifier) -> None:
-        """``gru_free_notifier``: the GMS is freed (the core poisons it). Atomic context: nothing sleeps."""
+        """``gru_free_notifier`` (5.4): the GMS is freed (the core poisons it). Atomic context: nothing sleeps."""
         self._stat("gms_free")
+
+    @hookimpl
+    def release(self, subscription: MMUNotifier, mm: MM) -> None:
+        """``gru_release`` (5.3): only remember that the mm is going away (unlocked store)."""
+        cast(GruScheme53, self.scheme).release(subscription)
+
+    # -- model plumbing ------------------------------------------------------
+    @hookimpl
+    def exerciser(self, kernel: Kernel) -> GruExerciser:
+        """The conformance exerciser bound to ``kernel``."""
+        from mmu_notifier_gru.exerciser import GruExerciser
+
+        return GruExerciser(self, kernel)
+
+    @hookimpl
+    def explore_scenarios(self) -> list[Scenario]:
+        """The gru scenarios: the v5.3 races and the same flows under v5.4, plus dropin vs invalidation."""
+        from mmu_notifier_gru.scenarios import SCENARIOS
+
+        return list(SCENARIOS)

@@ -3,9 +3,12 @@
 The numbers a real GRU fixes in hardware (16 contexts per chiplet, ASIDs in
 steps of 8 up to ``MAX_ASID``) are the upper bounds here; a test may ask for a
 smaller machine (one chiplet, four TLB entries, a tiny ASID range) to reach
-capacity eviction and ASID wrap quickly. ``scheme`` picks the driver build:
-``"getput"`` is the v5.4 driver, ``"legacy"`` the v5.3 one with its own
-lookup, refcount and ``ms_released`` flag.
+capacity eviction and ASID wrap quickly. ``scheme`` picks the driver build
+by the kernel version that shipped it: ``"5.4"`` is the driver after patch 04
+of the get/put series, ``"5.3"`` the one before, with its own lookup,
+refcount and ``ms_released`` flag. The names of earlier releases
+(``"getput"``, ``"legacy"``) are still accepted and mapped, as deprecated
+aliases.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ ASID_INC = 8
 MIN_ASID = 8
 #: ``MAX_ASID``: the largest ASID the hardware accepts.
 MAX_ASID = 0xFFFFF0
+#: The deprecated scheme names of earlier releases, and the kernel version each meant.
+SCHEME_ALIASES = {"legacy": "5.3", "getput": "5.4"}
+
 #: Chiplets the model supports (the per-mm ``ms_asidmap`` is modelled as one word per 64 chiplets; one suffices).
 MAX_CHIPLETS = 64
 
@@ -31,8 +37,8 @@ MAX_CHIPLETS = 64
 class GruConfig(DriverConfig):
     """``[drivers.gru]``: the machine's GRU chiplets and the driver build."""
 
-    #: ``"getput"`` (v5.4: mmu_notifier_get_locked/put) or ``"legacy"`` (v5.3: own lookup and refcount)
-    scheme: Literal["getput", "legacy"] = "getput"
+    #: ``"5.4"`` (mmu_notifier_get_locked/put) or ``"5.3"`` (own lookup and refcount)
+    scheme: Literal["5.3", "5.4"] = "5.4"
     #: GRU chiplets in the machine
     chiplets: int = 2
     #: hardware contexts (CCHs) per chiplet
@@ -45,6 +51,14 @@ class GruConfig(DriverConfig):
     asid_max: int = MAX_ASID
     #: how a device TLB miss reaches the driver: ``"interrupt"`` (gru_intr) or ``"call_os"`` (user call-OS ioctl)
     dropin_mode: Literal["interrupt", "call_os"] = "call_os"
+
+    @field_validator("scheme", mode="before")
+    @classmethod
+    def _scheme_alias(cls, value: object) -> object:
+        """Map a deprecated name to its version; a TOML/env ``5.4`` arrives as a number and is read as text."""
+        if isinstance(value, float):
+            return str(value)
+        return SCHEME_ALIASES.get(value, value) if isinstance(value, str) else value
 
     @field_validator("chiplets")
     @classmethod
@@ -90,3 +104,4 @@ class GruConfig(DriverConfig):
                 "or a chiplet whose every context is loaded could find no ASID to hand out"
             )
         return self
+

@@ -21,7 +21,7 @@ from mmu_notifier.exerciser import Handle
 from mmu_notifier_gru.device import GruThreadState
 
 if TYPE_CHECKING:
-    from mmu_notifier_gru.driver import GruDriverBase
+    from mmu_notifier_gru.device import GruDriverBase
 
 
 class GruExerciser:

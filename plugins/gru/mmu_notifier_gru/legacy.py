@@ -1,4 +1,4 @@
-"""The v5.3 GRU driver: its own GMS lookup, its own refcount, and ``ms_released``.
+"""The v5.3 GRU driver (``scheme = "5.3"``): its own GMS lookup, its own refcount, and ``ms_released``.
 
 Before patch 04 the driver managed the per-mm GMS by hand:
 
@@ -21,11 +21,13 @@ each access as a racy shared-memory access.
 
 from __future__ import annotations
 
-from typing import cast
+from typing import TYPE_CHECKING, ClassVar, cast
 
-from mmu_notifier import MM, MMUNotifier, hookimpl, legacy, register_locked, sync, unregister
-from mmu_notifier_gru.device import GruMMStruct
-from mmu_notifier_gru.driver import GruDriverBase
+from mmu_notifier import MM, MMUNotifier, legacy, register_locked, sync, unregister
+from mmu_notifier_gru.gru_mm_struct import GruMMStruct
+
+if TYPE_CHECKING:
+    from mmu_notifier_gru.device import GruDriverBase
 
 
 class LegacyGruMMStruct(GruMMStruct):
@@ -38,13 +40,14 @@ class LegacyGruMMStruct(GruMMStruct):
         self.ms_released = False
 
 
-class LegacyGruDriver(GruDriverBase):
-    """The v5.3 GRU driver: ``gru_mmuops`` is start, end and release; no alloc/free_notifier."""
+class GruScheme53:
+    """The v5.3 build: ``gru_mmuops`` is start, end and release; no alloc/free_notifier."""
 
-    version = "5.3"
-    required_hooks = ("invalidate_range_start", "invalidate_range_end", "release")
+    version: ClassVar[str] = "5.3"
+    #: the members of ``gru_mmuops`` this build fills
+    ops: ClassVar[frozenset[str]] = frozenset({"invalidate_range_start", "invalidate_range_end", "release"})
 
-    def mmu_find_ops(self, mm: MM) -> LegacyGruMMStruct | None:
+    def mmu_find_ops(self, driver: GruDriverBase, mm: MM) -> LegacyGruMMStruct | None:
         """``mmu_find_ops``: the first subscription of this driver on ``mm``, found under plain RCU.
 
         Not an SRCU read section: nothing the notifier core frees waits for it.
@@ -52,7 +55,7 @@ class LegacyGruDriver(GruDriverBase):
         container = mm.mmu_notifier_mm
         if container is None:
             return None
-        ops = mm.kernel.drivers.ops_of(self)
+        ops = mm.kernel.drivers.ops_of(driver)
         walk_point = sync.backend().walk_point
         for sub in container.subscriptions:
             if walk_point is not None:
@@ -61,22 +64,22 @@ class LegacyGruDriver(GruDriverBase):
                 return cast(LegacyGruMMStruct, sub)
         return None
 
-    def gru_register_mmu_notifier(self, mm: MM) -> GruMMStruct:
+    def gru_register_mmu_notifier(self, driver: GruDriverBase, mm: MM) -> GruMMStruct:
         """v5.3 ``gru_register_mmu_notifier``: reuse the GMS found on the list, else allocate and register one."""
-        gms = self.mmu_find_ops(mm)
+        gms = self.mmu_find_ops(driver, mm)
         if gms is not None:
             gms.ms_refcnt.inc()
             return gms
-        gms = LegacyGruMMStruct(len(self.gru_base))
-        self._stat("gms_alloc")
+        gms = LegacyGruMMStruct(len(driver.gru_base))
+        driver._stat("gms_alloc")
         try:
-            register_locked(gms, mm, driver=self)
+            register_locked(gms, mm, driver=driver)
         except Exception:
             legacy.kfree(gms)
             raise
         return gms
 
-    def gru_drop_mmu_notifier(self, gms: GruMMStruct, mm: MM) -> None:
+    def gru_drop_mmu_notifier(self, driver: GruDriverBase, gms: GruMMStruct, mm: MM) -> None:
         """v5.3 ``gru_drop_mmu_notifier``: at refcount 0, unregister unless released, then free at once."""
         old = cast(LegacyGruMMStruct, gms)
         if old.ms_refcnt.dec() == 0:
@@ -84,10 +87,9 @@ class LegacyGruDriver(GruDriverBase):
             if not old.ms_released:
                 unregister(old, mm)
             legacy.kfree(old)
-            self._stat("gms_free")
+            driver._stat("gms_free")
 
-    @hookimpl
-    def release(self, subscription: MMUNotifier, mm: MM) -> None:
+    def release(self, subscription: MMUNotifier) -> None:
         """``gru_release``: only remember that the mm is going away (unlocked store)."""
         sync.yield_now()  # unlocked store to ms_released
         cast(LegacyGruMMStruct, subscription).ms_released = True

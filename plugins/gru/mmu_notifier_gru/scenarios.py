@@ -32,7 +32,7 @@ from collections.abc import Callable
 from mmu_notifier import MM, Event, Kernel, Range, notifier
 from mmu_notifier.explore import Leak, Scenario, ScenarioInstance, Violation
 from mmu_notifier_gru import GruConfig, GruDriver
-from mmu_notifier_gru.driver import GruDriverBase
+from mmu_notifier_gru.device import GruDriverBase
 
 Build = Callable[[], ScenarioInstance]
 
@@ -109,7 +109,7 @@ def release_vs_drop(scheme: str) -> ScenarioInstance:
 
 def dropin_vs_invalidate(dropin_mode: str) -> ScenarioInstance:
     """A device TLB miss on a page that reclaim invalidates at the same time (v5.4)."""
-    kernel, driver, mm = _world("getput", dropin_mode)
+    kernel, driver, mm = _world("5.4", dropin_mode)
     data = mm.mmap(mm.page_size)
     mm.fault(data, write=True)
     gseg = driver.gru_file_mmap(mm)
@@ -141,24 +141,24 @@ def _scenario(name: str, build: Build, description: str, expect: str | None = No
 SCENARIOS: tuple[Scenario, ...] = (
     _scenario(
         "gru-legacy-drop-vs-register",
-        functools.partial(drop_vs_register, "legacy"),
+        functools.partial(drop_vs_register, "5.3"),
         "v5.3 gru: a register finds and re-references the GMS a concurrent last drop is freeing",
         "use-after-free",
     ),
     _scenario(
         "gru-drop-vs-register",
-        functools.partial(drop_vs_register, "getput"),
+        functools.partial(drop_vs_register, "5.4"),
         "v5.4 gru: the same flow with get_locked/put: a dying GMS is unlinked before anyone can find it",
     ),
     _scenario(
         "gru-legacy-release-vs-drop",
-        functools.partial(release_vs_drop, "legacy"),
+        functools.partial(release_vs_drop, "5.3"),
         "v5.3 gru: release sets ms_released, the last drop frees with no grace period under a walker",
         "use-after-free",
     ),
     _scenario(
         "gru-release-vs-drop",
-        functools.partial(release_vs_drop, "getput"),
+        functools.partial(release_vs_drop, "5.4"),
         "v5.4 gru: no release callback; the last put's free waits for every walker",
     ),
     _scenario(

@@ -12,12 +12,12 @@ import mmu_notifier as mn
 from mmu_notifier.config import validate
 from mmu_notifier_gru import GruConfig, GruDriver
 from mmu_notifier_gru.config import ASID_INC, MAX_ASID, MAX_CONTEXTS
-from mmu_notifier_gru.legacy import LegacyGruDriver
+from mmu_notifier_gru.legacy import GruScheme53
 
 
 def test_defaults_are_the_v54_driver_on_a_two_chiplet_machine() -> None:
     config = GruConfig()
-    assert (config.scheme, config.chiplets, config.contexts_per_chiplet) == ("getput", 2, MAX_CONTEXTS)
+    assert (config.scheme, config.chiplets, config.contexts_per_chiplet) == ("5.4", 2, MAX_CONTEXTS)
     assert (config.asid_min, config.asid_max, config.dropin_mode) == (8, MAX_ASID, "call_os")
 
 
@@ -33,7 +33,7 @@ def test_defaults_are_the_v54_driver_on_a_two_chiplet_machine() -> None:
         ({"asid_max": MAX_ASID + 8}, "asid_max", "multiple of 8 between"),
         ({"asid_min": 8, "asid_max": 64}, "<config>", "holds 7 ASID(s); it must hold more than contexts_per_chiplet"),
         ({"dropin_mode": "polling"}, "dropin_mode", "'interrupt' or 'call_os'"),
-        ({"scheme": "v5.2"}, "scheme", "'getput' or 'legacy'"),
+        ({"scheme": "v5.2"}, "scheme", "'5.3' or '5.4'"),
         ({"chiplet": 2}, "chiplet", "Extra inputs are not permitted"),
     ],
 )
@@ -73,7 +73,7 @@ def test_entry_point_loading_applies_the_config_and_reports_an_invalid_one() -> 
 def test_scheme_legacy_loads_the_v53_ops_table_and_getput_the_v54_one() -> None:
     kernel = mn.Kernel(frames=16)
     legacy = kernel.drivers.load_entry_points({"gru": {"scheme": "legacy"}}, only=["gru"]).loaded["gru"]
-    assert isinstance(legacy.driver, LegacyGruDriver) and legacy.version == "5.3"
+    assert isinstance(legacy.driver.scheme, GruScheme53) and legacy.version == "5.3"
     assert legacy.release is not None and legacy.alloc_notifier is None and legacy.free_notifier is None
     current = mn.Kernel(frames=16).drivers.load_entry_points(only=["gru"]).loaded["gru"]
     assert current.version == "5.4" and current.release is None

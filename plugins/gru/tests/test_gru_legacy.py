@@ -11,7 +11,7 @@ import pytest
 
 import mmu_notifier as mn
 from mmu_notifier.explore import Kind, explore, replay
-from mmu_notifier_gru import GruDriverBase, GruMMStruct
+from mmu_notifier_gru import GruDriver, GruDriverBase, GruMMStruct
 from mmu_notifier_gru.device import gru_flush_tlb_range
 from mmu_notifier_gru.legacy import LegacyGruMMStruct
 from mmu_notifier_gru.scenarios import SCENARIOS
@@ -129,8 +129,8 @@ def test_a_start_that_flushes_without_counting_the_range_is_caught(monkeypatch: 
         assert isinstance(subscription, GruMMStruct)
         subscription.ms_wait_queue.wake_up_all()
 
-    monkeypatch.setattr(GruDriverBase, "invalidate_range_start", uncounted_start)
-    monkeypatch.setattr(GruDriverBase, "invalidate_range_end", waking_end)
+    monkeypatch.setattr(GruDriver, "invalidate_range_start", uncounted_start)
+    monkeypatch.setattr(GruDriver, "invalidate_range_end", waking_end)
     result = explore(BY_NAME["gru-dropin-vs-invalidate"], "dfs", budget=100_000, minimise_budget=0, reproduce=0)
     assert result.bugs and result.bugs[0].problem.kind is Kind.INVARIANT
     assert "stale dropin" in result.bugs[0].problem.message

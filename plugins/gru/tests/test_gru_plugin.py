@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import mmu_notifier as mn
+from mmu_notifier import scenarios as registry
 from mmu_notifier.exerciser import DEVICE_TRANSLATIONS, Exerciser
-from mmu_notifier.explore import registry
 from mmu_notifier.plugins import available_drivers
 from mmu_notifier_gru import GruDriver
 

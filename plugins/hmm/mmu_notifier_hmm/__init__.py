@@ -5,23 +5,27 @@ One :class:`~mmu_notifier_hmm.hmm.Hmm` (``struct hmm``) per mm is the mm's
 (:mod:`mmu_notifier_hmm.mirror`); drivers track CPU page-table changes over
 address ranges with the range API (:mod:`mmu_notifier_hmm.range`); a model
 device mirror like nouveau's SVM shows the documented fault loop
-(:mod:`mmu_notifier_hmm.device`). ``scheme = "legacy"`` swaps in the 5.3
+(:mod:`mmu_notifier_hmm.device`). ``scheme = "5.3"`` swaps in the 5.3
 object with its own kref (:mod:`mmu_notifier_hmm.legacy`).
 
-The driver's notifier callbacks forward to the subscription object, whose
-class carries the scheme: 5.4's are plain, 5.3's run under a temporary kref.
+The scheme is chosen once, in :class:`HmmDriver`'s constructor: the scheme
+object (:class:`~mmu_notifier_hmm.hmm.HmmScheme54` or
+:class:`~mmu_notifier_hmm.legacy.HmmScheme53`) makes and references the
+struct hmm. The driver's notifier callbacks forward to the subscription
+object, whose class carries the scheme: 5.4's are plain, 5.3's run under a
+temporary kref.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from mmu_notifier import MM, Driver, Kernel, MisuseError, Range, get_locked, hookimpl
+from mmu_notifier import MM, Driver, Kernel, Range, hookimpl
 from mmu_notifier.exerciser import DEVICE_TRANSLATIONS, REFUSES_NONBLOCK, RELEASE
 from mmu_notifier_hmm.config import HmmConfig
 from mmu_notifier_hmm.device import DeviceMirror
-from mmu_notifier_hmm.hmm import Hmm
-from mmu_notifier_hmm.legacy import BackPointers, LegacyHmm, hmm_get_or_create
+from mmu_notifier_hmm.hmm import Hmm, HmmScheme54
+from mmu_notifier_hmm.legacy import BackPointers, HmmScheme53, LegacyHmm
 from mmu_notifier_hmm.mirror import HmmMirror, mirror_register, mirror_unregister
 from mmu_notifier_hmm.range import (
     HmmPfn,
@@ -77,6 +81,11 @@ class HmmDriver(Driver):
     def __init__(self, config: HmmConfig | None = None) -> None:
         super().__init__(config)
         self.back_pointers: BackPointers = {}
+        self.scheme: HmmScheme53 | HmmScheme54 = (
+            HmmScheme53(self.back_pointers, self.config.legacy_srcu_fix)
+            if self.config.scheme == "5.3"
+            else HmmScheme54()
+        )
 
     def hmm_get_locked(self, mm: MM) -> Hmm:
         """The mm's struct hmm with one more reference; the caller holds the mmap lock for write.
@@ -84,19 +93,13 @@ class HmmDriver(Driver):
         5.4: ``mmu_notifier_get_locked`` (allocating through
         :meth:`alloc_notifier` on first use). 5.3: ``hmm_get_or_create``.
         """
-        if self.config.scheme == "legacy":
-            return hmm_get_or_create(self, self.back_pointers, self.config.legacy_srcu_fix, mm)
-        hmm = get_locked(self, mm)
-        assert isinstance(hmm, Hmm)
-        return hmm
+        return self.scheme.hmm_get_locked(self, mm)
 
     # -- mmu_notifier_ops ------------------------------------------------------
     @hookimpl
     def alloc_notifier(self, mm: MM) -> Hmm:
-        """``hmm_alloc_notifier``: a fresh struct hmm, no mirror, no range, nothing in flight."""
-        if self.config.scheme == "legacy":
-            raise MisuseError("the 5.3 struct hmm is created by hmm_get_or_create, not by mmu_notifier_get")
-        return Hmm()
+        """``hmm_alloc_notifier``: a fresh struct hmm, no mirror, no range, nothing in flight (5.4 only)."""
+        return self.scheme.alloc_notifier(mm)
 
     @hookimpl
     def free_notifier(self, subscription: Hmm) -> None:

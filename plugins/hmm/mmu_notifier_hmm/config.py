@@ -3,10 +3,12 @@
 Two groups of settings:
 
 * which ``struct hmm`` life cycle to model: the Linux 5.4 one built on
-  ``mmu_notifier_get_locked``/``mmu_notifier_put`` (``scheme = "getput"``, the
+  ``mmu_notifier_get_locked``/``mmu_notifier_put`` (``scheme = "5.4"``, the
   default) or the 5.3 one with its own kref and the ``mm->hmm`` back pointer
-  (``scheme = "legacy"``), the latter with or without the 5.3 fix that defers
-  the free past an SRCU grace period (``legacy_srcu_fix``);
+  (``scheme = "5.3"``), the latter with or without the 5.3 fix that defers
+  the free past an SRCU grace period (``legacy_srcu_fix``). The names of
+  earlier releases (``"getput"``, ``"legacy"``) are accepted as deprecated
+  aliases;
 * how the model device mirror (:mod:`mmu_notifier_hmm.device`) behaves: the
   size of its page table, how long a fault waits for its range to become
   valid, which non-blockable ranges it refuses, and which collision check its
@@ -17,9 +19,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from mmu_notifier import DriverConfig
+
+#: The deprecated scheme names of earlier releases, and the kernel version each meant.
+SCHEME_ALIASES = {"legacy": "5.3", "getput": "5.4"}
 
 #: ``HMM_RANGE_DEFAULT_TIMEOUT`` of Linux 5.4, in milliseconds.
 HMM_RANGE_DEFAULT_TIMEOUT_MS = 1000
@@ -43,7 +48,7 @@ class HmmConfig(DriverConfig):
     which closes that hole.
     """
 
-    scheme: Literal["getput", "legacy"] = "getput"
+    scheme: Literal["5.3", "5.4"] = "5.4"
     legacy_srcu_fix: bool = True
     device_pages: int = Field(default=512, ge=1, description="entries of the device page table")
     fault_timeout_ms: int = Field(
@@ -51,3 +56,11 @@ class HmmConfig(DriverConfig):
     )
     refuse_nonblock: Literal["all", "overlapping"] = "all"
     collision_check: Literal["range_valid", "sequence"] = "sequence"
+
+    @field_validator("scheme", mode="before")
+    @classmethod
+    def _scheme_alias(cls, value: object) -> object:
+        """Map a deprecated name to its version; a TOML/env ``5.4`` arrives as a number and is read as text."""
+        if isinstance(value, float):
+            return str(value)
+        return SCHEME_ALIASES.get(value, value) if isinstance(value, str) else value

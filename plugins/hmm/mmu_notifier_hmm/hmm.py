@@ -26,7 +26,7 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
-from mmu_notifier import MM, MMUNotifier, Range, put, sync
+from mmu_notifier import MM, Driver, MMUNotifier, Range, get_locked, put, sync
 from mmu_notifier.log import LOG
 
 if TYPE_CHECKING:
@@ -150,3 +150,17 @@ class Hmm(MMUNotifier):
             self.address_space.kernel.warn(
                 f"hmm freed with {len(self.ranges)} range(s) and {len(self.mirrors)} mirror(s) left"
             )
+
+
+class HmmScheme54:
+    """The 5.4 life cycle (``scheme = "5.4"``): ``mmu_notifier_get_locked``/``put`` of one :class:`Hmm` per mm."""
+
+    def hmm_get_locked(self, driver: Driver, mm: MM) -> Hmm:
+        """``mmu_notifier_get_locked``, allocating through ``alloc_notifier`` on first use."""
+        hmm = get_locked(driver, mm)
+        assert isinstance(hmm, Hmm)
+        return hmm
+
+    def alloc_notifier(self, mm: MM) -> Hmm:
+        """``hmm_alloc_notifier``: a fresh struct hmm, no mirror, no range, nothing in flight."""
+        return Hmm()

@@ -1,4 +1,4 @@
-"""The pre-5.4 ``struct hmm`` (``scheme = "legacy"``): its own kref and the ``mm->hmm`` back pointer.
+"""The pre-5.4 ``struct hmm`` (``scheme = "5.3"``): its own kref and the ``mm->hmm`` back pointer.
 
 Models ``mm/hmm.c`` of Linux 5.3, before patch 05 of the get/put series:
 
@@ -139,3 +139,22 @@ def hmm_free(hmm: LegacyHmm) -> None:
     _unpublish(hmm, mm)
     mm.mmdrop()
     core_legacy.kfree(hmm)  # the bug: a walker that loaded hmm from the list may still call into it
+
+
+class HmmScheme53:
+    """The 5.3 life cycle (``scheme = "5.3"``): ``hmm_get_or_create`` and the kref; ``mmu_notifier_get`` unused.
+
+    ``back_pointers`` is the driver's table standing in for ``mm->hmm``.
+    """
+
+    def __init__(self, back_pointers: BackPointers, srcu_fix: bool) -> None:
+        self.back_pointers = back_pointers
+        self.srcu_fix = srcu_fix
+
+    def hmm_get_locked(self, driver: object, mm: MM) -> Hmm:
+        """``hmm_get_or_create`` (the caller holds the mmap lock for write)."""
+        return hmm_get_or_create(driver, self.back_pointers, self.srcu_fix, mm)
+
+    def alloc_notifier(self, mm: MM) -> Hmm:
+        """Never called by a correct 5.3 path: the object is made by ``hmm_get_or_create``."""
+        raise MisuseError("the 5.3 struct hmm is created by hmm_get_or_create, not by mmu_notifier_get")

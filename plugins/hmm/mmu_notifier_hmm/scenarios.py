@@ -127,10 +127,11 @@ def coherence(config: HmmConfig) -> Callable[[], ScenarioInstance]:
     return build
 
 
+#: scenario name part (unchanged since the first release, so old names still replay) -> config
 _SCHEMES = {
-    "getput": (HmmConfig(), None),
-    "legacy": (HmmConfig(scheme="legacy"), None),
-    "legacy-unfixed": (HmmConfig(scheme="legacy", legacy_srcu_fix=False), "use-after-free"),
+    "getput": (HmmConfig(scheme="5.4"), None),
+    "legacy": (HmmConfig(scheme="5.3"), None),
+    "legacy-unfixed": (HmmConfig(scheme="5.3", legacy_srcu_fix=False), "use-after-free"),
 }
 
 _LIFETIME = tuple(

@@ -9,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mmu_notifier as mn
-from mmu_notifier.explore import Scenario, ScenarioInstance, Violation, explore
+from mmu_notifier.explore import Scenario, ScenarioInstance, Violation
 from mmu_notifier.notifier import invalidate_range_end, invalidate_range_start
+from mmu_notifier.scenarios import explore
 from mmu_notifier_hmm import DeviceMirror, HmmConfig, HmmDriver, PermissionDeniedError
 
 

@@ -17,7 +17,7 @@ def test_entry_point_loads_with_its_config():
     report = mn.Kernel(frames=16).drivers.load_entry_points({"hmm": {"scheme": "legacy"}}, only=["hmm"])
     assert not report.failed
     driver = report.loaded["hmm"].driver
-    assert isinstance(driver, HmmDriver) and driver.config.scheme == "legacy"
+    assert isinstance(driver, HmmDriver) and driver.config.scheme == "5.3"
     assert report.loaded["hmm"].version == "5.4"
 
 
@@ -26,7 +26,7 @@ def test_entry_point_loads_with_its_config():
     [
         ({"device_pages": 0}, "device_pages"),
         ({"fault_timeout_ms": -1}, "fault_timeout_ms"),
-        ({"scheme": "5.3"}, "scheme"),
+        ({"scheme": "5.2"}, "scheme"),
         ({"refuse_nonblock": "some"}, "refuse_nonblock"),
         ({"collision_check": "none"}, "collision_check"),
         ({"colour": "blue"}, "colour"),
@@ -41,7 +41,7 @@ def test_bad_configs_are_rejected_naming_the_field(raw, field):
 def test_config_defaults_and_immutability():
     config = HmmConfig()
     assert (config.scheme, config.legacy_srcu_fix, config.refuse_nonblock, config.collision_check) == (
-        "getput", True, "all", "sequence"
+        "5.4", True, "all", "sequence"
     )
     assert config.fault_timeout_ms == 1000 and config.device_pages == 512
     with pytest.raises(ValidationError):

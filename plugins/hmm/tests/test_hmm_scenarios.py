@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mmu_notifier.explore import explore, replay, scenarios
+from mmu_notifier.scenarios import explore, replay, scenarios
 
 LIFETIME_FLOWS = ("invalidate", "exit")
 

@@ -42,11 +42,11 @@ from typing import Any, Protocol
 from greenlet import getcurrent, greenlet
 
 from mmu_notifier import sync
-from mmu_notifier.explore import findings
-from mmu_notifier.explore.describe import describe
-from mmu_notifier.explore.findings import Kind, Problem
-from mmu_notifier.explore.lockdep import ACQUIRE_OPS, LockOrder
-from mmu_notifier.explore.scenario import Scenario
+from mmu_notifier.explore import _findings as findings
+from mmu_notifier.explore._describe import describe
+from mmu_notifier.explore._findings import Kind, Problem
+from mmu_notifier.explore._lockdep import ACQUIRE_OPS, LockOrder
+from mmu_notifier.explore._scenario import Scenario
 
 # Thread states.
 RUN, BLOCKED, WOKEN, DONE = 0, 1, 2, 3

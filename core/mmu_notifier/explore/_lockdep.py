@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 
-from mmu_notifier.explore.findings import Kind, Problem
+from mmu_notifier.explore._findings import Kind, Problem
 
 #: Scheduling-point ops that acquire a lock and may wait for it (trylocks never wait).
 ACQUIRE_OPS = frozenset({"mutex_lock", "spin_lock", "down_read", "down_write"})

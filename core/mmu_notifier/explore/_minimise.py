@@ -11,9 +11,9 @@ original schedule.
 
 from __future__ import annotations
 
-from mmu_notifier.explore.dfs import BoundedDFS
-from mmu_notifier.explore.scenario import Scenario
-from mmu_notifier.explore.scheduler import Execution, Outcome
+from mmu_notifier.explore._dfs import BoundedDFS
+from mmu_notifier.explore._scenario import Scenario
+from mmu_notifier.explore._scheduler import Execution, Outcome
 
 
 def minimise(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 
-from mmu_notifier.explore.scheduler import Execution, ModelThread, Outcome
+from mmu_notifier.explore._scheduler import Execution, ModelThread, Outcome
 
 
 class Strategy:

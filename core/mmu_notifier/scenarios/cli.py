@@ -16,17 +16,10 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from mmu_notifier import timeline_svg
-from mmu_notifier.explore import registry
-from mmu_notifier.explore.explorer import STRATEGIES, explore, replay
-from mmu_notifier.explore.schedule import ReplayError
-from mmu_notifier.explore.stats import Stats
-
-
-def _usage_error(message: str) -> Exception:
-    from mmu_notifier.cli import UsageError
-
-    return UsageError(message)
+from mmu_notifier.cli_common import check_timeline_option
+from mmu_notifier.errors import UsageError
+from mmu_notifier.explore import STRATEGIES, ReplayError, Scenario, Stats, explore, replay
+from mmu_notifier.scenarios import UnknownScenarioError, get, scenarios
 
 
 def add_commands(subparsers: Any) -> None:
@@ -61,32 +54,27 @@ def add_commands(subparsers: Any) -> None:
     rp.set_defaults(func=cmd_replay)
 
 
-def _check_timeline(args: argparse.Namespace) -> None:
-    if args.timeline is not None and args.timeline.suffix not in (".svg", ".html", ".htm"):
-        raise _usage_error(f"--timeline {args.timeline}: expected a .svg or .html file name")
-
-
 def _check_args(args: argparse.Namespace) -> None:
-    _check_timeline(args)
+    check_timeline_option(args.timeline)
     if args.strategy not in STRATEGIES:
-        raise _usage_error(
+        raise UsageError(
             f"explore: unknown strategy {args.strategy!r} (choose from {', '.join(STRATEGIES)})"
         )
     if args.budget < 1:
-        raise _usage_error(f"explore: --budget must be at least 1, got {args.budget}")
+        raise UsageError(f"explore: --budget must be at least 1, got {args.budget}")
     if args.depth < 1:
-        raise _usage_error(f"explore: --depth must be at least 1, got {args.depth}")
+        raise UsageError(f"explore: --depth must be at least 1, got {args.depth}")
     if args.preemptions < 0:
-        raise _usage_error(f"explore: --preemptions must be at least 0, got {args.preemptions}")
+        raise UsageError(f"explore: --preemptions must be at least 0, got {args.preemptions}")
     if args.time_budget is not None and args.time_budget <= 0:
-        raise _usage_error(f"explore: --time-budget must be positive, got {args.time_budget}")
+        raise UsageError(f"explore: --time-budget must be positive, got {args.time_budget}")
 
 
-def _scenario(name: str, command: str) -> Any:
+def _scenario(name: str, command: str) -> Scenario:
     try:
-        return registry.get(name, plugins=True)
-    except registry.UnknownScenarioError as error:
-        raise _usage_error(f"{command}: {error}") from None
+        return get(name, plugins=True)
+    except UnknownScenarioError as error:
+        raise UsageError(f"{command}: {error}") from None
 
 
 class _Progress:
@@ -111,7 +99,7 @@ class _Progress:
 
 def cmd_list() -> int:
     """Print every scenario with what it demonstrates."""
-    for name, scenario in sorted(registry.scenarios(plugins=True).items()):
+    for name, scenario in sorted(scenarios(plugins=True).items()):
         expect = scenario.expect or "clean"
         print(f"{name:<24} {expect:<22} {scenario.description}")
     return 0
@@ -122,7 +110,7 @@ def cmd_explore(args: argparse.Namespace) -> int:
     if args.list:
         return cmd_list()
     if not args.scenario:
-        raise _usage_error("explore: name a scenario, or use --list")
+        raise UsageError("explore: name a scenario, or use --list")
     _check_args(args)
     scenario = _scenario(args.scenario, "explore")
     progress = _Progress(sys.stderr) if args.progress or sys.stderr.isatty() else None
@@ -144,21 +132,21 @@ def cmd_explore(args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps(result.to_json(), indent=2))
     if args.timeline is not None and result.findings:
         finding = result.findings[0]
-        timeline_svg.write(finding.timeline, args.timeline, f"{scenario.name}: {finding.problem.kind}")
+        finding.timeline.write(args.timeline, f"{scenario.name}: {finding.problem.kind}")
     return 1 if result.failed else 0
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """``replay``: follow the schedule, print the timeline, exit 1 if the run fails."""
-    _check_timeline(args)
+    check_timeline_option(args.timeline)
     scenario = _scenario(args.scenario, "replay")
     try:
         replayed = replay(scenario, args.schedule)
     except ReplayError as error:
-        raise _usage_error(f"replay: {error}") from None
+        raise UsageError(f"replay: {error}") from None
     print(replayed.text())
     if args.json:
         args.json.write_text(json.dumps(replayed.timeline.to_json(), indent=2))
     if args.timeline is not None:
-        timeline_svg.write(replayed.timeline, args.timeline, f"{scenario.name} replay")
+        replayed.timeline.write(args.timeline, f"{scenario.name} replay")
     return 1 if replayed.problem is not None else 0

@@ -24,7 +24,7 @@ import string
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from mmu_notifier.explore.describe import kind
+from mmu_notifier.explore._describe import kind
 
 VERSION = "mx1"
 _LETTERS = string.ascii_lowercase + string.ascii_uppercase

@@ -34,10 +34,10 @@ from mmu_notifier.errors import (
     SleepInAtomicError,
     UseAfterFreeError,
 )
-from mmu_notifier.explore.describe import describe, short_path
+from mmu_notifier.explore._describe import describe, short_path
 
 if TYPE_CHECKING:
-    from mmu_notifier.explore.scheduler import ModelThread
+    from mmu_notifier.explore._scheduler import ModelThread
 
 
 class Kind(StrEnum):
@@ -52,6 +52,18 @@ class Kind(StrEnum):
     HELD_AT_EXIT = "held-at-exit"
     EXCEPTION = "exception"
     INVARIANT = "invariant"
+
+
+class Violation(Exception):
+    """An end-of-run invariant a scenario or plugin declared does not hold."""
+
+    kind = Kind.INVARIANT
+
+
+class Leak(Violation):
+    """An object was allocated and never freed, though the scenario waited for every free."""
+
+    kind = Kind.LEAK
 
 
 @dataclass(slots=True)
@@ -84,7 +96,7 @@ class Problem:
 #: Functions of the core's poisoning machinery (in its notifier module): the access site is their caller.
 _POISON_FRAMES = frozenset({"touch", "poison", "__getattribute__", "__setattr__"})
 _NOTIFIER_FILE = os.path.join("mmu_notifier", "notifier.py")
-_SCHEDULER_FILE = os.path.join("explore", "scheduler.py")
+_SCHEDULER_FILE = os.path.join("explore", "_scheduler.py")
 #: innermost frames a report prints
 _STACK_DEPTH = 5
 
@@ -133,8 +145,6 @@ def from_exception(error: BaseException, thread: str | None, step: int) -> Probl
     elif isinstance(error, DeadlockError):
         kind = Kind.DEADLOCK
     else:
-        from mmu_notifier.explore.scenario import Violation
-
         kind = error.kind if isinstance(error, Violation) else Kind.EXCEPTION
         if kind is Kind.EXCEPTION:
             first_line = f"{type(error).__name__}: {first_line}"

@@ -9,7 +9,12 @@ a built-in.
 
 from __future__ import annotations
 
-from mmu_notifier.explore.scenario import Scenario
+from mmu_notifier.explore import Scenario
+from mmu_notifier.kernel import Kernel
+from mmu_notifier.scenarios import locks, notifier
+
+#: the built-in scenarios: the patch-09 race and its get/put fix, and the lock-rule demonstrations
+BUILTIN: tuple[Scenario, ...] = (*notifier.SCENARIOS, *locks.SCENARIOS)
 
 _registered: dict[str, Scenario] = {}
 
@@ -21,15 +26,9 @@ class UnknownScenarioError(KeyError):
         return str(self.args[0])
 
 
-def _builtins() -> list[Scenario]:
-    from mmu_notifier.explore.builtin import BUILTIN
-
-    return list(BUILTIN)
-
-
 def register(scenario: Scenario) -> Scenario:
     """Add a scenario for this process (for tests and embedding code); returns it."""
-    if scenario.name in _registered or any(s.name == scenario.name for s in _builtins()):
+    if scenario.name in _registered or any(s.name == scenario.name for s in BUILTIN):
         raise ValueError(f"a scenario named {scenario.name!r} exists already")
     _registered[scenario.name] = scenario
     return scenario
@@ -42,8 +41,6 @@ def unregister(name: str) -> None:
 
 def plugin_scenarios() -> list[Scenario]:
     """Scenarios from the installed driver plugins' ``explore_scenarios`` hook."""
-    from mmu_notifier.kernel import Kernel
-
     kernel = Kernel(frames=16)
     kernel.drivers.load_entry_points()
     found = kernel.drivers.scenarios()
@@ -57,7 +54,7 @@ def scenarios(plugins: bool = False) -> dict[str, Scenario]:
     """Every known scenario by name: built-ins, registered ones, then (optionally) plugins'."""
     out: dict[str, Scenario] = {}
     extra = plugin_scenarios() if plugins else []
-    for scenario in [*_builtins(), *_registered.values(), *extra]:
+    for scenario in [*BUILTIN, *_registered.values(), *extra]:
         if scenario.name in out:
             raise ValueError(f"two scenarios are named {scenario.name!r}")
         out[scenario.name] = scenario

@@ -18,21 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from mmu_notifier.explore.findings import Kind
+from mmu_notifier.explore._findings import Leak
 
 Fn = TypeVar("Fn", bound=Callable[[], object])
-
-
-class Violation(Exception):
-    """An end-of-run invariant a scenario or plugin declared does not hold."""
-
-    kind = Kind.INVARIANT
-
-
-class Leak(Violation):
-    """An object was allocated and never freed, though the scenario waited for every free."""
-
-    kind = Kind.LEAK
 
 
 @dataclass(slots=True)

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 from mmu_notifier import sync
-from mmu_notifier.explore.scenario import Scenario, ScenarioInstance
+from mmu_notifier.explore import Scenario, ScenarioInstance
 
 
 def _nested(outer: sync.Mutex, inner: sync.Mutex) -> None:

@@ -1,4 +1,13 @@
-"""The Xen grant device (``drivers/xen/gntdev.c``), converted to the get/put scheme.
+"""Xen gntdev (``drivers/xen/gntdev.c``) converted to get/put: an example third-party driver plugin.
+
+Installed, it is found through the ``mmu_notifier.drivers`` entry point
+``gntdev`` and passes the conformance kit (``mmu-notifier conformance gntdev``).
+The plugin guide (``docs/plugin-guide.md`` of the mmu-notifier repository)
+walks through it. This module holds the driver class and every hook; the
+package follows the plugin shape: :mod:`~mmu_notifier_gntdev.config`,
+:mod:`~mmu_notifier_gntdev.gntdev_mm` (the per-mm object),
+:mod:`~mmu_notifier_gntdev.device` (grant maps),
+:mod:`~mmu_notifier_gntdev.exerciser`.
 
 What the 5.4 driver does (see the reference's drivers.md, section 7): a
 process opens ``/dev/xen/gntdev``, asks with ``IOCTL_GNTDEV_MAP_GRANT_REF``
@@ -40,84 +49,26 @@ Modelling choices, made explicit:
 from __future__ import annotations
 
 import errno
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, cast
 
-from pydantic import Field
-
 from mmu_notifier import exerciser as caps
-from mmu_notifier import get, put, sync
+from mmu_notifier import get, put
 from mmu_notifier.config import DriverConfig
 from mmu_notifier.errors import BadAddressError, InvalidArgumentError
 from mmu_notifier.hookspecs import hookimpl
 from mmu_notifier.notifier import MMUNotifier
 from mmu_notifier.plugins import Driver
+from mmu_notifier_gntdev.config import GntdevConfig
+from mmu_notifier_gntdev.device import GrantMap
+from mmu_notifier_gntdev.exerciser import GntdevExerciser
+from mmu_notifier_gntdev.gntdev_mm import GntdevMM, GntdevPriv
 
 if TYPE_CHECKING:
     from mmu_notifier.kernel import Kernel
     from mmu_notifier.mm import MM
     from mmu_notifier.range import Range
-    from mmu_notifier_gntdev.exerciser import GntdevExerciser
 
-__all__ = ["GntdevConfig", "GntdevDriver", "GntdevMM", "GntdevPriv", "GrantMap"]
-
-
-class GntdevConfig(DriverConfig):
-    """Module parameters of gntdev."""
-
-    limit: int = Field(
-        default=65536,
-        gt=0,
-        description="most grant pages one IOCTL_GNTDEV_MAP_GRANT_REF may map (the module parameter 'limit')",
-    )
-
-
-@dataclass(eq=False)
-class GrantMap:
-    """``struct gntdev_grant_map``: grants mmapped at ``[start, end)`` of the file's mm.
-
-    ``pages`` holds the grant pages mapped now: virtual page number -> frame.
-    """
-
-    start: int
-    end: int
-    page_shift: int
-    pages: dict[int, int] = field(default_factory=dict)
-
-    def overlaps(self, start: int, end: int) -> bool:
-        """The kernel's ``in_range``: the map intersects ``[start, end)``."""
-        return self.start < end and start < self.end
-
-
-class GntdevMM(MMUNotifier):
-    """The per-mm object of the conversion: the notifier every open file of one mm shares.
-
-    ``lock`` is the 5.4 per-file ``priv->lock`` moved here (a mutex: the
-    blockable start sleeps on it, the non-blockable start only trylocks it).
-    ``active`` and ``seq`` live under the spinlock ``range_lock`` because the
-    end of a non-blockable range must not sleep.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lock = sync.Mutex("gntdev_mm.lock")
-        self.range_lock = sync.SpinLock("gntdev_mm.range_lock")
-        self.files: list[GntdevPriv] = []
-        #: invalidations between their start and end
-        self.active = 0
-        #: bumped by every start, so a mapping that raced one is not recorded
-        self.seq = 0
-        #: release ran: the address space is gone, map nothing more
-        self.dead = False
-
-
-@dataclass(eq=False)
-class GntdevPriv:
-    """``struct gntdev_priv``: one open file of ``/dev/xen/gntdev``."""
-
-    gmm: GntdevMM
-    mm: MM
-    maps: list[GrantMap] = field(default_factory=list)
+__all__ = ["GntdevConfig", "GntdevDriver", "GntdevExerciser", "GntdevMM", "GntdevPriv", "GrantMap"]
 
 
 class GntdevDriver(Driver):
@@ -273,6 +224,7 @@ class GntdevDriver(Driver):
     @hookimpl
     def exerciser(self, kernel: Kernel) -> GntdevExerciser:
         """The driver-neutral exerciser (see :mod:`mmu_notifier_gntdev.exerciser`)."""
-        from mmu_notifier_gntdev.exerciser import GntdevExerciser
-
         return GntdevExerciser(kernel, self)
+
+
+__version__ = GntdevDriver.version

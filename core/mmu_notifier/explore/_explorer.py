@@ -15,22 +15,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from mmu_notifier.explore import registry
-from mmu_notifier.explore.dfs import BoundedDFS
-from mmu_notifier.explore.findings import Problem
-from mmu_notifier.explore.minimise import minimise
-from mmu_notifier.explore.scenario import Scenario
-from mmu_notifier.explore.schedule import (
+from mmu_notifier.errors import UsageError
+from mmu_notifier.explore._dfs import BoundedDFS
+from mmu_notifier.explore._findings import Problem
+from mmu_notifier.explore._minimise import minimise
+from mmu_notifier.explore._scenario import Scenario
+from mmu_notifier.explore._schedule import (
     DivergenceError,
     Schedule,
     StaleScheduleError,
     scenario_fingerprint,
     trace_fingerprint,
 )
-from mmu_notifier.explore.scheduler import STEP_BOUND, Execution, Outcome
-from mmu_notifier.explore.stats import Stats
-from mmu_notifier.explore.strategies import PCT, RandomWalk, Replay, Strategy
-from mmu_notifier.explore.timeline import Timeline
+from mmu_notifier.explore._scheduler import STEP_BOUND, Execution, Outcome
+from mmu_notifier.explore._stats import Stats
+from mmu_notifier.explore._strategies import PCT, RandomWalk, Replay, Strategy
+from mmu_notifier.explore._timeline import Timeline
 
 STRATEGIES = ("random", "pct", "dfs")
 
@@ -50,9 +50,20 @@ def make_strategy(name: str, seed: int = 0, depth: int = 2, preemptions: int = 2
     raise ValueError(f"unknown strategy {name!r}; expected one of {', '.join(STRATEGIES)}")
 
 
-def resolve(scenario: Scenario | str) -> Scenario:
-    """A scenario object, looked up by name when a string is given."""
-    return scenario if isinstance(scenario, Scenario) else registry.get(scenario, plugins=True)
+def _require_scenario(scenario: object, caller: str) -> Scenario:
+    """``scenario`` itself, or a :class:`UsageError` saying where names are looked up.
+
+    The engine knows no scenario by name: the library that does
+    (:mod:`mmu_notifier.scenarios`) imports the model, which the engine must not.
+    """
+    if isinstance(scenario, Scenario):
+        return scenario
+    if isinstance(scenario, str):
+        raise UsageError(
+            f"mmu_notifier.explore.{caller}() takes a Scenario, not the name {scenario!r}: "
+            f"use mmu_notifier.scenarios.{caller}({scenario!r}, ...) to look it up by name"
+        )
+    raise UsageError(f"mmu_notifier.explore.{caller}() takes a Scenario, not {type(scenario).__name__} {scenario!r}")
 
 
 def schedule_of(scenario: Scenario, outcome: Outcome) -> str:
@@ -175,7 +186,7 @@ class Exploration:
 
 
 def explore(
-    scenario: Scenario | str,
+    scenario: Scenario,
     strategy: str | Strategy = "random",
     budget: int = 1000,
     seed: int = 0,
@@ -199,10 +210,13 @@ def explore(
     ``minimise_budget`` extra schedules (0: not at all) and replayed
     ``reproduce`` times. ``progress`` is called with the running statistics
     at most every ``progress_every`` seconds.
+
+    ``scenario`` is a :class:`Scenario`; a name raises :class:`UsageError`
+    (``mmu_notifier.scenarios.explore`` looks names up).
     """
+    sc = _require_scenario(scenario, "explore")
     if budget < 1:
         raise ValueError(f"budget must be at least 1 schedule, got {budget}")
-    sc = resolve(scenario)
     strat = strategy if isinstance(strategy, Strategy) else make_strategy(strategy, seed, depth, preemptions)
     stats = Stats()
     found: dict[tuple[str, str], tuple[Problem, Outcome, int]] = {}
@@ -301,16 +315,17 @@ class Replayed:
         return "\n".join([head, *details, self.timeline.text()])
 
 
-def replay(scenario: Scenario | str, schedule: str | Schedule, max_steps: int | None = None) -> Replayed:
+def replay(scenario: Scenario, schedule: str | Schedule, max_steps: int | None = None) -> Replayed:
     """Re-run ``scenario`` following ``schedule`` exactly.
 
     Raises :class:`ScheduleFormatError` for a malformed string,
     :class:`StaleScheduleError` when the scenario or the primitive sequence
     changed since it was recorded, and :class:`DivergenceError` when a step's
-    thread cannot run.
+    thread cannot run; :class:`UsageError` for a name instead of a
+    :class:`Scenario` (``mmu_notifier.scenarios.replay`` looks names up).
     """
+    sc = _require_scenario(scenario, "replay")
     sched = schedule if isinstance(schedule, Schedule) else Schedule.parse(schedule)
-    sc = resolve(scenario)
     if sched.scenario != sc.name:
         raise StaleScheduleError(
             f"the schedule was recorded for scenario {sched.scenario!r}, not {sc.name!r}"

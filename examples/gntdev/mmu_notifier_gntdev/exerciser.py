@@ -25,11 +25,12 @@ from mmu_notifier.exerciser import Handle
 if TYPE_CHECKING:
     from mmu_notifier.kernel import Kernel
     from mmu_notifier.mm import MM
-    from mmu_notifier_gntdev.driver import GntdevDriver, GntdevPriv
+    from mmu_notifier_gntdev import GntdevDriver
+    from mmu_notifier_gntdev.gntdev_mm import GntdevPriv
 
 
 class GntdevExerciser:
-    """Drives one :class:`~mmu_notifier_gntdev.driver.GntdevDriver` loaded into ``kernel``."""
+    """Drives one :class:`~mmu_notifier_gntdev.GntdevDriver` loaded into ``kernel``."""
 
     def __init__(self, kernel: Kernel, driver: GntdevDriver) -> None:
         self.kernel = kernel

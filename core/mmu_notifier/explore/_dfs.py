@@ -35,9 +35,9 @@ that needs more preemptions than the bound allows.
 
 from __future__ import annotations
 
-from mmu_notifier.explore.lockdep import ACQUIRE_OPS
-from mmu_notifier.explore.scheduler import Execution, ModelThread, Outcome
-from mmu_notifier.explore.strategies import Strategy
+from mmu_notifier.explore._lockdep import ACQUIRE_OPS
+from mmu_notifier.explore._scheduler import Execution, ModelThread, Outcome
+from mmu_notifier.explore._strategies import Strategy
 
 #: A thread's first step: its prologue touches only its own state.
 LOCAL_OPS = frozenset({"start"})

@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 
 from mmu_notifier import legacy, notifier, sync
-from mmu_notifier.explore.scenario import LeakTracker, Scenario, ScenarioInstance, Violation
+from mmu_notifier.explore import LeakTracker, Scenario, ScenarioInstance, Violation
 from mmu_notifier.hookspecs import hookimpl
 from mmu_notifier.kernel import Kernel
 from mmu_notifier.mm import MM
