@@ -7,9 +7,11 @@ verbs context and every device (:mod:`mmu_notifier_rdma_odp.umem_odp`); an
 mlx5-like device with MTTs, a fault path with the sequence/count retry test
 and implicit ODP (:mod:`mmu_notifier_rdma_odp.device`). ``scheme = "5.3"``
 loads the per-(ucontext, mm) scheme of 5.3 instead
-(:mod:`mmu_notifier_rdma_odp.legacy`); the scheme object is picked once, in
-:meth:`RdmaOdpDriver.__init__`, and the callbacks are the same for both (they
-differ only in the per_mm's liveness test).
+(:mod:`mmu_notifier_rdma_odp.legacy`). The scheme object is picked once, in
+:meth:`RdmaOdpDriver.__init__`; the 5.3 build's ``ib_umem_notifiers`` has no
+``alloc_notifier``/``free_notifier`` (they are left out of ``__dir__``, so the
+loaded ops table has them NULL); the other callbacks are shared and differ
+only in the per_mm's liveness test.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, ClassVar
 
-from mmu_notifier import MM, Driver, Kernel, MisuseError, MMUNotifier, Range, hookimpl, sync, synchronize
+from mmu_notifier import MM, Driver, Kernel, MMUNotifier, Range, hookimpl, sync, synchronize
 from mmu_notifier.exerciser import DEVICE_TRANSLATIONS, REFUSES_NONBLOCK, RELEASE
 from mmu_notifier_rdma_odp.config import RdmaOdpConfig
 from mmu_notifier_rdma_odp.device import IbUcontext, Mlx5Device, Mlx5Mr
@@ -43,6 +45,12 @@ __all__ = [
 ]
 
 
+#: The builds by ``config.scheme``: the kernel version that shipped each.
+SCHEMES: dict[str, type[GetPutScheme] | type[LegacyScheme]] = {"5.3": LegacyScheme, "5.4": GetPutScheme}
+#: The members of ``ib_umem_notifiers`` that only some builds fill.
+SCHEME_OPS = frozenset({"alloc_notifier", "free_notifier"})
+
+
 class RdmaOdpDriver(Driver):
     """``ib_umem_notifiers`` plus the verbs layer around it (processes, devices, the system work queue).
 
@@ -57,14 +65,24 @@ class RdmaOdpDriver(Driver):
     config_model: ClassVar[type[RdmaOdpConfig]] = RdmaOdpConfig
     capabilities: ClassVar[frozenset[str]] = frozenset({RELEASE, REFUSES_NONBLOCK, DEVICE_TRANSLATIONS})
 
+    required_hooks: ClassVar[tuple[str, ...]] = ("release", "invalidate_range_start", "invalidate_range_end")
+
     config: RdmaOdpConfig
 
     def __init__(self, config: RdmaOdpConfig | None = None) -> None:
         super().__init__(config)
         self.stats: Counter[str] = Counter()
-        self.scheme: PerMmScheme = LegacyScheme(self) if self.config.scheme == "5.3" else GetPutScheme(self)
+        scheme = SCHEMES[self.config.scheme]
+        self.scheme: PerMmScheme = scheme(self)
+        self.scheme_ops = scheme.ops
+        # the module version is the build's ("5.3" or "5.4")
+        self.version = scheme.version  # type: ignore[misc]
         self.pids: dict[int, Pid] = {}
         self._current: dict[sync.Task, MM] = {}
+
+    def __dir__(self) -> list[str]:
+        """The driver's names, less the callbacks the build leaves NULL (pluggy registers what is listed)."""
+        return [name for name in super().__dir__() if name not in SCHEME_OPS or name in self.scheme_ops]
 
     # -- processes --------------------------------------------------------------------
     def process(self, mm: MM) -> Pid:
@@ -112,8 +130,6 @@ class RdmaOdpDriver(Driver):
     @hookimpl
     def alloc_notifier(self, mm: MM) -> IbUcontextPerMm:
         """``ib_umem_alloc_notifier``: an empty tree, the creator's tgid; WARN unless ``mm`` is ``current->mm``."""
-        if self.config.scheme == "5.3":
-            raise MisuseError("the 5.3 ib_ucontext_per_mm is made by alloc_per_mm, not by mmu_notifier_get")
         pid = self.current_pid(mm)
         if pid is None:
             mm.kernel.warn(f"ib_umem_alloc_notifier: mm {mm.id} is not current->mm")

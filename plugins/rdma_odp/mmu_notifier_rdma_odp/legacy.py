@@ -22,7 +22,7 @@ The callbacks are 5.4's with ``active`` as the liveness test. The core's
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from mmu_notifier import InvalidArgumentError, register
 from mmu_notifier.legacy import call_srcu, unregister_no_release
@@ -50,6 +50,10 @@ class LegacyPerMm(IbUcontextPerMm):
 
 class LegacyScheme:
     """How 5.3's umems find and drop their per_mm."""
+
+    #: the members of ``ib_umem_notifiers`` this build fills
+    ops: ClassVar[frozenset[str]] = frozenset({"release", "invalidate_range_start", "invalidate_range_end"})
+    version: ClassVar[str] = "5.3"
 
     def __init__(self, owner: Owner) -> None:
         self.owner = owner

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import errno
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
 
 from mmu_notifier import (
     MM,
@@ -395,6 +395,12 @@ class PerMmScheme(Protocol):
 
 class GetPutScheme:
     """Linux 5.4: ``ib_init_umem_odp`` gets the one per_mm of the mm; release puts it under ``umem_rwsem``."""
+
+    #: the members of ``ib_umem_notifiers`` this build fills
+    ops: ClassVar[frozenset[str]] = frozenset(
+        {"alloc_notifier", "free_notifier", "release", "invalidate_range_start", "invalidate_range_end"}
+    )
+    version: ClassVar[str] = "5.4"
 
     def __init__(self, owner: Owner) -> None:
         self.owner = owner

@@ -27,7 +27,7 @@ def test_two_ucontexts_on_two_devices_share_one_per_mm(make: Callable[..., World
     assert mr1.umem.ibdev is w.devices[0] and mr2.umem.ibdev is w.devices[1]
     assert per_mm.tgid is w.driver.process(w.mm)
     # one invalidation over both MRs reaches each MR's own device
-    assert w.devices[0].page_fault(mr1, data, True) == w.mm.page_table.lookup(data // PAGE).pfn  # type: ignore[union-attr]
+    assert w.devices[0].page_fault(mr1, data, True) == w.mm.page_table.lookup(data // PAGE).pfn
     w.devices[1].page_fault(mr2, data + 2 * PAGE, True)
     assert len(w.translations()) == 2
     w.mm.madvise_dontneed(data, 4 * PAGE)

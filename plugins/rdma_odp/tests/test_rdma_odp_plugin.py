@@ -53,6 +53,6 @@ def test_config_defaults_and_validation() -> None:
     assert not any(getattr(config, f) for f in RdmaOdpConfig.model_fields if f.startswith("bug_"))
     assert all(field.description for field in RdmaOdpConfig.model_fields.values())
     with pytest.raises(pydantic.ValidationError):
-        RdmaOdpConfig(scheme="5.5")  # type: ignore[arg-type]
+        RdmaOdpConfig(scheme="5.5")
     with pytest.raises(pydantic.ValidationError):
         RdmaOdpConfig(implicit_chunk_size=1000)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from mmu_notifier.explore import Scenario, explore, replay, scenarios
+from mmu_notifier.explore import Scenario
+from mmu_notifier.scenarios import explore, replay, scenarios
 from mmu_notifier_rdma_odp.scenarios import SCENARIOS
 
 BUGGY = [s for s in SCENARIOS if s.expect]
