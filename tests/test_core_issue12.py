@@ -280,3 +280,164 @@ def test_unregister_twice_is_misuse_naming_the_subscription_and_changes_nothing(
     with pytest.raises(mn.MisuseError, match=r"put of <RecordingSub .*> after mmu_notifier_unregister"):
         mn.put(sub)
     assert mm.mm_count.value == count and sub.users == 1
+
+
+# -- mprotect, COW break, the end-after-refusal switch (fidelity fixes 8, 9, 12) -------------
+
+
+class VmaReader(RecordingDriver):
+    """Reads the VMA and ``update_to_read_only`` when an mprotect is announced."""
+
+    name = "vma_reader"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[mn.Prot, bool]] = []
+
+    @mn.hookimpl
+    def invalidate_range_start(self, subscription: Any, range: mn.Range) -> int:
+        if range.event is mn.Event.PROTECTION_VMA:
+            assert range.vma is not None
+            self.seen.append((range.vma.prot, range.update_to_read_only()))
+        return 0
+
+
+@pytest.mark.parametrize(
+    ("new", "read_only"),
+    [(mn.Prot.NONE, False), (mn.Prot.READ, True), (mn.RW, True)],
+    ids=["prot-none", "read-only", "read-write"],
+)
+def test_mprotect_sets_the_vma_flags_before_announcing_the_range(kernel, new, read_only):
+    """``mprotect_fixup`` sets vm_flags, then ``change_protection`` announces PROTECTION_VMA."""
+    driver = VmaReader()
+    kernel.drivers.add(driver)
+    mm = mn.MM(kernel)
+    base = mm.mmap(2 * PAGE)
+    mn.get(driver, mm)
+    mm.mprotect(base, 2 * PAGE, new)
+    assert driver.seen == [(new, read_only)]
+
+
+class TlbDriver(RecordingDriver):
+    """Flushes only in ``invalidate_range``; notes the CPU entry each callback sees."""
+
+    name = "tlb"
+
+    def __init__(self, vpn: int) -> None:
+        super().__init__()
+        self.vpn = vpn
+        self.order: list[tuple[str, int | None]] = []
+
+    def _cpu(self, mm: mn.MM) -> int | None:
+        pte = mm.page_table.lookup(self.vpn)
+        return None if pte is None else pte.pfn
+
+    @mn.hookimpl
+    def invalidate_range_start(self, subscription: Any, range: mn.Range) -> int:
+        self.order.append(("start", self._cpu(range.mm)))
+        return 0
+
+    @mn.hookimpl
+    def invalidate_range(self, subscription: Any, mm: mn.MM, start: int, end: int) -> None:
+        self.order.append(("invalidate_range", self._cpu(mm)))
+
+    @mn.hookimpl
+    def change_pte(self, subscription: Any, mm: mn.MM, address: int, pte: mn.PTE) -> None:
+        self.order.append(("change_pte", self._cpu(mm)))
+
+    @mn.hookimpl
+    def invalidate_range_end(self, subscription: Any, range: mn.Range) -> None:
+        self.order.append(("end", self._cpu(range.mm)))
+
+
+def test_cow_break_flushes_secondary_tlb_before_mapping_the_new_page(kernel):
+    """``wp_page_copy``: ``ptep_clear_flush_notify`` then ``set_pte_at_notify``, closed by only_end."""
+    mm = mn.MM(kernel)
+    addr = mm.mmap(PAGE)
+    shared = mm.fault(addr, write=True)
+    child = mm.fork()
+    driver = TlbDriver(addr >> mm.page_shift)
+    kernel.drivers.add(driver)
+    mn.get(driver, mm)
+    new = mm.fault(addr, write=True)
+    assert new != shared
+    assert driver.order == [
+        ("start", shared),
+        ("invalidate_range", None),  # old entry cleared, new page not mapped yet
+        ("change_pte", None),
+        ("end", new),  # only_end: no second invalidate_range
+    ]
+    assert child.page_table.lookup(addr >> mm.page_shift).pfn == shared
+
+
+def test_end_after_refused_start_switch_names_its_commit_and_release(mm):
+    """``mn_hlist_invalidate_range_start`` after c2655835fd8c: end for every end callback on -EAGAIN."""
+    from mmu_notifier.kernel import END_AFTER_FAILED_START_COMMIT, END_AFTER_FAILED_START_SINCE
+
+    assert END_AFTER_FAILED_START_COMMIT.startswith("c2655835fd8c")
+    assert "ensure range_end() is paired with range_start()" in END_AFTER_FAILED_START_COMMIT
+    assert END_AFTER_FAILED_START_SINCE == "5.12"
+    assert "c2655835fd8c" in (mn.Kernel.__doc__ or "") and "v5.12" in (mn.Kernel.__doc__ or "")
+
+
+# -- freeing a held lock (lockdep's debug_check_no_locks_freed) ------------------------------
+
+
+class LockedSub(RecordingSub):
+    """A subscription embedding a driver lock, as kernel drivers embed a mutex in their struct."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock = mn.sync.Mutex("locked_sub.lock")
+
+
+def test_freeing_a_subscription_whose_lock_is_held_reports_both_sites(kernel, driver):
+    """``debug_check_no_locks_freed``: kfree of memory holding a held lock; nothing is freed."""
+    from mmu_notifier import legacy
+    from mmu_notifier.errors import LockFreedError
+
+    mm = mn.MM(kernel)
+    sub = LockedSub()
+    mn.register(sub, mm, driver=driver)
+    mn.unregister(sub, mm)
+    sub.lock.lock()
+    with pytest.raises(LockFreedError) as info:
+        legacy.kfree(sub)
+    message = str(info.value)
+    assert "LockedSub.lock (locked_sub.lock) freed while held by task" in message
+    assert message.count("test_core_issue12.py") == 2  # the holder's site and the free site
+    assert info.value.lock is sub.lock
+    assert not mn.notifier.is_freed(sub)  # nothing changed
+    sub.lock.unlock()
+    legacy.kfree(sub)
+    assert mn.notifier.is_freed(sub)
+
+
+def test_freeing_a_lock_another_task_holds_or_waits_for_is_found_by_the_explorer():
+    from mmu_notifier import legacy
+    from mmu_notifier.explore import Kind, Scenario, ScenarioInstance, explore
+
+    def build() -> ScenarioInstance:
+        kernel = mn.Kernel(frames=16)
+        driver = RecordingDriver()
+        kernel.drivers.add(driver)
+        mm = mn.MM(kernel)
+        sub = LockedSub()
+        mn.register(sub, mm, driver=driver)
+        mn.unregister(sub, mm)
+        run = ScenarioInstance()
+
+        @run.thread("user")
+        def user() -> None:
+            with sub.lock:
+                mn.sync.yield_now()
+
+        @run.thread("freer")
+        def freer() -> None:
+            legacy.kfree(sub)
+
+        return run
+
+    result = explore(Scenario("free-held-lock", build), "random", budget=200, stop_on_first=False)
+    messages = [bug.problem.message for bug in result.bugs if bug.problem.kind is Kind.EXCEPTION]
+    assert any("LockFreedError" in m and "held by task user (at" in m for m in messages), messages

@@ -80,6 +80,19 @@ class LockingError(ModelBug):
     """A lock was released by a task that does not hold it, or taken twice."""
 
 
+class LockFreedError(ModelBug):
+    """Memory holding a lock was freed while the lock was held or waited for.
+
+    Models lockdep's ``debug_check_no_locks_freed`` ("held lock freed!"). ``free_site`` is where
+    the free happened; the message also names the holder's (or a waiter's) site.
+    """
+
+    def __init__(self, message: str, *, lock: object = None, free_site: str | None = None) -> None:
+        super().__init__(message)
+        self.lock = lock
+        self.free_site = free_site
+
+
 class SleepInAtomicError(ModelBug):
     """A blocking primitive was used in atomic or non-blocking context.
 

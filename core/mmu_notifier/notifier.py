@@ -40,6 +40,7 @@ from mmu_notifier.errors import (
 from mmu_notifier.faults import REGISTER_ALLOC, REGISTER_MMAP_LOCK
 from mmu_notifier.log import LOG
 from mmu_notifier.range import RANGE_BLOCKABLE, Range
+from mmu_notifier.workqueue import check_work_free
 
 if TYPE_CHECKING:
     from mmu_notifier.kernel import Kernel
@@ -183,6 +184,17 @@ def is_freed(sub: MMUNotifier) -> bool:
     return getattr(type(sub), "_poisoned", False)
 
 
+def check_free(obj: object, site: str) -> None:
+    """The debug checks the kernel runs on memory being freed, before anything changes.
+
+    ``debug_check_no_locks_freed`` (a held or waited-for lock inside: :class:`LockFreedError`)
+    and debugobjects' check for an active ``work_struct`` inside (:class:`MisuseError`).
+    Kept apart from :func:`poison` so it can move with it into the allocator module.
+    """
+    sync.check_no_locks_freed(obj, site)
+    check_work_free(obj)
+
+
 def poison(sub: MMUNotifier, site: str, freed_by: str = "free_notifier") -> None:
     """Mark ``sub`` freed: every later access raises :class:`UseAfterFreeError` naming ``freed_by`` and ``site``.
 
@@ -191,6 +203,7 @@ def poison(sub: MMUNotifier, site: str, freed_by: str = "free_notifier") -> None
     if is_freed(sub):
         first = object.__getattribute__(sub, "__dict__").get("_free_site")
         raise DoubleFreeError(f"{type(sub).__name__} freed twice (again at {site})", free_site=first)
+    check_free(sub, site)
     sub.__dict__["_free_site"] = site
     sub.__dict__["_freed_by"] = freed_by
     sub.__class__ = _poisoned_class(type(sub))
@@ -462,8 +475,9 @@ def invalidate_range_start_nonblock(range: Range) -> int:
 
     As in 5.4, every subscription is still offered the start after a refusal
     and none then receives an end; the caller must not call the end either.
-    With ``kernel.end_after_failed_start`` (the later kernels' behaviour) every
-    subscription that has an end callback receives it before this returns.
+    With ``kernel.end_after_failed_start`` (commit c2655835fd8c, mainline since
+    v5.12) every subscription that has an end callback receives it before this
+    returns.
     """
     container = range.mm.mmu_notifier_mm
     range.flags &= ~RANGE_BLOCKABLE
@@ -507,7 +521,7 @@ def _start_failed(range: Range, sub: MMUNotifier, ret: int) -> int:
         mode = "blockable" if range.blockable else "non-blockable"
         kernel.warn(f"driver {ops.name!r}: invalidate_range_start returned {ret} for a {mode} {range!r}")
     elif kernel.end_after_failed_start and ops.invalidate_range_end is not None:
-        kernel.warn(f"driver {ops.name!r} refused a start but has an end callback (later kernels WARN)")
+        kernel.warn(f"driver {ops.name!r} refused a start but has an end callback (v5.12+ WARNs: c2655835fd8c)")
     if LOG.on:
         LOG.event("invalidate.refused", mm=range.mm.id, driver=ops.name, ret=ret)
     return ret

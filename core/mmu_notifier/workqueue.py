@@ -286,11 +286,16 @@ def check_work_free(obj: object) -> None:
 
 
 def _works_of(obj: object) -> list[Work]:
-    if isinstance(obj, Work):
-        return [obj]
+    # type() and object.__getattribute__ only: an attribute may be a freed (poisoned) object,
+    # which raises on any attribute access, __class__ included (what isinstance would read)
+    if issubclass(type(obj), Work):
+        return [obj]  # type: ignore[list-item]
     found: list[Work] = []
     values: list[object] = []
-    state = getattr(obj, "__dict__", None)
+    try:
+        state = object.__getattribute__(obj, "__dict__")
+    except AttributeError:
+        state = None
     if isinstance(state, dict):
         values.extend(state.values())
     for cls in type(obj).__mro__:
@@ -299,6 +304,6 @@ def _works_of(obj: object) -> list[Work]:
                 with contextlib.suppress(AttributeError):
                     values.append(object.__getattribute__(obj, slot))
     for value in values:
-        if isinstance(value, Work):
-            found.append(value)
+        if issubclass(type(value), Work):
+            found.append(value)  # type: ignore[arg-type]
     return found
