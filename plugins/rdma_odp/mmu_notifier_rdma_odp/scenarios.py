@@ -42,7 +42,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from mmu_notifier import MM, Kernel, KernelError
+from mmu_notifier import MM, Kernel, KernelError, synchronize
 from mmu_notifier.explore import Leak, Scenario, ScenarioInstance, Violation
 from mmu_notifier_rdma_odp import RdmaOdpConfig, RdmaOdpDriver
 from mmu_notifier_rdma_odp.device import IbUcontext, Mlx5Device
@@ -170,15 +170,30 @@ def double_leaf_free(scheme: str, unmap_takes_mutex: bool) -> ScenarioInstance:
 # -- H-6 and the literal release tail ------------------------------------------------------
 
 
-def put_vs_invalidation(put_outside: bool) -> ScenarioInstance:
-    """The last umem of the mm is deregistered while an invalidation of another range runs."""
+def put_vs_invalidation(put_outside: bool, then_synchronize: bool = False) -> ScenarioInstance:
+    """The last umem of the mm is deregistered while an invalidation of another range runs.
+
+    With ``then_synchronize`` the invalidating task goes on to wait for a
+    grace period (as a module unload would), so the per_mm is freed while the
+    task still holds its ``umem_rwsem``: the lockdep check on freed memory
+    (``debug_check_no_locks_freed``) reports it, and the task re-raises what
+    the deferred free recorded.
+    """
     kernel, driver, mm, _device, ctx = _world(bug_put_outside_rwsem=put_outside)
     data = mm.mmap(PAGE)
     other = mm.mmap(PAGE)
     mm.fault(other, write=True)
     mr = ctx.reg_mr(data, PAGE)
     run = ScenarioInstance()
-    run.thread("cpu")(lambda: mm.madvise_dontneed(other, PAGE))
+
+    @run.thread("cpu")
+    def cpu() -> None:
+        mm.madvise_dontneed(other, PAGE)
+        if then_synchronize:
+            synchronize(kernel)
+            if kernel.bugs:
+                raise kernel.bugs[0]
+
     run.thread("dereg")(lambda: ctx.dereg_mr(mr))
     _finish(run, kernel, driver, [ctx])
     return run
@@ -247,11 +262,15 @@ SCENARIOS: tuple[Scenario, ...] = (
     _scenario("put-outside-rwsem", functools.partial(put_vs_invalidation, True),
               "H-6, a counterfactual NO KERNEL SHIPPED: the last put after up_write; an invalidation "
               "starts with users 1, ends with users 0 and returns holding umem_rwsem", "held-at-exit"),
+    _scenario("put-outside-rwsem-freed-held", functools.partial(put_vs_invalidation, True, True),
+              "H-6, a counterfactual NO KERNEL SHIPPED: the same, and the invalidating task then waits for a "
+              "grace period: the per_mm is freed while its umem_rwsem is held", "exception"),
     _scenario("put-under-rwsem", functools.partial(put_vs_invalidation, False),
               "H-6 as 5.4 has it: the put under umem_rwsem for write"),
     _scenario("literal-release-tail", functools.partial(release_tail, True),
-              "(reading) 5.4's up_write after mmu_notifier_put: the deferred free may run first",
-              "use-after-free"),
+              "(reading) 5.4's up_write after mmu_notifier_put: the deferred free may run first and free "
+              "umem_rwsem while it is held (debug_check_no_locks_freed), then the unlock touches freed memory",
+              "exception"),
     _scenario("fault-vs-invalidate", functools.partial(fault_vs_invalidate, "5.4", False, "dontneed"),
               "an HCA fault racing MADV_DONTNEED of its page leaves no stale MTT"),
     _scenario("fault-vs-migrate", functools.partial(fault_vs_invalidate, "5.4", False, "migrate"),

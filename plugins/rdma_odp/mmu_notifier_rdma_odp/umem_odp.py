@@ -233,8 +233,6 @@ class IbUmemOdp:
         self.dying = False
         #: the device's MR (``umem_odp->private``)
         self.private: Any = None
-        #: the leaf-free work of an implicit child (``umem_odp->work``)
-        self.work: Any = None
         #: pages written back dirty on unmap (``set_page_dirty``)
         self.dirtied = 0
 

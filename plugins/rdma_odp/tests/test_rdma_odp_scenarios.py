@@ -37,6 +37,8 @@ def test_bug_is_found_and_replays(scenario: Scenario) -> None:
     assert result.findings, f"{scenario.name}: nothing found in 500 random schedules"
     finding = result.findings[0]
     assert str(finding.problem.kind) == scenario.expect, finding.text(timeline=False)
+    if scenario.name in ("rdma-odp-put-outside-rwsem-freed-held", "rdma-odp-literal-release-tail"):
+        assert "LockFreedError" in finding.problem.message and "freed while held" in finding.problem.message
     replayed = replay(scenario, finding.schedule)
     assert replayed.problem is not None and str(replayed.problem.kind) == scenario.expect
 
