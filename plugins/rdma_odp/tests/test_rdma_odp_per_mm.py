@@ -67,9 +67,11 @@ def test_a_fresh_per_mm_after_the_last_put(make: Callable[..., World]) -> None:
     data = w.mm.mmap(PAGE)
     ctx = w.open()
     old = ctx.reg_mr(data, PAGE).umem.per_mm
+    reader = w.kernel.srcu.read_lock()  # keep the old one's free pending
     ctx.close()
     new = w.open(1).reg_mr(data, PAGE).umem.per_mm
     assert new is not old and new is not None and new.linked and old is not None and not old.linked
+    w.kernel.srcu.read_unlock(reader)
 
 
 def test_alloc_outside_the_owner_warns(make: Callable[..., World]) -> None:
