@@ -42,9 +42,11 @@ def test_children_appear_per_chunk_and_go(make: Callable[..., World]) -> None:
     device.page_fault(imr, data, True)
     assert per_mm.users == 3 and w.driver.stats["child_alloc"] == 3
     # parent teardown marks every child dying and waits for every free
+    reader = w.kernel.srcu.read_lock()  # keep the per_mm's free pending while looking at it
     ctx.dereg_mr(imr)
     assert imr.num_leaf_free == 0 and w.driver.stats["child_free"] == 3
     assert not per_mm.linked
+    w.kernel.srcu.read_unlock(reader)
     mn.synchronize(w.kernel)
     assert w.driver.stats["umem_alloc"] == w.driver.stats["umem_free"] == 4
     assert w.kernel.warnings == [] and w.kernel.bugs == []

@@ -35,8 +35,10 @@ def test_two_ucontexts_on_two_devices_share_one_per_mm(make: Callable[..., World
     assert mr1.umem.notifiers_seq == 1 and mr2.umem.notifiers_seq == 1
     first.close()
     assert per_mm.users == 1 and per_mm.linked
+    reader = w.kernel.srcu.read_lock()  # keep the free pending while looking at it
     second.close()
     assert not per_mm.linked
+    w.kernel.srcu.read_unlock(reader)
     mn.synchronize(w.kernel)
     assert mn.notifier.is_freed(per_mm)
     assert w.driver.stats["per_mm_free"] == 1
@@ -103,8 +105,10 @@ def test_module_exit_synchronizes(make: Callable[..., World]) -> None:
     data = w.mm.mmap(PAGE)
     ctx = w.open()
     per_mm = ctx.reg_mr(data, PAGE).umem.per_mm
+    reader = w.kernel.srcu.read_lock()  # a walker still in its read section
     ctx.close()
     assert per_mm is not None and not mn.notifier.is_freed(per_mm)
+    w.kernel.srcu.read_unlock(reader)
     w.driver.ib_uverbs_cleanup(w.kernel)
     assert mn.notifier.is_freed(per_mm)
     assert w.kernel.srcu.pending_callbacks() == 0
