@@ -152,3 +152,21 @@ def test_mtt_capacity(make: Callable[..., World]) -> None:
     with pytest.raises(mn.NoMemoryError, match="MTT"):
         w.devices[0].page_fault(mr, data + PAGE, True)
     assert not mr.umem.umem_mutex.held_by_current()
+
+
+def test_nonblockable_start_refused_while_a_writer_holds_umem_rwsem(make: Callable[..., World]) -> None:
+    """The trylock fails while a umem is being created or destroyed, even when nothing overlaps."""
+    w = make()
+    data = w.mm.mmap(2 * PAGE)
+    mr = w.open().reg_mr(data, PAGE)
+    per_mm = mr.umem.per_mm
+    assert per_mm is not None
+    gap = _range(w, data + PAGE, data + 2 * PAGE)
+    per_mm.umem_rwsem.down_write()
+    try:
+        assert notifier.invalidate_range_start_nonblock(gap) == -errno.EAGAIN
+    finally:
+        per_mm.umem_rwsem.up_write()
+    assert per_mm.umem_rwsem.readers == []
+    assert notifier.invalidate_range_start_nonblock(gap) == 0
+    notifier.invalidate_range_end(gap)
