@@ -35,7 +35,11 @@ class RdmaOdpConfig(DriverConfig):
         '"5.3": one per (ucontext, mm) on the ucontext\'s per_mm_list, registered while holding its lock',
     )
     page_shift: int = Field(
-        default=12, ge=12, le=12, description="umem page shift (PAGE_SHIFT; the model's pages are 4 KiB)"
+        default=12,
+        ge=12,
+        le=30,
+        description="umem page shift (PAGE_SHIFT); must match the kernel's page size (huge-page umems are not "
+        "modelled), checked when an MR is registered",
     )
     implicit_chunk_size: int = Field(
         default=MLX5_IMR_MTT_SIZE,

@@ -329,6 +329,11 @@ class IbUcontext:
         return self._register(umem)
 
     def _register(self, umem: IbUmemOdp) -> Mlx5Mr:
+        if self.driver.config.page_shift != self.mm.page_shift:
+            raise InvalidArgumentError(
+                f"rdma_odp page_shift {self.driver.config.page_shift} does not match the kernel's page shift "
+                f"{self.mm.page_shift}: huge-page umems are not modelled"
+            )
         umem.context = self
         with self.driver.in_process(self.mm):
             ib_init_umem_odp(self.driver, self.driver.scheme, umem, self)

@@ -123,3 +123,10 @@ def test_bad_mr_is_a_typed_error(make: Callable[..., World]) -> None:
     mr = ctx.reg_mr(w.mm.mmap(PAGE), PAGE)
     with pytest.raises(mn.InvalidArgumentError, match="not registered"):
         other.dereg_mr(mr)
+
+
+def test_page_shift_must_match_the_kernel(make: Callable[..., World]) -> None:
+    w = make(page_shift=21)
+    with pytest.raises(mn.InvalidArgumentError, match="page_shift 21"):
+        w.open().reg_mr(w.mm.mmap(PAGE), PAGE)
+    assert w.driver.stats["umem_alloc"] == 0
