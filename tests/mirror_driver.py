@@ -92,7 +92,7 @@ class MirrorExerciser:
 
     def translations(self, mm):
         sub = self.subs.get(mm.id)
-        if sub is None or mn.notifier.is_freed(sub):
+        if sub is None or mn.kmem.is_freed(sub):
             return {}
         return dict(sub.translations)
 

@@ -208,6 +208,16 @@ def test_probability_faults_are_reproducible_per_seed_and_site():
     assert 5 < sum(pattern(1)) < 35
 
 
+def test_nth_and_probability_together_fail_when_either_says_so():
+    from mmu_notifier.faults import FaultInjector
+
+    faults = FaultInjector()
+    faults.inject("d.y", nth=3, probability=0.0)
+    assert [faults.should_fail("d.y") for _ in range(4)] == [False, False, True, False]
+    faults.inject("d.y", nth=100, probability=1.0)
+    assert all(faults.should_fail("d.y") for _ in range(5))
+
+
 def test_nth_with_times_and_clear():
     from mmu_notifier.faults import FaultInjector
 
@@ -225,11 +235,11 @@ def test_nth_with_times_and_clear():
     ("site", "kwargs", "message"),
     [
         ("nodot", {"nth": 1}, "must be '<owner>.<what>'"),
-        ("a.b", {}, "exactly one of"),
-        ("a.b", {"nth": 1, "probability": 0.5}, "exactly one of"),
+        ("a.b", {}, "nth= and/or probability="),
+        ("a.b", {"probability": 0.5, "times": 2}, r"times \(with nth\)"),
         ("a.b", {"nth": 0}, "nth must be an int >= 1"),
         ("a.b", {"probability": 1.5}, r"probability must be in \[0, 1\]"),
-        ("a.b", {"nth": 1, "times": 0}, "times must be an int >= 1"),
+        ("a.b", {"nth": 1, "times": 0}, r"times \(with nth\) must be an int >= 1"),
     ],
 )
 def test_bad_injection_is_a_typed_error_naming_the_site(site, kwargs, message):

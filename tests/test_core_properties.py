@@ -8,7 +8,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from recording import RecordingDriver
 
 import mmu_notifier as mn
-from mmu_notifier.notifier import is_freed
+from mmu_notifier.kmem import is_freed
 
 
 class GetPutMachine(RuleBasedStateMachine):

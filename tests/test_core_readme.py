@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from mmu_notifier.notifier import is_freed
+from mmu_notifier.kmem import is_freed
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -6,7 +6,7 @@ import pytest
 from recording import RecordingDriver, RecordingSub
 
 import mmu_notifier as mn
-from mmu_notifier.notifier import is_freed
+from mmu_notifier.kmem import is_freed
 
 
 def test_get_returns_same_subscription_for_same_driver_and_mm(kernel, driver, mm):

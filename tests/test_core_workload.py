@@ -13,7 +13,7 @@ from mirror_driver import MirrorDriver
 
 from mmu_notifier import plugins
 from mmu_notifier.cli import main
-from mmu_notifier.workload import model, runner
+from mmu_notifier.workload import model, runner, summary
 from mmu_notifier.workload.default import DEFAULT
 
 
@@ -39,8 +39,8 @@ def test_default_workload_runs_clean_and_reports_every_driver(mirror_installed, 
 
 
 def test_same_seed_same_summary(mirror_installed):
-    first = runner.describe(runner.run_deterministic(DEFAULT, seed=7))
-    second = runner.describe(runner.run_deterministic(DEFAULT, seed=7))
+    first = summary.document(runner.run_deterministic(DEFAULT, seed=7))
+    second = summary.document(runner.run_deterministic(DEFAULT, seed=7))
     for doc in (first, second):
         doc.pop("wall_seconds")
         doc.pop("events_per_second")

@@ -12,9 +12,12 @@ The public API, by kernel concept:
   per-mm state in a subclass of :class:`MMUNotifier`;
 * invalidations: :class:`Range` and :class:`Event`; dispatchers in
   :mod:`mmu_notifier.notifier`;
-* primitives a driver model may use: :mod:`mmu_notifier.sync`.
+* primitives a driver model may use: :mod:`mmu_notifier.sync`, and the
+  allocator room :mod:`mmu_notifier.kmem` (``kfree``, ``is_freed``: freed
+  objects report use after free and double free with their free site).
 """
 
+from mmu_notifier import kmem
 from mmu_notifier.config import DriverConfig
 from mmu_notifier.errors import (
     BadAddressError,
@@ -86,6 +89,7 @@ __all__ = [
     "get",
     "get_locked",
     "hookimpl",
+    "kmem",
     "put",
     "register",
     "register_locked",

@@ -4,11 +4,12 @@ Each :class:`~mmu_notifier.kernel.Kernel` has one :class:`FaultInjector` (``kern
 that can fail in the kernel asks ``kernel.faults.should_fail(site)`` at the point where it would
 fail; a test or a scenario arms a site with :meth:`FaultInjector.inject`:
 
-* ``inject(site, nth=N)`` fails the Nth call counted from the injection (``fail_nth``), once by
-  default (``times``);
+* ``inject(site, nth=N)`` fails the Nth call counted from the injection (``fail_nth``), and the
+  ``times - 1`` calls after it (``times`` defaults to 1);
 * ``inject(site, probability=p, seed=s)`` fails each call with probability ``p`` drawn from a
   stream seeded with ``s`` for that site alone (``failslab``'s probability, made reproducible:
-  the draws of one site do not depend on how often other sites were asked).
+  the draws of one site do not depend on how often other sites were asked);
+* both together: a call fails when either says so (a draw is taken on every call).
 
 Site names are ``"<owner>.<what>"``. The core's sites:
 
@@ -42,12 +43,12 @@ CORE_SITES = (REGISTER_ALLOC, REGISTER_MMAP_LOCK)
 
 @dataclass
 class FaultRule:
-    """How one armed site fails: on its ``nth`` call and/or with ``probability``; ``times`` at most."""
+    """How one armed site fails: on calls ``nth`` .. ``nth + times - 1`` and/or with ``probability``."""
 
     site: str
     nth: int | None
     probability: float
-    times: int | None
+    times: int
     draw: Callable[[], float]
     base: int  # calls of the site before it was armed
     failed: int = 0
@@ -80,31 +81,27 @@ class FaultInjector:
         seed: int = 0,
         times: int | None = None,
     ) -> FaultRule:
-        """Arm ``site``: fail its ``nth`` call from now, or each call with ``probability``.
+        """Arm ``site``: fail its ``nth`` call from now (and ``times - 1`` more), and/or each call with ``probability``.
 
-        ``times`` limits how many failures the rule produces (default: 1 with ``nth``, no limit
-        with ``probability``); with ``nth`` they are the calls ``nth``, ``nth + 1``, ... Re-arming a
-        site replaces its rule. Raises :class:`InvalidArgumentError` naming the site for a malformed
-        request, with nothing armed.
+        Re-arming a site replaces its rule. Raises :class:`InvalidArgumentError` naming the site
+        for a malformed request, with nothing armed.
         """
         if not isinstance(site, str) or "." not in site.strip(".") or site != site.strip():
             raise InvalidArgumentError(f"fault site {site!r}: the name must be '<owner>.<what>'")
-        if (nth is None) == (probability is None):
-            raise InvalidArgumentError(f"fault site {site!r}: give exactly one of nth= or probability=")
+        if nth is None and probability is None:
+            raise InvalidArgumentError(f"fault site {site!r}: give nth= and/or probability=")
         if nth is not None and (type(nth) is not int or nth < 1):
             raise InvalidArgumentError(f"fault site {site!r}: nth must be an int >= 1, got {nth!r}")
         if probability is not None and not 0.0 <= probability <= 1.0:
             raise InvalidArgumentError(f"fault site {site!r}: probability must be in [0, 1], got {probability!r}")
-        if times is not None and (type(times) is not int or times < 1):
-            raise InvalidArgumentError(f"fault site {site!r}: times must be an int >= 1, got {times!r}")
-        if times is None and nth is not None:
-            times = 1
+        if times is not None and (nth is None or type(times) is not int or times < 1):
+            raise InvalidArgumentError(f"fault site {site!r}: times (with nth) must be an int >= 1, got {times!r}")
         counts = self._counts.setdefault(site, _Counts())
         rule = FaultRule(
             site=site,
             nth=nth,
             probability=probability or 0.0,
-            times=times,
+            times=times if times is not None else 1,
             draw=random.Random(f"{seed}:{site}").random,
             base=counts.calls,
         )
@@ -126,13 +123,11 @@ class FaultInjector:
             if counts is None:
                 counts = self._counts[site] = _Counts()
             counts.calls += 1
-            if rule is None or (rule.times is not None and rule.failed >= rule.times):
+            if rule is None:
                 return False
-            fail = False
-            if rule.nth is not None:
-                # the nth call from the injection and the ones after it, until ``times`` failed
-                fail = counts.calls - rule.base >= rule.nth
-            elif rule.probability and rule.draw() < rule.probability:
+            k = counts.calls - rule.base
+            fail = rule.nth is not None and rule.nth <= k < rule.nth + rule.times
+            if rule.probability and rule.draw() < rule.probability:
                 fail = True
             if fail:
                 rule.failed += 1

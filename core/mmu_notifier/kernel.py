@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 
+from mmu_notifier import workqueue
 from mmu_notifier.faults import FaultInjector
 from mmu_notifier.log import LOG
 from mmu_notifier.pagetable import PhysicalMemory
@@ -103,3 +104,6 @@ def default_kernel() -> Kernel:
     if _default is None:
         _default = Kernel()
     return _default
+
+
+workqueue.default_kernel_hook = default_kernel

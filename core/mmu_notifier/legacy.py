@@ -15,9 +15,10 @@ from collections.abc import Callable
 
 from mmu_notifier.errors import MisuseError
 from mmu_notifier.kernel import Kernel
+from mmu_notifier.kmem import kfree as kfree  # deprecated here: use mmu_notifier.kmem.kfree (kept for one release)
 from mmu_notifier.log import LOG
 from mmu_notifier.mm import MM
-from mmu_notifier.notifier import MMUNotifier, call_site, poison
+from mmu_notifier.notifier import MMUNotifier
 
 
 def unregister_no_release(sub: MMUNotifier, mm: MM) -> None:
@@ -41,7 +42,3 @@ def call_srcu(kernel: Kernel, callback: Callable[[], None]) -> None:
     """``mmu_notifier_call_srcu``: run ``callback`` after a grace period of the notifier SRCU."""
     kernel.srcu.call(callback)
 
-
-def kfree(sub: MMUNotifier) -> None:
-    """Free the memory of a subscription the driver owns (``kfree``): later touches are use-after-free."""
-    poison(sub, call_site(), freed_by="kfree")

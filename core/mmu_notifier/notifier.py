@@ -23,24 +23,22 @@ instead (misuse of ``put``), it raises before changing anything.
 from __future__ import annotations
 
 import errno
-import sys
 from collections.abc import Callable, Generator, Iterator
 from contextlib import closing, contextmanager
 from typing import TYPE_CHECKING, Any
 
 from mmu_notifier import sync
 from mmu_notifier.errors import (
-    DoubleFreeError,
     InterruptedCallError,
     MisuseError,
     NoMemoryError,
     RefcountOverflowError,
-    UseAfterFreeError,
 )
 from mmu_notifier.faults import REGISTER_ALLOC, REGISTER_MMAP_LOCK
+from mmu_notifier.kmem import call_site, poison
+from mmu_notifier.kmem import is_freed as is_freed  # deprecated here: use mmu_notifier.kmem (kept for one release)
 from mmu_notifier.log import LOG
 from mmu_notifier.range import RANGE_BLOCKABLE, Range
-from mmu_notifier.workqueue import check_work_free
 
 if TYPE_CHECKING:
     from mmu_notifier.kernel import Kernel
@@ -138,75 +136,6 @@ class MMUNotifierMM:
         """The first linked subscription with ``ops`` in list order; caller holds ``lock``."""
         same = self.by_ops.get(ops)
         return next(reversed(same)) if same else None
-
-
-# -- poisoning -----------------------------------------------------------------
-
-_poisoned_classes: dict[type, type] = {}
-#: frames of these modules are skipped when recording where something was freed
-_CORE_FILES = (__file__.rsplit(".", 1)[0], __file__.rsplit("notifier.", 1)[0] + "legacy")
-
-
-def call_site(skip_core: bool = True) -> str:
-    """``file:line in function`` of the first caller outside the core's notifier and legacy modules."""
-    frame = sys._getframe(1)
-    while frame is not None and skip_core and frame.f_code.co_filename.rsplit(".", 1)[0] in _CORE_FILES:
-        frame = frame.f_back  # type: ignore[assignment]
-    if frame is None:
-        return "?"
-    return f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
-
-
-def _poisoned_class(cls: type) -> type:
-    poisoned = _poisoned_classes.get(cls)
-    if poisoned is not None:
-        return poisoned
-
-    def touch(self: Any, name: str, *value: Any) -> Any:
-        state = object.__getattribute__(self, "__dict__")
-        freed_by = state.get("_freed_by", "free_notifier")
-        raise UseAfterFreeError(f"{cls.__name__}.{name} touched after {freed_by}", free_site=state.get("_free_site"))
-
-    def describe(self: Any) -> str:
-        return f"<freed {cls.__name__} at {id(self):#x}>"
-
-    poisoned = type(
-        f"Freed{cls.__name__}",
-        (cls,),
-        {"__slots__": (), "__getattribute__": touch, "__setattr__": touch, "__repr__": describe, "_poisoned": True},
-    )
-    _poisoned_classes[cls] = poisoned
-    return poisoned
-
-
-def is_freed(sub: MMUNotifier) -> bool:
-    """True once the subscription's memory was freed (it is poisoned)."""
-    return getattr(type(sub), "_poisoned", False)
-
-
-def check_free(obj: object, site: str) -> None:
-    """The debug checks the kernel runs on memory being freed, before anything changes.
-
-    ``debug_check_no_locks_freed`` (a held or waited-for lock inside: :class:`LockFreedError`)
-    and debugobjects' check for an active ``work_struct`` inside (:class:`MisuseError`).
-    Kept apart from :func:`poison` so it can move with it into the allocator module.
-    """
-    sync.check_no_locks_freed(obj, site)
-    check_work_free(obj)
-
-
-def poison(sub: MMUNotifier, site: str, freed_by: str = "free_notifier") -> None:
-    """Mark ``sub`` freed: every later access raises :class:`UseAfterFreeError` naming ``freed_by`` and ``site``.
-
-    Raises :class:`DoubleFreeError` when it was freed already.
-    """
-    if is_freed(sub):
-        first = object.__getattribute__(sub, "__dict__").get("_free_site")
-        raise DoubleFreeError(f"{type(sub).__name__} freed twice (again at {site})", free_site=first)
-    check_free(sub, site)
-    sub.__dict__["_free_site"] = site
-    sub.__dict__["_freed_by"] = freed_by
-    sub.__class__ = _poisoned_class(type(sub))
 
 
 # -- registration --------------------------------------------------------------
@@ -347,7 +276,7 @@ def _free_now(sub: MMUNotifier, ops: MMUNotifierOps, site: str) -> None:
     free = ops.free_notifier
     if free is not None:
         free(sub)
-    poison(sub, site)
+    poison(sub, site, freed_by="free_notifier")
     if LOG.on:
         LOG.event("notifier.free", driver=ops.name, site=site)
 

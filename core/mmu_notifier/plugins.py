@@ -265,9 +265,7 @@ class DriverRegistry:
             raise MisuseError(f"driver {ops.name!r} is unloaded already (at {ops.unloaded_at})")
         if ops.linked:
             raise MisuseError(f"unload of driver {ops.name!r} with {ops.linked} subscription(s) still linked on an mm")
-        from mmu_notifier import notifier
-
-        notifier.synchronize(self.kernel)
+        self.kernel.srcu.barrier()  # mmu_notifier_synchronize (notifier.synchronize), from below it
         if ops.pending_frees or ops.linked:
             raise MisuseError(
                 f"unload of driver {ops.name!r}: {ops.pending_frees} free(s) pending and {ops.linked}"

@@ -213,18 +213,24 @@ def queue_work(wq: Workqueue, work: Work) -> bool:
     return wq.queue_work(work)
 
 
+#: Returns the process-wide kernel; :mod:`mmu_notifier.kernel` installs its ``default_kernel``
+#: here when it is imported (this module sits below it in the import graph).
+default_kernel_hook: Callable[[], object] | None = None
+
+
 def schedule_work(work: Work, kernel: object | None = None) -> bool:
     """``schedule_work``: queue on the system workqueue (``system_wq``) of ``kernel``.
 
-    ``kernel`` defaults to :func:`~mmu_notifier.kernel.default_kernel`; code running under the
-    explorer passes the kernel of its scenario.
+    ``kernel`` (a :class:`~mmu_notifier.kernel.Kernel`) defaults to
+    :func:`~mmu_notifier.kernel.default_kernel`; code running under the explorer passes the
+    kernel of its scenario.
     """
-    from mmu_notifier.kernel import Kernel, default_kernel
-
-    k = kernel if kernel is not None else default_kernel()
-    if not isinstance(k, Kernel):
-        raise MisuseError(f"schedule_work({work!r}): {k!r} is not a Kernel")
-    return k.system_wq.queue_work(work)
+    if kernel is None and default_kernel_hook is not None:
+        kernel = default_kernel_hook()
+    wq = getattr(kernel, "system_wq", None)
+    if not isinstance(wq, Workqueue):
+        raise MisuseError(f"schedule_work({work!r}): {kernel!r} is not a Kernel")
+    return wq.queue_work(work)
 
 
 def flush_work(work: Work) -> bool:

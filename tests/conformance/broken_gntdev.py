@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 from typing import ClassVar, cast
 
-from mmu_notifier import legacy
+from mmu_notifier import kmem
 from mmu_notifier.config import DriverConfig
 from mmu_notifier.hookspecs import hookimpl
 from mmu_notifier.notifier import MMUNotifier
@@ -30,7 +30,7 @@ class FreeTwice(GntdevDriver):
         last = gmm.users == 1
         super().gntdev_release(priv)
         if last:
-            legacy.kfree(gmm)  # BUG: the free after put's grace period frees it again
+            kmem.kfree(gmm)  # BUG: the free after put's grace period frees it again
 
 
 class SkipEnd(GntdevDriver):

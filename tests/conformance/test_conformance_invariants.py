@@ -10,7 +10,7 @@ import pytest
 from mirror_driver import MirrorDriver, MirrorSub
 
 import mmu_notifier as mn
-from mmu_notifier import invariants, legacy, notifier
+from mmu_notifier import invariants, kmem, notifier
 from mmu_notifier.invariants import Monitor, Recorder
 from mmu_notifier.range import Event, Range
 
@@ -77,7 +77,7 @@ def world() -> World:
     return World(kernel, driver, ops, Recorder().install(kernel), mn.MM(kernel))
 
 
-def checks(found: list[invariants.Violation]) -> set[str]:
+def checks(found: list[invariants.InvariantViolation]) -> set[str]:
     return {v.check for v in found}
 
 
@@ -153,7 +153,7 @@ def test_a_driver_freeing_its_own_subscription_is_flagged(world: World) -> None:
     sub = mn.get(world.driver, world.mm)
     with world.kernel.srcu.read_section():  # a walker holds the grace period open
         mn.put(sub)
-        legacy.kfree(sub)  # the v5.3 habit; the free after the grace period comes on top
+        kmem.kfree(sub)  # the v5.3 habit; the free after the grace period comes on top
     mn.synchronize(world.kernel)
     found = [v.message for v in world.recorder.violations]
     assert any("freed twice" in m for m in found), found
@@ -193,7 +193,7 @@ def test_registration(world: World) -> None:
 
 
 def test_format_explains_each_check() -> None:
-    text = invariants.format_violations([invariants.Violation(invariants.COHERENCE, "x")])
+    text = invariants.format_violations([invariants.InvariantViolation(invariants.COHERENCE, "x")])
     assert text.startswith("[coherence] x") and invariants.CHECKS[invariants.COHERENCE] in text
 
 

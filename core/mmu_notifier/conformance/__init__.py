@@ -4,8 +4,8 @@ Run it with ``pytest --pyargs mmu_notifier.conformance`` (every installed
 driver; ``--mmu-driver NAME`` restricts, repeatable) or
 ``mmu-notifier conformance [NAME...]`` (also ``python -m
 mmu_notifier.conformance``). The pytest plugin is :mod:`.plugin`, the
-harness (loading a driver, a fresh world per check, the concurrency
-scenarios) is :mod:`.harness`, and the invariants themselves live in
+harness (loading a driver, a fresh world per check) is :mod:`.harness`,
+the concurrency scenarios are :mod:`.races`, and the invariants live in
 :mod:`mmu_notifier.invariants`, shared with the main job.
 
 Each check is a test named after what it checks; :data:`CHECKS` says what a

@@ -1,6 +1,6 @@
 """Concurrency: five races explored with PCT for a fixed budget per driver; zero reports allowed.
 
-Each race is a small scenario (see :data:`mmu_notifier.conformance.harness.RACES`)
+Each race is a small scenario (see :data:`mmu_notifier.conformance.races.RACES`)
 rebuilt for every schedule on the explorer's deterministic backend, with the
 monitor's invariants as its end-of-run checks and the explorer's own
 detectors (use after free, double free, deadlock, sleep in atomic context,
@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import pytest
 
-from mmu_notifier.conformance.harness import RACES, DriverUnderTest, explore_race
+from mmu_notifier.conformance.harness import DriverUnderTest
 from mmu_notifier.conformance.plugin import KitOptions, require
+from mmu_notifier.conformance.races import RACES, explore_race
 
 
 def _explore(dut: DriverUnderTest, key: str, options: KitOptions) -> None:
@@ -34,8 +35,8 @@ def _explore(dut: DriverUnderTest, key: str, options: KitOptions) -> None:
         schedule = result.findings[0].minimised or result.findings[0].schedule
         pytest.fail(
             f"race {key} ({race.description}): {len(result.findings)} finding(s) in {result.stats.schedules} "
-            f"PCT schedules\n{report}\n\nreplay it with:\n  python -c \"from mmu_notifier.conformance.harness import "
-            f"replay; print(replay({dut.name!r}, {key!r}, {schedule!r}).text())\"",
+            f"PCT schedules\n{report}\n\nreplay it with:\n  python -c \"from mmu_notifier.conformance.races import "
+            f"replay_race; print(replay_race({dut.name!r}, {key!r}, {schedule!r}).text())\"",
             pytrace=False,
         )
 

@@ -103,8 +103,10 @@ def test_nonblockable_never_sleeps(mmu_world: World) -> None:
                     pytrace=False)
     found = world.violations()
     if not reaped and contract.REFUSES_NONBLOCK not in world.caps:
-        found.append(invariants.Violation(invariants.NONBLOCK, "the driver refused a non-blockable range but does "
-                                                               "not declare the capability refuses_nonblock"))
+        found.append(invariants.InvariantViolation(
+            invariants.NONBLOCK,
+            "the driver refused a non-blockable range but does not declare the capability refuses_nonblock",
+        ))
     if found:
         pytest.fail("after the OOM reaper ran:\n" + invariants.format_violations(found), pytrace=False)
     if contract.DEVICE_TRANSLATIONS in world.caps:

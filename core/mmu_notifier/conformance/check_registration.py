@@ -12,11 +12,11 @@ from mmu_notifier import exerciser as contract
 from mmu_notifier import invariants, synchronize
 from mmu_notifier.conformance.harness import World
 from mmu_notifier.conformance.plugin import refuse
-from mmu_notifier.invariants import Violation
-from mmu_notifier.notifier import is_freed
+from mmu_notifier.invariants import InvariantViolation
+from mmu_notifier.kmem import is_freed
 
 
-def _fail(found: list[Violation], context: str) -> None:
+def _fail(found: list[InvariantViolation], context: str) -> None:
     if found:
         pytest.fail(f"{context}:\n{invariants.format_violations(found)}", pytrace=False)
 

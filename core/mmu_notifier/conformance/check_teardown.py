@@ -14,8 +14,8 @@ from mmu_notifier import invariants
 from mmu_notifier.conformance.harness import World
 from mmu_notifier.conformance.plugin import require
 from mmu_notifier.exerciser import Handle
+from mmu_notifier.kmem import is_freed
 from mmu_notifier.mm import MM
-from mmu_notifier.notifier import is_freed
 
 
 def _attached(world: World, handles: int = 2) -> tuple[MM, list[Handle], tuple[int, int]]:

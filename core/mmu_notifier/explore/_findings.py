@@ -93,9 +93,10 @@ class Problem:
         return (self.kind.value, where.rsplit(" in ", 1)[-1] if where else "")
 
 
-#: Functions of the core's poisoning machinery (in its notifier module): the access site is their caller.
+#: Functions of the core's poisoning machinery (in ``mmu_notifier/kmem.py``, whose
+#: ``POISON_FRAMES`` they mirror; the engine does not import the model): the access site is their caller.
 _POISON_FRAMES = frozenset({"touch", "poison", "__getattribute__", "__setattr__"})
-_NOTIFIER_FILE = os.path.join("mmu_notifier", "notifier.py")
+_NOTIFIER_FILE = os.path.join("mmu_notifier", "kmem.py")
 _SCHEDULER_FILE = os.path.join("explore", "_scheduler.py")
 #: innermost frames a report prints
 _STACK_DEPTH = 5

@@ -78,7 +78,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         progress.close()
         if args.log_format:
             log.configure(None)
-    doc: dict[str, Any] = runner.describe(result)
+    doc: dict[str, Any] = summary.document(result)
     if args.timeline is not None:
         timeline = result.timeline
         if timeline is None:

@@ -13,7 +13,7 @@ exactly as in the kernel before the later "end for everyone" change.
 
 from __future__ import annotations
 
-from mmu_notifier.workload.model import Background, Process, Step, Workload
+from mmu_notifier.workload.model import Background, Process, ProcessStep, Workload
 
 DEFAULT = Workload(
     name="default",
@@ -23,43 +23,43 @@ DEFAULT = Workload(
             count=3,
             repeat=2,
             steps=[
-                Step(op="mmap", pages=4),
-                Step(op="touch", write=True),
-                Step(op="attach"),
-                Step(op="attach"),  # a second thread opens the device: the same subscription, users 2
-                Step(op="map"),
-                Step(op="access", write=True),
-                Step(op="mmap", pages=2),
-                Step(op="touch", region=1, write=True),
-                Step(op="map", region=1),
-                Step(op="access", region=1),
-                Step(op="fork"),
-                Step(op="access", write=True),
-                Step(op="mprotect"),
-                Step(op="access"),
-                Step(op="mprotect", write=True),
-                Step(op="madvise", region=1),
-                Step(op="access", region=1),
-                Step(op="mremap", pages=2),
-                Step(op="access"),
-                Step(op="soft_dirty"),
-                Step(op="munmap", region=1),
-                Step(op="detach"),
-                Step(op="detach"),
+                ProcessStep(op="mmap", pages=4),
+                ProcessStep(op="touch", write=True),
+                ProcessStep(op="attach"),
+                ProcessStep(op="attach"),  # a second thread opens the device: the same subscription, users 2
+                ProcessStep(op="map"),
+                ProcessStep(op="access", write=True),
+                ProcessStep(op="mmap", pages=2),
+                ProcessStep(op="touch", region=1, write=True),
+                ProcessStep(op="map", region=1),
+                ProcessStep(op="access", region=1),
+                ProcessStep(op="fork"),
+                ProcessStep(op="access", write=True),
+                ProcessStep(op="mprotect"),
+                ProcessStep(op="access"),
+                ProcessStep(op="mprotect", write=True),
+                ProcessStep(op="madvise", region=1),
+                ProcessStep(op="access", region=1),
+                ProcessStep(op="mremap", pages=2),
+                ProcessStep(op="access"),
+                ProcessStep(op="soft_dirty"),
+                ProcessStep(op="munmap", region=1),
+                ProcessStep(op="detach"),
+                ProcessStep(op="detach"),
             ],
         ),
         Process(
             name="exiter",
             count=2,
             steps=[
-                Step(op="mmap", pages=3),
-                Step(op="touch", write=True),
-                Step(op="attach"),
-                Step(op="map"),
-                Step(op="access"),
-                Step(op="oom_reap"),  # the OOM killer's victim: reaped, then it exits
-                Step(op="exit"),
-                Step(op="detach"),
+                ProcessStep(op="mmap", pages=3),
+                ProcessStep(op="touch", write=True),
+                ProcessStep(op="attach"),
+                ProcessStep(op="map"),
+                ProcessStep(op="access"),
+                ProcessStep(op="oom_reap"),  # the OOM killer's victim: reaped, then it exits
+                ProcessStep(op="exit"),
+                ProcessStep(op="detach"),
             ],
         ),
     ],

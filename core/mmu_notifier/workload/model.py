@@ -42,7 +42,7 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Step(Strict):
+class ProcessStep(Strict):
     """One step of a process."""
 
     op: Op
@@ -58,7 +58,7 @@ class Process(Strict):
     name: str = Field(min_length=1)
     count: int = Field(1, ge=1, le=1000)
     repeat: int = Field(1, ge=1, le=10_000)
-    steps: list[Step] = Field(min_length=1)
+    steps: list[ProcessStep] = Field(min_length=1)
 
 
 class Background(Strict):

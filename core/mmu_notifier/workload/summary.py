@@ -1,8 +1,17 @@
-"""The run summary a person reads at a glance: one table, drivers as rows, then totals."""
+"""The run summary: the JSON-ready document of a run, and the table a person reads at a glance.
+
+:func:`document` turns a run's result into one JSON-ready document;
+:func:`render` prints it as one table, drivers as rows, then totals.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from mmu_notifier.workload.stats import DriverStats
+
+if TYPE_CHECKING:
+    from mmu_notifier.workload.runner import RunResult
 
 COLUMNS = (
     ("driver", 10),
@@ -36,7 +45,7 @@ def _row(name: str, stats: dict[str, Any]) -> str:
 
 
 def render(doc: dict[str, Any]) -> str:
-    """The summary document of :func:`mmu_notifier.workload.runner.describe` as text."""
+    """The summary document of :func:`document` as text."""
     header = "  ".join(title.rjust(width) if i else title.ljust(width) for i, (title, width) in enumerate(COLUMNS))
     lines = [f"workload {doc['workload']!r}, {doc['mode']}, seed {doc['seed']}", "", header, "-" * len(header)]
     lines += [_row(name, stats) for name, stats in doc["drivers"].items()]
@@ -57,3 +66,34 @@ def render(doc: dict[str, Any]) -> str:
     else:
         lines.append("no violations")
     return "\n".join(lines)
+
+
+def document(result: RunResult) -> dict[str, Any]:
+    """A JSON-ready summary document."""
+    totals = DriverStats()
+    for stats in result.drivers.values():
+        totals.subscriptions |= stats.subscriptions
+        totals.freed += stats.freed
+        totals.peak_users = max(totals.peak_users, stats.peak_users)
+        totals.invalidations.update(stats.invalidations)
+        totals.refusals += stats.refusals
+        totals.releases += stats.releases
+        totals.device_faults += stats.device_faults
+        totals.retries += stats.retries
+        totals.violations += stats.violations
+    return {
+        "workload": result.workload,
+        "mode": result.mode,
+        "seed": result.seed,
+        "ok": result.ok,
+        "drivers": {name: stats.to_json() for name, stats in sorted(result.drivers.items())},
+        "totals": totals.to_json(),
+        "steps": result.steps,
+        "skipped_steps": result.skipped,
+        "callbacks": result.callbacks,
+        "scheduler_steps": result.scheduler_steps,
+        "events": result.events,
+        "wall_seconds": round(result.wall, 4),
+        "events_per_second": round(result.events / result.wall, 1) if result.wall else None,
+        "violations": result.violations,
+    }

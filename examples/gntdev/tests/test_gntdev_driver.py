@@ -7,7 +7,7 @@ import errno
 import pytest
 
 import mmu_notifier as mn
-from mmu_notifier import notifier
+from mmu_notifier import kmem, notifier
 from mmu_notifier.errors import BadAddressError, ConfigError, InvalidArgumentError
 from mmu_notifier.range import Event, Range
 from mmu_notifier_gntdev import GntdevConfig, GntdevDriver, GntdevExerciser, GntdevMM
@@ -49,7 +49,7 @@ def test_every_open_of_an_mm_shares_one_notifier(kernel: mn.Kernel, gntdev: Gntd
     container = mm.mmu_notifier_mm
     assert container is not None and container.find(kernel.drivers.ops_of(gntdev)) is None  # unlinked at once
     mn.synchronize(kernel)
-    assert notifier.is_freed(gmm)
+    assert kmem.is_freed(gmm)
     gntdev.gntdev_release(other)
     mn.synchronize(kernel)
     assert not kernel.warnings and not kernel.bugs
@@ -125,7 +125,7 @@ def test_release_unmaps_everything_and_maps_nothing_more(kernel: mn.Kernel, ex: 
         ex.map_range(handle, start, start + PAGE)
     ex.detach(handle)  # close after exit: still exactly one free
     mn.synchronize(kernel)
-    assert notifier.is_freed(handle.subscription)
+    assert kmem.is_freed(handle.subscription)
     assert mm.freed and not kernel.warnings and not kernel.bugs
 
 

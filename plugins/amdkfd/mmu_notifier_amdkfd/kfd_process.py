@@ -9,22 +9,19 @@ undos, and the three works.
 
 The notifier is a separate object embedded in the process, as in C: the core
 poisons it when ``free_notifier`` returns, while the process may live on (a
-PASID or mm lookup can still hold a kref); :func:`kfree` poisons the process
+PASID or mm lookup can still hold a kref); :func:`mmu_notifier.kmem.kfree` poisons the process
 when its memory goes. The process lifetime (create, release, the krefs) is
 :mod:`mmu_notifier_amdkfd.lifetime`.
 """
 
 from __future__ import annotations
 
-import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from mmu_notifier import MM, MMUNotifier, Prot, sync
 from mmu_notifier.errors import (
     BusyError,
-    DoubleFreeError,
     NoMemoryError,
-    UseAfterFreeError,
 )
 from mmu_notifier.log import LOG
 from mmu_notifier_amdkfd.device import Ida, KfdDevice, KfdProcessDevice, Queue
@@ -40,49 +37,6 @@ CWSR_PAGES = 2
 def mark(op: str, obj: object) -> None:
     """A named scheduling point, so an explorer timeline shows the kernel step (``op``) on ``obj``."""
     sync.backend().point(op, obj)
-
-
-def _caller_site() -> str:
-    frame = sys._getframe(2)
-    return f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
-
-
-# -- kmalloc'ed driver objects -------------------------------------------------
-
-_freed_classes: dict[type, type] = {}
-
-
-def _freed_class(cls: type) -> type:
-    freed = _freed_classes.get(cls)
-    if freed is None:
-
-        def touch(self: Any, name: str, *value: Any) -> Any:
-            site = object.__getattribute__(self, "__dict__").get("_free_site")
-            raise UseAfterFreeError(f"{cls.__name__}.{name} touched after kfree", free_site=site)
-
-        freed = type(
-            f"Freed{cls.__name__}",
-            (cls,),
-            # ``_poisoned`` lets the explorer describe a freed object by the class it had
-            {"__getattribute__": touch, "__setattr__": touch, "_poisoned": True,
-             "__repr__": lambda self: f"<freed {cls.__name__} at {id(self):#x}>"},
-        )
-        _freed_classes[cls] = freed
-    return freed
-
-
-def kfree(obj: object) -> None:
-    """``kfree``: any later access to ``obj`` raises :class:`UseAfterFreeError` naming this call site.
-
-    Raises :class:`DoubleFreeError` if ``obj`` was freed already.
-    """
-    site = _caller_site()
-    if getattr(type(obj), "_poisoned", False):
-        first = object.__getattribute__(obj, "__dict__").get("_free_site")
-        raise DoubleFreeError(f"{type(obj).__mro__[1].__name__} freed twice (again at {site})", free_site=first)
-    obj.__dict__["_free_site"] = site
-    obj.__class__ = _freed_class(type(obj))
-
 
 
 class KfdProcessNotifier(MMUNotifier):

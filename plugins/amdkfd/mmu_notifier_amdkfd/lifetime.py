@@ -21,14 +21,14 @@ import errno
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from mmu_notifier import MM, MMUNotifier, get, legacy, put, register, sync, synchronize
+from mmu_notifier import MM, MMUNotifier, get, kmem, put, register, sync, synchronize
 from mmu_notifier.errors import InvalidArgumentError, KernelError, MisuseError, NoMemoryError
 from mmu_notifier.log import LOG
 from mmu_notifier.srcu import Srcu
 from mmu_notifier_amdkfd.config import KfdConfig
 from mmu_notifier_amdkfd.device import Ida, KfdDevice, Queue, iommu_v2_fault
 from mmu_notifier_amdkfd.faults import FaultInjector, Step
-from mmu_notifier_amdkfd.kfd_process import KfdProcess, kfree, mark
+from mmu_notifier_amdkfd.kfd_process import KfdProcess, mark
 from mmu_notifier_amdkfd.process_table import ProcessTable
 from mmu_notifier_amdkfd.workqueue import Workqueue
 
@@ -56,7 +56,7 @@ class Kfd:
         self.process_wq = Workqueue("kfd_process_wq", kernel.record_bug)
         self.restore_wq = Workqueue("kfd_restore_wq", kernel.record_bug)
         self.system_wq = Workqueue("events", kernel.record_bug)
-        self.faults = FaultInjector(config.faults)
+        self.faults = FaultInjector(config.faults, kernel.faults)
         #: ``get_task_struct`` references on lead threads that processes hold
         self.task_refs = sync.Atomic("kfd.lead_thread_refs", 0)
         #: the kernel's plain RCU, which the 5.3 unwind waited for by mistake (table readers use SRCU)
@@ -98,8 +98,8 @@ class Kfd:
         mark("kfree", process)
         self.live.discard(process)
         if not process.notifier_freed:
-            legacy.kfree(process.mmu_notifier)
-        kfree(process)
+            kmem.kfree(process.mmu_notifier)
+        kmem.kfree(process)
 
     # -- lookups and references -----------------------------------------------
     def find_process(self, mm: MM) -> KfdProcess | None:

@@ -36,7 +36,7 @@ from __future__ import annotations
 import contextlib
 import functools
 
-from mmu_notifier import MM, Kernel, NoMemoryError
+from mmu_notifier import MM, Kernel, NoMemoryError, invariants
 from mmu_notifier.explore import Leak, Scenario, ScenarioInstance, Violation
 from mmu_notifier.plugins import MMUNotifierOps
 from mmu_notifier_amdkfd import KfdDriver
@@ -62,8 +62,9 @@ def check_clean(kernel: Kernel, kfd: Kfd, *, lead_thread_leak_ok: bool = False) 
     """End-of-run check: no deferred-callback bug, no WARN, nothing kfd allocated is left."""
     if kernel.bugs:
         raise kernel.bugs[0]
-    if kernel.warnings:
-        raise Violation(f"kernel WARN: {kernel.warnings[0]}")
+    found = invariants.check_kernel(kernel)
+    if found:
+        raise Violation(found[0].message)
     leaks = kfd.leaks()
     if lead_thread_leak_ok:
         leaks.pop("lead_threads", None)

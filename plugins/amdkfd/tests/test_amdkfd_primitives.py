@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 
 from mmu_notifier import MM, Kernel, sync
 from mmu_notifier.errors import DoubleFreeError, MisuseError, UseAfterFreeError
+from mmu_notifier.kmem import kfree
 from mmu_notifier_amdkfd.device import Ida
-from mmu_notifier_amdkfd.kfd_process import kfree
 from mmu_notifier_amdkfd.process_table import PROCESS_TABLE_BITS, ProcessTable
 from mmu_notifier_amdkfd.workqueue import Work, Workqueue
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar, cast
 
-from mmu_notifier import MM, MMUNotifier, legacy, register_locked, sync, unregister
+from mmu_notifier import MM, MMUNotifier, kmem, register_locked, sync, unregister
 from mmu_notifier_gru.gru_mm_struct import GruMMStruct
 
 if TYPE_CHECKING:
@@ -75,7 +75,7 @@ class GruScheme53:
         try:
             register_locked(gms, mm, driver=driver)
         except Exception:
-            legacy.kfree(gms)
+            kmem.kfree(gms)
             raise
         return gms
 
@@ -86,7 +86,7 @@ class GruScheme53:
             sync.yield_now()  # unlocked read of ms_released
             if not old.ms_released:
                 unregister(old, mm)
-            legacy.kfree(old)
+            kmem.kfree(old)
             driver._stat("gms_free")
 
     def release(self, subscription: MMUNotifier) -> None:

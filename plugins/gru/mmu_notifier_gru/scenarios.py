@@ -29,7 +29,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
-from mmu_notifier import MM, Event, Kernel, Range, notifier
+from mmu_notifier import MM, Event, Kernel, Range, invariants, notifier
 from mmu_notifier.explore import Leak, Scenario, ScenarioInstance, Violation
 from mmu_notifier_gru import GruConfig, GruDriver
 from mmu_notifier_gru.device import GruDriverBase
@@ -54,8 +54,9 @@ def _finish(run: ScenarioInstance, kernel: Kernel, driver: GruDriverBase) -> Non
     def kernel_clean() -> None:
         if kernel.bugs:
             raise kernel.bugs[0]
-        if kernel.warnings:
-            raise Violation(f"kernel WARN: {kernel.warnings[0]}")
+        found = invariants.check_kernel(kernel)
+        if found:
+            raise Violation(found[0].message)
 
     @run.check
     def every_gms_freed() -> None:

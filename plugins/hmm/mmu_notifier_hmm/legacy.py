@@ -29,7 +29,7 @@ in the same series right after the fix; both variants here use
 
 from __future__ import annotations
 
-from mmu_notifier import MM, MisuseError, Range, register_locked, sync
+from mmu_notifier import MM, MisuseError, Range, kmem, register_locked, sync
 from mmu_notifier import legacy as core_legacy
 from mmu_notifier_hmm.hmm import Hmm
 
@@ -131,14 +131,14 @@ def hmm_free(hmm: LegacyHmm) -> None:
         def free_rcu() -> None:
             """``hmm_free_rcu``: after the grace period no walker can still hold the subscription."""
             mm.mmdrop()
-            core_legacy.kfree(hmm)
+            kmem.kfree(hmm)
 
         core_legacy.call_srcu(kernel, free_rcu)
         return
     core_legacy.unregister_no_release(hmm, mm)
     _unpublish(hmm, mm)
     mm.mmdrop()
-    core_legacy.kfree(hmm)  # the bug: a walker that loaded hmm from the list may still call into it
+    kmem.kfree(hmm)  # the bug: a walker that loaded hmm from the list may still call into it
 
 
 class HmmScheme53:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from mmu_notifier import MM, Kernel, sync, synchronize
+from mmu_notifier import MM, Kernel, invariants, sync, synchronize
 from mmu_notifier.explore import Scenario, ScenarioInstance, Violation
 from mmu_notifier_hmm import HmmDriver
 from mmu_notifier_hmm.config import HmmConfig
@@ -41,8 +41,9 @@ def kernel_clean(kernel: Kernel) -> None:
     """No exception in a deferred callback and no WARN."""
     if kernel.bugs:
         raise kernel.bugs[0]
-    if kernel.warnings:
-        raise Violation(f"kernel WARN: {kernel.warnings[0]}")
+    found = invariants.check_kernel(kernel)
+    if found:
+        raise Violation(found[0].message)
 
 
 def world(config: HmmConfig, pages: int) -> tuple[Kernel, HmmDriver, MM, int]:

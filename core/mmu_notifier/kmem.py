@@ -1,0 +1,162 @@
+"""The allocator room: freeing model objects and catching every later touch (``mm/slab`` with KASAN).
+
+Models what a kernel built with KASAN reports about slab memory: after
+``kfree(obj)`` any read or write of ``obj`` is a *use after free* naming the
+access and the free site; a second ``kfree`` is a *double free* naming both
+sites. The core frees a subscription this way when ``free_notifier`` returns
+(:mod:`mmu_notifier.notifier`), :func:`mmu_notifier.legacy.kfree` when a
+pre-series driver frees its own, and a driver model frees its own
+``kmalloc``'ed objects (a process, a per-mm struct) with :func:`kfree`.
+
+How it works, and where it differs from the kernel: an object is "poisoned"
+by swapping its class for a subclass whose ``__getattribute__`` and
+``__setattr__`` raise :class:`~mmu_notifier.errors.UseAfterFreeError`. The
+live object pays nothing on its hot paths (no flag tested on each access), and
+the memory is not reused, so every later touch is caught, not only those that
+hit a redzone or a quarantined slot as KASAN's are. Objects must have a
+``__dict__`` (the free site is kept there).
+
+The poisoned class carries the marker :data:`POISON_MARK` (a class attribute
+set to ``True``) and has the live class as its first base: code that may not
+import the model (the explorer's engine, which names the objects a step acts
+on) reads those two facts instead of calling :func:`is_freed` and
+:func:`allocated_class`. Stack frames of the functions in
+:data:`POISON_FRAMES`, in this file, are the poisoning machinery: a report's
+access site is their caller.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from mmu_notifier import sync
+from mmu_notifier.errors import DoubleFreeError, UseAfterFreeError
+from mmu_notifier.workqueue import check_work_free
+
+__all__ = [
+    "POISON_FRAMES",
+    "POISON_MARK",
+    "allocated_class",
+    "call_site",
+    "free_site",
+    "is_freed",
+    "kfree",
+    "poison",
+]
+
+#: Class attribute (``True``) of every poisoned class: what the explorer's engine tests without importing this module.
+POISON_MARK = "_poisoned"
+#: Names of the poisoning machinery's frames in this file; a report's access site is their caller.
+POISON_FRAMES = frozenset({"touch", "poison", "__getattribute__", "__setattr__"})
+
+_poisoned_classes: dict[type, type] = {}
+
+
+def _stem(filename: str) -> str:
+    return filename.rsplit(".", 1)[0]
+
+
+_HERE = _stem(__file__)
+#: frames of these core modules are skipped when recording where something was freed
+_CORE_FILES = frozenset({_HERE, _HERE.rsplit("kmem", 1)[0] + "notifier", _HERE.rsplit("kmem", 1)[0] + "legacy"})
+
+
+def call_site(skip_core: bool = True) -> str:
+    """``file:line in function`` of the first caller outside the core's allocator, notifier and legacy modules.
+
+    That is the driver (or test) line that freed or put an object, which is what
+    a KASAN report's "freed by" stack points the reader to.
+    """
+    frame = sys._getframe(1)
+    while frame is not None and skip_core and _stem(frame.f_code.co_filename) in _CORE_FILES:
+        frame = frame.f_back  # type: ignore[assignment]
+    if frame is None:
+        return "?"
+    return f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
+
+
+def _poisoned_class(cls: type) -> type:
+    """The poisoned subclass of ``cls`` (made once per class, then cached)."""
+    poisoned = _poisoned_classes.get(cls)
+    if poisoned is not None:
+        return poisoned
+
+    def touch(self: Any, name: str, *value: Any) -> Any:
+        state = object.__getattribute__(self, "__dict__")
+        freed_by = state.get("_freed_by", "kfree")
+        raise UseAfterFreeError(f"{cls.__name__}.{name} touched after {freed_by}", free_site=state.get("_free_site"))
+
+    def describe_freed(self: Any) -> str:
+        return f"<freed {cls.__name__} at {id(self):#x}>"
+
+    # ``__slots__ = ()``: the subclass adds no storage, so the class swap keeps the object's layout
+    namespace: dict[str, Any] = {
+        "__slots__": (),
+        "__getattribute__": touch,
+        "__setattr__": touch,
+        "__repr__": describe_freed,
+        POISON_MARK: True,
+    }
+    poisoned = type(f"Freed{cls.__name__}", (cls,), namespace)
+    _poisoned_classes[cls] = poisoned
+    return poisoned
+
+
+def is_freed(obj: object) -> bool:
+    """True once ``obj``'s memory was freed (it is poisoned)."""
+    return bool(getattr(type(obj), POISON_MARK, False))
+
+
+def allocated_class(obj: object) -> type:
+    """The class ``obj`` had while it was live (its own class if it was never freed)."""
+    cls = type(obj)
+    return cls.__mro__[1] if getattr(cls, POISON_MARK, False) else cls
+
+
+def free_site(obj: object) -> str | None:
+    """Where ``obj`` was freed (``file:line in function``), or ``None`` if it is live."""
+    if not is_freed(obj):
+        return None
+    site: str | None = object.__getattribute__(obj, "__dict__").get("_free_site")
+    return site
+
+
+def check_free(obj: object, site: str) -> None:
+    """The debug checks the kernel runs on memory being freed, before anything changes.
+
+    lockdep's ``debug_check_no_locks_freed`` (a lock inside ``obj`` still held or
+    waited for: :class:`~mmu_notifier.errors.LockFreedError` naming both sites) and
+    debugobjects' check for an active ``work_struct`` inside it
+    (:class:`~mmu_notifier.errors.MisuseError`). Only ``obj``'s own attributes are
+    looked at, not objects they point to, as the kernel checks only the freed range.
+    """
+    sync.check_no_locks_freed(obj, site)
+    check_work_free(obj)
+
+
+def poison(obj: object, site: str, freed_by: str = "kfree") -> None:
+    """Mark ``obj`` freed at ``site``: every later access raises :class:`UseAfterFreeError` naming ``freed_by``.
+
+    The primitive under :func:`kfree`, for callers that record a site other than
+    their caller's (the core's deferred ``free_notifier`` names the ``put``).
+    Raises :class:`DoubleFreeError` naming the first free site when ``obj`` was
+    freed already, and changes nothing then.
+    """
+    if is_freed(obj):
+        first = free_site(obj)
+        raise DoubleFreeError(f"{allocated_class(obj).__name__} freed twice (again at {site})", free_site=first)
+    check_free(obj, site)
+    state = obj.__dict__
+    state["_free_site"] = site
+    state["_freed_by"] = freed_by
+    obj.__class__ = _poisoned_class(type(obj))
+
+
+def kfree(obj: object) -> None:
+    """``kfree(obj)``: any later access raises :class:`UseAfterFreeError` naming this call site.
+
+    Raises :class:`DoubleFreeError` if ``obj`` was freed already (KASAN's
+    "double-free or invalid-free"), naming both free sites.
+    """
+    poison(obj, call_site(), freed_by="kfree")

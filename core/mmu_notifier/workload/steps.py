@@ -1,0 +1,240 @@
+"""The main job's process steps: what each step of a workload does to the machine.
+
+A :class:`ProcessRunner` is one user process as a model thread: its mm, the
+ranges it mapped and the device files it opened, stepping through its spec
+(mmap, touch, mprotect, madvise, munmap, mremap, fork, soft-dirty clearing,
+OOM reaping, exit, and the device operations attach, map, access, detach
+through each driver's exerciser). :func:`background` is the kernel's own
+threads (reclaim, migration, aging). The machine they act on is
+:mod:`mmu_notifier.workload.world`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+from mmu_notifier import sync
+from mmu_notifier.errors import KernelError
+from mmu_notifier.exerciser import Handle
+from mmu_notifier.mm import MM, RW, Prot
+from mmu_notifier.workload.model import Process, ProcessStep
+from mmu_notifier.workload.world import JobWorld, Region
+
+__all__ = ["ProcessRunner", "background"]
+
+
+class ProcessRunner:
+    """One process: its mm, its regions and its device handles, stepping through its spec."""
+
+    def __init__(self, world: JobWorld, spec: Process, number: int) -> None:
+        self.world = world
+        self.spec = spec
+        self.name = f"{spec.name}{number}"
+        self.mm: MM | None = None
+        self.regions: list[Region] = []
+        #: open device handles per driver, oldest first (each attach is another open)
+        self.handles: dict[str, list[Handle]] = {}
+
+    def run(self) -> None:
+        """The thread body: every repetition of every step, then clean up like an exiting process."""
+        for _ in range(self.spec.repeat):
+            for step in self.spec.steps:
+                self.step(step)
+                self.world.count_step()
+        self.detach(None, every=True)
+        if self.mm is not None:
+            self._exit()
+
+    def _live_mm(self) -> MM:
+        if self.mm is None:  # a new incarnation after an exit
+            self.mm = self.world.monitor.track_mm(MM(self.world.kernel))
+            self.regions = []
+            self.world.live.append(self.mm)
+            self.world.every_mm.append(self.mm)
+        return self.mm
+
+    def _region(self, step: ProcessStep) -> Region | None:
+        return self.regions[step.region % len(self.regions)] if self.regions else None
+
+    def _drivers(self, step: ProcessStep) -> list[str]:
+        names = list(self.world.exercisers)
+        return [step.driver] if step.driver in names else names if step.driver is None else []
+
+    def step(self, step: ProcessStep) -> None:
+        """Do one step; a step whose precondition is missing, or that the kernel refuses, is skipped."""
+        action = getattr(self, f"_op_{step.op}")
+        try:
+            done = action(step)
+        except KernelError:
+            done = False
+        if done is False:
+            self.world.skipped += 1
+
+    # -- memory -----------------------------------------------------------
+    def _op_mmap(self, step: ProcessStep) -> None:
+        mm = self._live_mm()
+        self.regions.append(Region(mm.mmap(step.pages * mm.page_size), step.pages))
+
+    def _with_region(self, step: ProcessStep, action: Callable[[MM, Region], object]) -> bool:
+        region = self._region(step)
+        if region is None or self.mm is None:
+            return False
+        action(self.mm, region)
+        return True
+
+    def _op_touch(self, step: ProcessStep) -> bool:
+        def touch(mm: MM, region: Region) -> None:
+            for page in range(region.pages):
+                mm.fault(region.start + page * mm.page_size, write=step.write)
+
+        return self._with_region(step, touch)
+
+    def _op_mprotect(self, step: ProcessStep) -> bool:
+        prot = RW if step.write else Prot.READ
+        return self._with_region(step, lambda mm, r: mm.mprotect(r.start, r.pages * mm.page_size, prot))
+
+    def _op_madvise(self, step: ProcessStep) -> bool:
+        return self._with_region(step, lambda mm, r: mm.madvise_dontneed(r.start, r.pages * mm.page_size))
+
+    def _op_munmap(self, step: ProcessStep) -> bool:
+        region = self._region(step)
+        if not self._with_region(step, lambda mm, r: mm.munmap(r.start, r.pages * mm.page_size)):
+            return False
+        self.regions.remove(region)  # type: ignore[arg-type]
+        return True
+
+    def _op_mremap(self, step: ProcessStep) -> bool:
+        def grow(mm: MM, region: Region) -> None:
+            size = mm.page_size
+            region.start = mm.mremap(region.start, region.pages * size, (region.pages + step.pages) * size)
+            region.pages += step.pages
+
+        return self._with_region(step, grow)
+
+    def _op_fork(self, step: ProcessStep) -> bool:
+        def fork(mm: MM, region: Region) -> None:
+            child = mm.fork()
+            try:
+                child.fault(region.start, write=True)  # breaks COW in the child
+            except KernelError:
+                pass  # a read-only region: the child only reads
+            finally:
+                child.exit()
+
+        return self._with_region(step, fork)
+
+    def _op_soft_dirty(self, step: ProcessStep) -> bool:
+        if self.mm is None:
+            return False
+        self.mm.clear_soft_dirty()
+        return True
+
+    def _op_oom_reap(self, step: ProcessStep) -> bool:
+        if self.mm is None:
+            return False
+        self.mm.oom_reap()
+        return True
+
+    def _op_exit(self, step: ProcessStep) -> bool:
+        if self.mm is None:
+            return False
+        self._exit()
+        return True
+
+    def _exit(self) -> None:
+        assert self.mm is not None
+        self.world.live.remove(self.mm)
+        self.mm.exit()
+        self.mm = None
+
+    # -- devices ----------------------------------------------------------
+    def _op_attach(self, step: ProcessStep) -> bool:
+        mm = self._live_mm()
+        done = False
+        for name in self._drivers(step):
+            handle = self.world.monitor.attached(name, self.world.exercisers[name].attach(mm))
+            self.handles.setdefault(name, []).append(handle)
+            stats = self.world.stats[name]
+            stats.subscriptions.add(handle.subscription)
+            stats.peak_users = max(stats.peak_users, handle.subscription.users)
+            done = True
+        return done
+
+    def _op_map(self, step: ProcessStep) -> bool:
+        region = self._region(step)
+        if region is None or self.mm is None:
+            return False
+        end = region.start + region.pages * self.mm.page_size
+        for name in self._drivers(step):
+            for handle in self.handles.get(name, ()):
+                self.world.exercisers[name].map_range(handle, region.start, end)
+        return True
+
+    def _op_access(self, step: ProcessStep) -> bool:
+        region = self._region(step)
+        if region is None or self.mm is None:
+            return False
+        page_size = self.mm.page_size
+        for name in self._drivers(step):
+            if not self.handles.get(name):
+                continue
+            handle = self.handles[name][0]
+            stats = self.world.stats[name]
+            for page in range(region.pages):
+                try:
+                    pfn = self.world.exercisers[name].access(handle, region.start + page * page_size, step.write)
+                except KernelError:
+                    pfn = None
+                if pfn is None:
+                    stats.retries += 1
+                else:
+                    stats.device_faults += 1
+        return True
+
+    def _op_detach(self, step: ProcessStep) -> bool:
+        return self.detach(step.driver, every=False)
+
+    def detach(self, only: str | None, every: bool = True) -> bool:
+        """Close the newest handle of each driver (or of ``only``); with ``every``, all of them."""
+        done = False
+        for name, handles in self.handles.items():
+            if only is not None and name != only:
+                continue
+            while handles:
+                handle = handles.pop()
+                self.world.exercisers[name].detach(handle)
+                self.world.monitor.detached(name, handle)
+                done = True
+                if not every:
+                    break
+        return done
+
+
+def background(world: JobWorld, rng: random.Random) -> None:
+    """The kernel's own threads: reclaim, migrate and age random live pages."""
+    plan = world.workload.background
+    ops = ["reclaim"] * plan.reclaim + ["migrate"] * plan.migrate + ["age"] * plan.age
+    rng.shuffle(ops)
+    for op in ops:
+        sync.yield_now()
+        candidates = [mm for mm in world.live if mm.alive]
+        if not candidates:
+            continue
+        mm = rng.choice(candidates)
+        if not mm.mmget_not_zero():
+            continue
+        try:
+            with mm.page_table_lock:
+                pages = sorted(mm.page_table.entries)
+            if pages:
+                addr = rng.choice(pages) << mm.page_shift
+                if op == "reclaim":
+                    mm.reclaim(addr)
+                elif op == "migrate":
+                    mm.migrate(addr)
+                else:
+                    mm.clear_flush_young(addr)
+                world.count_step()
+        finally:
+            mm.mmput()
