@@ -25,8 +25,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mmu_notifier import InvalidArgumentError, register
+from mmu_notifier.kmem import kfree
 from mmu_notifier.legacy import call_srcu, unregister_no_release
-from mmu_notifier_rdma_odp.umem_odp import IbUcontextPerMm, IbUmemOdp, Owner, Pid, kfree
+from mmu_notifier_rdma_odp.umem_odp import IbUcontextPerMm, IbUmemOdp, Owner, Pid
 
 if TYPE_CHECKING:
     from mmu_notifier_rdma_odp.device import IbUcontext

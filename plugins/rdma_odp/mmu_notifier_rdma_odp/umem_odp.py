@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import errno
 from collections import Counter
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from mmu_notifier import (
     MM,
@@ -49,8 +49,8 @@ from mmu_notifier import (
     sync,
 )
 from mmu_notifier.itree import IntervalTree
+from mmu_notifier.kmem import kfree
 from mmu_notifier.log import LOG
-from mmu_notifier.notifier import call_site, poison
 
 if TYPE_CHECKING:
     from mmu_notifier_rdma_odp.config import RdmaOdpConfig
@@ -507,8 +507,3 @@ def ib_umem_odp_release(owner: Owner, scheme: PerMmScheme, umem: IbUmemOdp) -> N
     umem.owning_mm.mmdrop()
     owner.stats["umem_free"] += 1
     kfree(umem)
-
-
-def kfree(obj: object) -> None:
-    """Free a plugin object: later touches of it are use after free, a second free a double free."""
-    poison(cast(MMUNotifier, obj), call_site(), freed_by="kfree")

@@ -28,10 +28,10 @@ def test_one_per_mm_per_ucontext(make: Callable[..., World]) -> None:
     reader = w.kernel.srcu.read_lock()  # a walker still inside the notifier SRCU
     first.dereg_mr(b)
     assert not per_mm.active and not per_mm.linked and first.per_mm_list == []
-    assert not mn.notifier.is_freed(per_mm), "freed only after a grace period (call_srcu)"
+    assert not mn.kmem.is_freed(per_mm), "freed only after a grace period (call_srcu)"
     w.kernel.srcu.read_unlock(reader)
     w.kernel.srcu.barrier()
-    assert mn.notifier.is_freed(per_mm)
+    assert mn.kmem.is_freed(per_mm)
     second.close()
     w.kernel.srcu.barrier()
     assert w.driver.stats["per_mm_alloc"] == w.driver.stats["per_mm_free"] == 2

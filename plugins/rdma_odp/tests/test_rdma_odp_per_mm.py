@@ -40,7 +40,7 @@ def test_two_ucontexts_on_two_devices_share_one_per_mm(make: Callable[..., World
     assert not per_mm.linked
     w.kernel.srcu.read_unlock(reader)
     mn.synchronize(w.kernel)
-    assert mn.notifier.is_freed(per_mm)
+    assert mn.kmem.is_freed(per_mm)
     assert w.driver.stats["per_mm_free"] == 1
     assert w.kernel.warnings == []
 
@@ -107,10 +107,10 @@ def test_module_exit_synchronizes(make: Callable[..., World]) -> None:
     per_mm = ctx.reg_mr(data, PAGE).umem.per_mm
     reader = w.kernel.srcu.read_lock()  # a walker still in its read section
     ctx.close()
-    assert per_mm is not None and not mn.notifier.is_freed(per_mm)
+    assert per_mm is not None and not mn.kmem.is_freed(per_mm)
     w.kernel.srcu.read_unlock(reader)
     w.driver.ib_uverbs_cleanup(w.kernel)
-    assert mn.notifier.is_freed(per_mm)
+    assert mn.kmem.is_freed(per_mm)
     assert w.kernel.srcu.pending_callbacks() == 0
 
 

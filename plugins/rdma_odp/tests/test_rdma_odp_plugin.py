@@ -38,13 +38,38 @@ def test_conformance_kit_for_5_3_fails_only_what_5_3_cannot_pass(tmp_path: Path)
     assert failed == set(FAILS_ON_5_3), run.stdout[-4000:]
 
 
+def _run(*args: str) -> dict:  # type: ignore[type-arg]
+    run = subprocess.run([sys.executable, "-m", "mmu_notifier.cli", "run", "--json", *args], capture_output=True,
+                         text=True, timeout=900)
+    return json.loads(run.stdout)  # type: ignore[no-any-return]
+
+
 def test_main_job_drives_the_plugin_with_zero_violations() -> None:
-    run = subprocess.run([sys.executable, "-m", "mmu_notifier.cli", "run", "--json"], capture_output=True, text=True,
-                         timeout=900)
-    summary = json.loads(run.stdout)
+    """The built-in workload over every installed driver: nothing against rdma_odp."""
+    summary = _run()
     odp = summary["drivers"]["rdma_odp"]
-    assert summary["violations"] == [] and odp["violations"] == []
+    assert odp["violations"] == []
+    assert not [v for v in summary["violations"] if "rdma_odp" in v or "IbUcontextPerMm" in v or "umem" in v]
     assert odp["allocated"] == odp["freed"] > 0 and odp["device_faults"] > 0
+    assert odp["peak_users"] >= 2, "attaches of one mm share the per_mm"
+
+
+WORKLOADS = sorted((Path(__file__).parents[3] / "examples" / "workloads").glob("*.*"))
+
+
+@pytest.mark.parametrize("workload", WORKLOADS, ids=lambda p: p.name)
+def test_example_workloads_with_only_rdma_odp(workload: Path, tmp_path: Path) -> None:
+    """Each example workload with ``drivers = ["rdma_odp"]``: the run is clean."""
+    text = workload.read_text()
+    if workload.suffix == ".toml":
+        only = tmp_path / workload.name
+        only.write_text('drivers = ["rdma_odp"]\n' + text)
+    else:
+        only = tmp_path / workload.name
+        only.write_text("drivers: [rdma_odp]\n" + text)
+    summary = _run(str(only))
+    assert summary["violations"] == [] and summary["ok"], summary["violations"][:3]
+    assert list(summary["drivers"]) == ["rdma_odp"]
 
 
 def test_config_defaults_and_validation() -> None:
