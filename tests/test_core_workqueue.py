@@ -7,7 +7,7 @@ import threading
 import pytest
 
 import mmu_notifier as mn
-from mmu_notifier import sync
+from mmu_notifier import kmem, sync
 from mmu_notifier.errors import DeadlockError, MisuseError
 from mmu_notifier.explore import Scenario, ScenarioInstance, Violation, explore
 from mmu_notifier.workqueue import (
@@ -154,6 +154,40 @@ def test_freeing_a_queued_work_item_is_reported_naming_it() -> None:
     gate.set()
     wq.drain()
     check_work_free(owner)  # idle: fine
+
+
+def test_a_work_item_may_free_its_owner_from_its_own_function_but_no_other_task_may() -> None:
+    """process_one_work never touches the item after calling it: freeing it from inside is legal."""
+    kernel = mn.Kernel(frames=16)
+    started, gate = threading.Event(), threading.Event()
+
+    class Owner:
+        def __init__(self, func: object) -> None:
+            self.work = Work(func, name="owner_release")  # type: ignore[arg-type]
+
+    freed_inside: list[Owner] = []
+
+    def release() -> None:
+        kmem.kfree(freed_inside[0])  # the kernel's kfree(p) at the end of its release work
+
+    inside = Owner(release)
+    freed_inside.append(inside)
+    schedule_work(inside.work, kernel)
+    kernel.system_wq.flush()
+    assert kernel.bugs == [] and kmem.is_freed(inside)
+
+    def wait() -> None:
+        started.set()
+        gate.wait(5)
+
+    other = Owner(wait)
+    schedule_work(other.work, kernel)
+    assert started.wait(5)
+    with pytest.raises(MisuseError, match=r"work owner_release \(inside Owner\) freed while running"):
+        kmem.kfree(other)
+    assert not kmem.is_freed(other)  # nothing changed
+    gate.set()
+    kernel.system_wq.flush()
 
 
 def test_flushing_from_the_item_itself_is_a_deadlock_error() -> None:

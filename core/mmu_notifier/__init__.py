@@ -20,6 +20,7 @@ The public API, by kernel concept:
 from mmu_notifier import kmem
 from mmu_notifier.config import DriverConfig
 from mmu_notifier.errors import (
+    ActiveObjectFreedError,
     BadAddressError,
     BusyError,
     ConfigError,
@@ -61,6 +62,7 @@ __all__ = [
     "PTE",
     "RW",
     "VMA",
+    "ActiveObjectFreedError",
     "BadAddressError",
     "BusyError",
     "ConfigError",

@@ -117,6 +117,15 @@ class DoubleFreeError(UseAfterFreeError):
     """``free_notifier`` would run a second time for the same subscription."""
 
 
+class ActiveObjectFreedError(UseAfterFreeError, MisuseError):
+    """Memory freed while an object inside it is still in use (a queued or running work item).
+
+    Models debugobjects' "ODEBUG: free active object": the free itself is the report, made at
+    the free site, before the worker touches the freed memory (which KASAN would report later
+    as a use after free). A use after free in kind, and a misuse of the API.
+    """
+
+
 class PluginError(Exception):
     """A driver plugin could not be loaded: import error, bad hooks, bad signature."""
 

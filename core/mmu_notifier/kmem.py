@@ -128,11 +128,11 @@ def check_free(obj: object, site: str) -> None:
     lockdep's ``debug_check_no_locks_freed`` (a lock inside ``obj`` still held or
     waited for: :class:`~mmu_notifier.errors.LockFreedError` naming both sites) and
     debugobjects' check for an active ``work_struct`` inside it
-    (:class:`~mmu_notifier.errors.MisuseError`). Only ``obj``'s own attributes are
+    (:class:`~mmu_notifier.errors.ActiveObjectFreedError`, a use after free in kind). Only ``obj``'s own attributes are
     looked at, not objects they point to, as the kernel checks only the freed range.
     """
     sync.check_no_locks_freed(obj, site)
-    check_work_free(obj)
+    check_work_free(obj, site)
 
 
 def poison(obj: object, site: str, freed_by: str = "kfree") -> None:

@@ -56,6 +56,20 @@ class Driver:
     def __repr__(self) -> str:
         return f"<driver {self.name} {self.version}>"
 
+    def null_callbacks(self) -> frozenset[str]:
+        """Callbacks this build leaves NULL in its ``struct mmu_notifier_ops``, though the class implements them.
+
+        A driver modelling several kernels (its ``scheme``) implements every
+        callback any of them fills, and names here the ones the chosen kernel
+        does not have: gru 5.3 has ``release`` but no ``alloc_notifier``/
+        ``free_notifier``, 5.4 the reverse. The core reads this once, when the
+        driver is added, and leaves those fields ``None`` in the ops, exactly as
+        a NULL member: dispatch skips them, ``get`` refuses a driver without
+        ``alloc_notifier``. Decide it from the config in ``__init__``; the
+        default is none.
+        """
+        return frozenset()
+
 
 Callback = Callable[..., Any]
 
@@ -111,6 +125,21 @@ class LoadReport:
 
     loaded: dict[str, MMUNotifierOps] = field(default_factory=dict)
     failed: dict[str, Exception] = field(default_factory=dict)
+
+
+def _null_callbacks(driver: object, name: str) -> frozenset[str]:
+    """``driver.null_callbacks()`` checked: callback names only (a plugin fault is a :class:`PluginError`)."""
+    method = getattr(driver, "null_callbacks", None)
+    if method is None:
+        return frozenset()
+    try:
+        null = frozenset(method())
+    except Exception as error:
+        raise PluginError(name, f"null_callbacks() failed: {type(error).__name__}: {error}") from error
+    unknown = sorted(null - set(hookspecs.CALLBACKS))
+    if unknown:
+        raise PluginError(name, f"null_callbacks() names {unknown}, which are not mmu_notifier_ops callbacks")
+    return null
 
 
 def _adapter(function: Callback, spec_args: tuple[str, ...], impl_args: tuple[str, ...]) -> Callback:
@@ -218,7 +247,7 @@ class DriverRegistry:
         unknown = sorted(caller.name for caller in callers if caller.spec is None)
         if unknown:
             raise PluginError(name, f"implements unknown hook(s) {unknown}")
-        implemented = {caller.name for caller in callers}
+        implemented = {caller.name for caller in callers} - _null_callbacks(driver, name)
         missing = [hook for hook in getattr(driver, "required_hooks", ()) if hook not in implemented]
         if missing:
             raise PluginError(name, f"lacks required hook(s) {missing}")
@@ -228,8 +257,10 @@ class DriverRegistry:
         drivers = [ops.driver for ops in self._by_name.values()]
         for ops in self._by_name.values():
             others = [d for d in drivers if d is not ops.driver]
+            null = _null_callbacks(ops.driver, ops.name)
             for callback in (*hookspecs.CALLBACKS, "exerciser"):
-                setattr(ops, callback, self._resolve(ops.driver, callback, others))
+                resolved = None if callback in null else self._resolve(ops.driver, callback, others)
+                setattr(ops, callback, resolved)
 
     def _resolve(self, driver: object, callback: str, others: list[object]) -> Callable[..., Any] | None:
         caller = getattr(self.pm.hook, callback)

@@ -36,7 +36,7 @@ from collections import deque
 from collections.abc import Callable
 
 from mmu_notifier import sync
-from mmu_notifier.errors import DeadlockError, MisuseError
+from mmu_notifier.errors import ActiveObjectFreedError, DeadlockError, MisuseError
 
 __all__ = [
     "Work",
@@ -277,18 +277,28 @@ def cancel_work_sync(work: Work) -> bool:
     return was_pending
 
 
-def check_work_free(obj: object) -> None:
-    """Raise :class:`MisuseError` if freeing ``obj`` would free a queued or running work item.
+def check_work_free(obj: object, site: str | None = None) -> None:
+    """Raise :class:`ActiveObjectFreedError` if freeing ``obj`` (at ``site``) would free a queued or running work item.
 
     ``obj`` is a :class:`Work` or an object holding one in an attribute (the kernel embeds the
     ``work_struct``). Models debugobjects' "ODEBUG: free active object type: work_struct".
+    An item's own function may free it (``process_one_work`` deactivates the item before
+    calling it and never touches it afterwards: workqueue.c says this is permitted); any
+    other task freeing a running item is reported.
     """
+    task = None
     for work in _works_of(obj):
+        if work.running and not work.pending:
+            task = task if task is not None else sync.current()
+            if work._runner is task:
+                continue
         if work.pending or work.running:
             state = "queued" if work.pending else "running"
             where = work.wq.name if work.wq is not None else "?"
             owner = "" if work is obj else f" (inside {type(obj).__name__})"
-            raise MisuseError(f"work {work.name}{owner} freed while {state} on workqueue {where}")
+            raise ActiveObjectFreedError(
+                f"work {work.name}{owner} freed while {state} on workqueue {where}", free_site=site
+            )
 
 
 def _works_of(obj: object) -> list[Work]:
