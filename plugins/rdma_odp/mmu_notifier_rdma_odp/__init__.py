@@ -9,8 +9,8 @@ and implicit ODP (:mod:`mmu_notifier_rdma_odp.device`). ``scheme = "5.3"``
 loads the per-(ucontext, mm) scheme of 5.3 instead
 (:mod:`mmu_notifier_rdma_odp.legacy`). The scheme object is picked once, in
 :meth:`RdmaOdpDriver.__init__`; the 5.3 build's ``ib_umem_notifiers`` has no
-``alloc_notifier``/``free_notifier`` (they are left out of ``__dir__``, so the
-loaded ops table has them NULL); the other callbacks are shared and differ
+``alloc_notifier``/``free_notifier`` (:meth:`RdmaOdpDriver.null_callbacks`
+names them, so the loaded ops table has them NULL); the other callbacks are shared and differ
 only in the per_mm's liveness test.
 """
 
@@ -80,9 +80,9 @@ class RdmaOdpDriver(Driver):
         self.pids: dict[int, Pid] = {}
         self._current: dict[sync.Task, MM] = {}
 
-    def __dir__(self) -> list[str]:
-        """The driver's names, less the callbacks the build leaves NULL (pluggy registers what is listed)."""
-        return [name for name in super().__dir__() if name not in SCHEME_OPS or name in self.scheme_ops]
+    def null_callbacks(self) -> frozenset[str]:
+        """The members of ``ib_umem_notifiers`` the chosen build leaves NULL (5.3: alloc/free_notifier)."""
+        return SCHEME_OPS - self.scheme_ops
 
     # -- processes --------------------------------------------------------------------
     def process(self, mm: MM) -> Pid:

@@ -87,8 +87,6 @@ class Mlx5Device:
         self.mr_srcu = Srcu(f"{name}.mr_srcu")
         self.mrs: list[Mlx5Mr] = []
         self.mtt_used = 0
-        #: each implicit child's ``umem_odp->work`` (kept beside the umem, see :meth:`mr_leaf_free_action`)
-        self.leaf_free_work: dict[IbUmemOdp, Work] = {}
 
     def __repr__(self) -> str:
         return f"<Mlx5Device {self.name} mrs={len(self.mrs)} mtt={self.mtt_used}>"
@@ -153,9 +151,7 @@ class Mlx5Device:
             child_umem = alloc_child(driver, driver.scheme, parent, chunk, size, parent.context)
             child = Mlx5Mr(self, child_umem, parent=imr)
             child_umem.private = child
-            self.leaf_free_work[child_umem] = Work(
-                lambda: self.mr_leaf_free_action(child_umem), name="mr_leaf_free_action"
-            )
+            child_umem.work = Work(lambda: self.mr_leaf_free_action(child_umem), name="mr_leaf_free_action")
             child.live = True
             imr.ksm[chunk // chunk_size] = child
             driver.stats["child_alloc"] += 1
@@ -211,7 +207,7 @@ class Mlx5Device:
             sync.yield_now()  # the test and the mark are two steps (one critical section when locked)
             umem.dying = True
             mr.parent.num_leaf_free += 1
-            schedule_work(self.leaf_free_work[umem], umem.owning_mm.kernel)
+            schedule_work(umem.work, umem.owning_mm.kernel)
 
     def _zap_mtt(self, mr: Mlx5Mr, umem: IbUmemOdp, start: int, end: int) -> None:
         """Zap the MTT of every page of ``[start, end)`` that has an access bit in the DMA list."""
@@ -224,10 +220,8 @@ class Mlx5Device:
     def mr_leaf_free_action(self, umem: IbUmemOdp) -> None:
         """``mr_leaf_free_action`` (work queue): free a dying child after a grace period of ``mr_srcu``.
 
-        The kernel embeds the work in the umem it frees, which is legal there
-        (a work item is deactivated before its function runs); the core's
-        free check counts a running work as active, so the model keeps each
-        child's work in :attr:`leaf_free_work` instead.
+        The work is embedded in the umem it frees: legal, since a work item
+        is deactivated before its function runs.
         """
         mr: Mlx5Mr = umem.private
         imr = mr.parent
@@ -280,7 +274,7 @@ class Mlx5Device:
                 return
             umem.dying = True
             imr.num_leaf_free += 1
-            schedule_work(self.leaf_free_work[umem], umem.owning_mm.kernel)
+            schedule_work(umem.work, umem.owning_mm.kernel)
         finally:
             if not take:
                 umem.umem_mutex.unlock()

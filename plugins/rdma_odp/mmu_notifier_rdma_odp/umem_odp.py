@@ -233,6 +233,8 @@ class IbUmemOdp:
         self.dying = False
         #: the device's MR (``umem_odp->private``)
         self.private: Any = None
+        #: implicit child: its leaf-free work (``umem_odp->work``)
+        self.work: Any = None
         #: pages written back dirty on unmap (``set_page_dirty``)
         self.dirtied = 0
 
