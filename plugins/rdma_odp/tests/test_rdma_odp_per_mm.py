@@ -130,3 +130,21 @@ def test_page_shift_must_match_the_kernel(make: Callable[..., World]) -> None:
     with pytest.raises(mn.InvalidArgumentError, match="page_shift 21"):
         w.open().reg_mr(w.mm.mmap(PAGE), PAGE)
     assert w.driver.stats["umem_alloc"] == 0
+
+
+def test_module_unload_after_cleanup_leaves_nothing_behind(make: Callable[..., World]) -> None:
+    """ib_uverbs_cleanup (flush, synchronize), then rmmod: no deferred free left, the mm goes on without us."""
+    w = make(implicit_chunk_size=1 << 20)
+    data = w.mm.mmap(2 * PAGE)
+    ctx = w.open()
+    imr = ctx.reg_implicit_mr()
+    w.devices[0].page_fault(imr, data, True)
+    w.mm.madvise_dontneed(data, PAGE)  # queues the child's leaf free
+    ctx.close()
+    w.driver.ib_uverbs_cleanup(w.kernel)
+    w.kernel.drivers.unload(w.driver)
+    assert w.kernel.srcu.pending_callbacks() == 0
+    w.mm.madvise_dontneed(data, 2 * PAGE)
+    w.mm.exit()
+    assert w.mm.freed and w.kernel.bugs == [] and w.kernel.warnings == []
+    assert w.driver.stats["umem_alloc"] == w.driver.stats["umem_free"] == 2
