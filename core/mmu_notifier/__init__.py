@@ -1,4 +1,4 @@
-"""An executable model of the Linux 5.4 mmu_notifier subsystem (get/put registration).
+"""An executable model of the Linux 5.4 mmu_notifier subsystem (get/put registration) and 5.5's interval notifiers.
 
 The public API, by kernel concept:
 
@@ -10,6 +10,11 @@ The public API, by kernel concept:
 * drivers: subclass :class:`Driver`, implement hooks from
   :mod:`mmu_notifier.hookspecs` marked with :data:`hookimpl`, and embed your
   per-mm state in a subclass of :class:`MMUNotifier`;
+* interval notifiers (5.5): :class:`MMUIntervalNotifier`,
+  :func:`interval_notifier_insert`, :func:`interval_notifier_insert_locked`,
+  :func:`interval_notifier_remove`, :func:`interval_read_begin`,
+  :func:`interval_read_retry`, :func:`interval_check_retry`,
+  :func:`interval_set_seq`; the driver's ``invalidate`` hook;
 * invalidations: :class:`Range` and :class:`Event`; dispatchers in
   :mod:`mmu_notifier.notifier`;
 * primitives a driver model may use: :mod:`mmu_notifier.sync`, and the
@@ -33,12 +38,23 @@ from mmu_notifier.errors import (
     ModelBug,
     NoMemoryError,
     PluginError,
+    RangeOverflowError,
     RefcountOverflowError,
     SleepInAtomicError,
     TryAgainError,
     UseAfterFreeError,
 )
 from mmu_notifier.hookspecs import hookimpl
+from mmu_notifier.interval import (
+    MMUIntervalNotifier,
+    interval_check_retry,
+    interval_notifier_insert,
+    interval_notifier_insert_locked,
+    interval_notifier_remove,
+    interval_read_begin,
+    interval_read_retry,
+    interval_set_seq,
+)
 from mmu_notifier.kernel import Kernel, default_kernel
 from mmu_notifier.mm import MM, RW, VMA, Prot
 from mmu_notifier.notifier import (
@@ -75,6 +91,7 @@ __all__ = [
     "InvalidArgumentError",
     "Kernel",
     "KernelError",
+    "MMUIntervalNotifier",
     "MMUNotifier",
     "MMUNotifierOps",
     "MisuseError",
@@ -83,6 +100,7 @@ __all__ = [
     "PluginError",
     "Prot",
     "Range",
+    "RangeOverflowError",
     "RefcountOverflowError",
     "SleepInAtomicError",
     "TryAgainError",
@@ -91,6 +109,13 @@ __all__ = [
     "get",
     "get_locked",
     "hookimpl",
+    "interval_check_retry",
+    "interval_notifier_insert",
+    "interval_notifier_insert_locked",
+    "interval_notifier_remove",
+    "interval_read_begin",
+    "interval_read_retry",
+    "interval_set_seq",
     "kmem",
     "put",
     "register",
