@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mmu_notifier import sync
 from mmu_notifier.errors import (
@@ -125,19 +125,38 @@ _ENGINE_DIR = os.path.join("mmu_notifier", "explore", "")
 _GREENLET_DIR = os.sep + "greenlet" + os.sep
 
 
-def stack_here(depth: int = _STACK_DEPTH) -> tuple[str, ...]:
-    """The running model thread's innermost frames (``file:line in f``, innermost first).
+#: frames a lock acquisition keeps (raw: formatted only when a report prints them)
+_RAW_DEPTH = 10
+#: a stack as captured: (code, line) pairs, innermost first
+RawStack = tuple[tuple[Any, int], ...]
+
+
+def stack_here() -> RawStack:
+    """The running thread's innermost frames, raw and cheap (a lock acquisition takes one each time).
+
+    :func:`format_stack` turns them into ``file:line in f`` lines when a report needs them.
+    """
+    frame = sys._getframe(1)
+    out: list[tuple[Any, int]] = []
+    while frame is not None and len(out) < _RAW_DEPTH:
+        out.append((frame.f_code, frame.f_lineno))
+        frame = frame.f_back  # type: ignore[assignment]
+    return tuple(out)
+
+
+def format_stack(raw: RawStack, depth: int = _STACK_DEPTH) -> tuple[str, ...]:
+    """The model frames of a raw stack as ``file:line in f``, innermost first.
 
     Skips the primitives' own frames (:mod:`mmu_notifier.sync`) and the
     engine's, so the first entry is the model line that takes the lock.
     """
-    frame = sys._getframe(1)
     out: list[str] = []
-    while frame is not None and len(out) < depth:
-        name = frame.f_code.co_filename
+    for code, line in raw:
+        name = code.co_filename
         if not (name.endswith(_SYNC_FILE) or _ENGINE_DIR in name or _GREENLET_DIR in name):
-            out.append(f"{short_path(name)}:{frame.f_lineno} in {frame.f_code.co_name}")
-        frame = frame.f_back  # type: ignore[assignment]
+            out.append(f"{short_path(name)}:{line} in {code.co_name}")
+            if len(out) >= depth:
+                break
     return tuple(out)
 
 
@@ -223,7 +242,7 @@ def deadlock(
     blocked: list[ModelThread],
     live: list[ModelThread],
     step: int,
-    acquired: dict[tuple[int, int], tuple[int, tuple[str, ...]]] | None = None,
+    acquired: dict[tuple[int, int], tuple[int, RawStack]] | None = None,
 ) -> Problem:
     """Explain a run where no thread can go on: the wait-for cycle, or who waits on what.
 
@@ -264,7 +283,7 @@ def deadlock(
             got = acquired.get((id(t.res), holder.idx)) if holder is not None else None
             if got is not None:
                 lines[f"{o.name} took {describe(t.res)}"] = f"at step {got[0]}: " + (
-                    " <- ".join(got[1]) if got[1] else "?"
+                    " <- ".join(format_stack(got[1])) or "?"
                 )
     if cycle:
         path = " -> ".join(f"{t.name} [{t.op} {describe(t.res)}]" for t in cycle)

@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import itertools
 
-from mmu_notifier.explore._findings import Kind, Problem
+from mmu_notifier.explore._findings import Kind, Problem, RawStack, format_stack
 
 #: Scheduling-point ops that acquire a lock and may wait for it (trylocks never wait).
 ACQUIRE_OPS = frozenset({"mutex_lock", "spin_lock", "down_read", "down_write"})
 
 
-_NO_ACQUIRED: dict[tuple[int, int], tuple[int, tuple[str, ...]]] = {}
+_NO_ACQUIRED: dict[tuple[int, int], tuple[int, RawStack]] = {}
 
 
-def _stack_text(stack: tuple[str, ...]) -> str:
-    return " <- ".join(stack) if stack else "?"
+def _stack_text(stack: RawStack) -> str:
+    return " <- ".join(format_stack(stack)) or "?"
 
 
 class LockOrder:
@@ -46,8 +46,8 @@ class LockOrder:
         lock: object,
         thread: str,
         step: int,
-        stack: tuple[str, ...] = (),
-        acquired: dict[tuple[int, int], tuple[int, tuple[str, ...]]] = _NO_ACQUIRED,
+        stack: RawStack = (),
+        acquired: dict[tuple[int, int], tuple[int, RawStack]] = _NO_ACQUIRED,
         thread_idx: int = -1,
     ) -> None:
         """Record the order of ``lock`` after every lock in ``held`` (``stack``: where ``lock`` is taken).

@@ -206,9 +206,9 @@ class Execution(sync.Backend):
         self._finale: Callable[[], object] | None = None
         self.events: list[Event] = []
         #: (lock id, thread index) -> (step, stack) of the acquisition, for deadlock reports
-        self.acquired: dict[tuple[int, int], tuple[int, tuple[str, ...]]] = {}
+        self.acquired: dict[tuple[int, int], tuple[int, findings.RawStack]] = {}
         #: thread index -> stack at its pending acquire (taken at the scheduling point)
-        self._stacks: dict[int, tuple[str, ...]] = {}
+        self._stacks: dict[int, findings.RawStack] = {}
 
     # -- the run -------------------------------------------------------------
     def run(self) -> Outcome:
