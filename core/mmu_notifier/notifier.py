@@ -187,6 +187,7 @@ def poison(sub: MMUNotifier, site: str, freed_by: str = "free_notifier") -> None
     sub.__dict__["_free_site"] = site
     sub.__dict__["_freed_by"] = freed_by
     sub.__class__ = _poisoned_class(type(sub))
+    sync.backend().touch("kfree", sub)  # the explorer orders frees with list walks
 
 
 # -- registration --------------------------------------------------------------
