@@ -125,13 +125,9 @@ RELEASE_MODE: dict[str, int] = {
     "complete": W,
     "wake_up": W,
 }
-#: what a wait that goes to sleep does to its resource (default: WAIT only)
-BLOCK_MODE: dict[str, int] = {
-    "down_write": W | WAIT,
-    "synchronize_srcu": W | WAIT,
-    "srcu_barrier": W | WAIT,
-    "srcu_gp": W | WAIT,
-}
+#: waits that may go to sleep in a step (the lazy waits never do): such a step is ``WAIT`` on the
+#: resource whether it slept or not, so a step's accesses do not depend on how it turned out
+BLOCKING = frozenset({"down_write", "synchronize_srcu", "srcu_barrier", "srcu_gp"})
 #: SRCU ops, on the parts of the domain they use (waits and wakes are on the domain itself):
 #: ``enter`` (readers take tickets: a grace period's snapshot of the ticket counter orders them),
 #: ``leave`` (readers leave: what a grace-period check reads), the callback ``queue``, the count
@@ -144,7 +140,7 @@ SRCU_MODES: dict[str, tuple[tuple[str, int], ...]] = {
     "call_srcu": (("enter", W), ("queue", W), ("queued", W)),
     "srcu_barrier": (("queued", R), ("done", R)),
     "srcu_gp": (("leave", W), ("queue", W)),
-    "srcu_callback_done": (("done", W),),
+    "srcu_callback_done": (("done", W), ("queue", W)),  # the worker then looks at the queue (and may exit)
 }
 #: what every list-walk element reads and every free of a subscription writes: one name for all
 #: of them (a subscription is no primitive, so it has no name that agrees across executions)
@@ -239,12 +235,10 @@ def event(thread: int, rec: StepRecord, pos: int) -> Event:
     ev.locked = rec.locked or op in LOCKING_OPS
     ev.rcu = op in RCU_OPS
     glob = op in GLOBAL_OPS or rec.timeout or (key is None and op not in LOCAL_OPS)
-    blocked = any(kind == "block" and k == key for kind, _, k in rec.facts)
     if op == "walk":
         acc[SUBSCRIPTIONS] = R
     elif op in LABEL_MODE:
-        if not blocked:
-            _add(acc, op, key, LABEL_MODE[op])
+        _add(acc, op, key, LABEL_MODE[op] | (WAIT if op in BLOCKING else 0))
     elif op not in LOCAL_OPS and op not in RELEASE_MODE and key is not None:
         acc[key] = W  # an op these rules do not know: conservatively a change
     if rec.retry_of >= 0 and key is not None:
@@ -253,10 +247,9 @@ def event(thread: int, rec: StepRecord, pos: int) -> Event:
         if kind == "check" or kind == "block":
             if fop in GLOBAL_OPS:
                 glob = True
-            elif kind == "check":
-                _add(acc, fop, k, LABEL_MODE.get(fop, W))
             else:
-                _add(acc, fop, k, BLOCK_MODE.get(fop, WAIT))
+                wait = WAIT if fop in BLOCKING or kind == "block" else 0
+                _add(acc, fop, k, LABEL_MODE.get(fop, W) | wait)
         elif kind == "wake":
             acc[k] = acc.get(k, 0) | WAKE
         elif kind == "touch":
@@ -267,8 +260,6 @@ def event(thread: int, rec: StepRecord, pos: int) -> Event:
         elif kind == "end":
             if fop in RELEASE_MODE:
                 _add(acc, fop, k, RELEASE_MODE[fop])
-            if fop in RCU_OPS:
-                ev.rcu = True
         elif kind == "spawn":
             acc[THREAD_TABLE] = acc.get(THREAD_TABLE, 0) | W
     ev.glob = glob
@@ -382,6 +373,22 @@ class DPOR(Strategy):
         self.canonical: list[object] = []
         self._events: list[Event] = []
         self._clocks: list[list[int]] = []
+        # threads by (spawn name, how many of that name came before): numbers that agree across executions
+        self._tids: dict[tuple[str, int], int] = {}
+        self._of: list[int] = []
+
+    def _tid(self, threads: list[ModelThread]) -> list[int]:
+        """The reduction's thread numbers of an execution's threads (extends ``self._of`` as threads appear)."""
+        of = self._of
+        if len(of) < len(threads):
+            seen: dict[str, int] = {}
+            for t in threads[: len(of)]:
+                seen[t.base] = seen.get(t.base, 0) + 1
+            for t in threads[len(of) :]:
+                n = seen.get(t.base, 0)
+                seen[t.base] = n + 1
+                of.append(self._tids.setdefault((t.base, n), len(self._tids)))
+        return of
 
     @property
     def bounded(self) -> bool:
@@ -390,6 +397,7 @@ class DPOR(Strategy):
 
     def start(self) -> bool:
         self._preempt = 0
+        self._of = []
         return not self.exhausted and self.nondeterminism is None
 
     # -- choosing ------------------------------------------------------------
@@ -403,7 +411,8 @@ class DPOR(Strategy):
         self, cands: list[ModelThread], current: ModelThread | None, ex: Execution
     ) -> ModelThread | None:
         depth = len(ex.trace)
-        ids = tuple(t.idx for t in cands)
+        of = self._tid(ex.threads)
+        ids = tuple(of[t.idx] for t in cands)
         stack = self._stack
         if depth < len(stack):
             node = stack[depth]
@@ -414,12 +423,13 @@ class DPOR(Strategy):
                 )
                 return None
         else:
-            node = self._new_node(ids, current, ex)
-            if node is None:
+            new = self._new_node(ids, current, ex)
+            if new is None:
                 return None
+            node = new
         self._preempt = self._cost(node, node.chosen)
         for t in cands:
-            if t.idx == node.chosen:
+            if of[t.idx] == node.chosen:
                 return t
         raise AssertionError("unreachable: chosen thread not among candidates")
 
@@ -431,11 +441,12 @@ class DPOR(Strategy):
         if depth:
             parent = stack[-1]
             records = ex.records
-            done = event(ex.trace[-1][0], records[-1], depth - 1)
+            done = event(self._of[ex.trace[-1][0]], records[-1], depth - 1)
             parent.event = done
             sleep = {q: e for q, e in parent.sleep.items() if not dependent(e, done)}
             sub = parent.child
-        cur = current.idx if current is not None and current.idx in ids else -1
+        cur = self._of[current.idx] if current is not None else -1
+        cur = cur if cur in ids else -1
         node = _Node(ids, cur, self._preempt, sleep)
         if sub is not None and sub.children:
             node.wut = sub
@@ -478,19 +489,21 @@ class DPOR(Strategy):
             self.nondeterminism = self.nondeterminism or "an execution went on past the decisions recorded for it"
             self.exhausted = True
             return
-        events = [event(t, records[i], i) for i, (t, _, _) in enumerate(trace)]
+        of = self._tid(outcome.threads)
+        events = [event(of[t], records[i], i) for i, (t, _, _) in enumerate(trace)]
         self._events = events
         for i, ev in enumerate(events):
             node = stack[i]
             node.event = ev
-            for k, (placeholder, sub) in enumerate(node.wut.children):
-                if sub is node.child and placeholder.op == "":
+            # the branch taken holds the step as it ran (a reversed race's step may have turned out otherwise)
+            for k, (_, sub) in enumerate(node.wut.children):
+                if sub is node.child:
                     node.wut.children[k] = (ev, sub)
         if outcome.status != "aborted":
             self.traces += 1
         else:
             self.pruned += 1
-        clocks = self._happens_before(events, len(outcome.threads))
+        clocks = self._happens_before(events, len(self._tids))
         self._clocks = clocks
         if self.keep_traces and outcome.status != "aborted":
             self.canonical.append(self._canonical(events, clocks))
@@ -638,7 +651,8 @@ class DPOR(Strategy):
         n = len(events)
         # a thread parked at a lazy wait when the run ended tries it and sleeps in the default scheduler
         parked = tuple(t.idx for t in outcome.threads if t.state == RUN and t.op in LAZY_WAITS)
-        everything = tuple(e.thread for e in events if not e.failed) + parked
+        trace = outcome.trace
+        everything = tuple(trace[k][0] for k, e in enumerate(events) if not e.failed) + parked
         real = list(outcome.problems)
         out: list[tuple[Problem, tuple[int, ...] | None]] = []
         steps_of = [p.step if p.thread is not None and 0 <= p.step < n else n for p in real]
@@ -650,7 +664,7 @@ class DPOR(Strategy):
             closure = [k for k in range(s + 1) if clocks[s][events[k].thread] >= clocks[k][events[k].thread]]
             if any(s2 != s and s2 in closure for s2 in steps_of):
                 continue
-            out.append((p, tuple(events[k].thread for k in closure if not events[k].failed)))
+            out.append((p, tuple(trace[k][0] for k in closure if not events[k].failed)))
         if outcome.predicted is not None and not real:
             out.append((outcome.predicted, everything))
         return out

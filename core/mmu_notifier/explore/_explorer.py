@@ -165,6 +165,8 @@ class Exploration:
     traces: int | None = None
     #: a preemption bound cut the search (a complete search is then complete only within the bound)
     bounded: bool = False
+    #: DPOR: planned steps that could not run (the scenario breaks the reduction's assumptions)
+    unfollowed: int = 0
 
     @property
     def verdict(self) -> str:
@@ -180,6 +182,11 @@ class Exploration:
             scope = "complete" if self.complete else "budget"
             return f"{self.stats.schedules} schedules ({scope}): {found}"
         n = self.traces
+        if self.unfollowed:
+            return (
+                f"{found} after {n} traces, but {self.unfollowed} planned step(s) could not run (the scenario "
+                f"touches shared state the reduction does not see): not complete"
+            )
         if self.bounded:
             if self.complete:
                 return f"bounded: all {n} traces within the preemption bound explored: {found} within the bound"
@@ -218,6 +225,7 @@ class Exploration:
             "complete": self.complete,
             "traces": self.traces,
             "bounded": self.bounded,
+            "unfollowed": self.unfollowed,
             "verdict": self.verdict,
             "stats": self.stats.to_json(),
             "findings": [f.to_json() for f in self.findings],
@@ -303,7 +311,9 @@ def explore(
     ]
     traces = getattr(strat, "traces", None)
     bounded = bool(getattr(strat, "bounded", False))
-    return Exploration(sc.name, strat.describe(), stats, findings, strat.exhausted, traces, bounded)
+    unfollowed = int(getattr(strat, "unexecutable", 0))
+    complete = strat.exhausted and not unfollowed
+    return Exploration(sc.name, strat.describe(), stats, findings, complete, traces, bounded, unfollowed)
 
 
 def _shown(sc: Scenario, problem: Problem, found: Outcome | tuple[int, ...], max_steps: int | None) -> Outcome:

@@ -53,7 +53,7 @@ from bisect import insort
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from greenlet import getcurrent, greenlet
 
@@ -92,6 +92,7 @@ class ModelThread:
     __slots__ = (
         "idx",
         "name",
+        "base",
         "daemon",
         "task",
         "glet",
@@ -106,9 +107,11 @@ class ModelThread:
         "parents",
     )
 
-    def __init__(self, idx: int, name: str, daemon: bool) -> None:
+    def __init__(self, idx: int, name: str, daemon: bool, base: str = "") -> None:
         self.idx = idx
         self.name = name
+        #: the name it was spawned with (``name`` may add ``#idx`` to tell apart threads of one name)
+        self.base = base or name
         self.daemon = daemon
         self.task = sync.Task(name)
         self.glet: Any = None
@@ -209,13 +212,14 @@ LAZY_WAITS = frozenset({"mutex_lock", "spin_lock", "down_read", "wait_for_comple
 
 def passable(primitive: object) -> bool | None:
     """Whether a lazy wait on ``primitive`` would get through now (None: not such a primitive)."""
-    kind = type(primitive)
+    kind = type(primitive)  # not isinstance: a freed (poisoned) object must not be touched
     if kind is sync.Mutex or kind is sync.SpinLock:
-        return primitive.owner is None  # type: ignore[attr-defined]
+        return cast("sync.Mutex", primitive).owner is None
     if kind is sync.Completion:
-        return primitive.done > 0  # type: ignore[attr-defined]
+        return cast("sync.Completion", primitive).done > 0
     if kind is sync.RWSemaphore:
-        return primitive.writer is None and primitive.writers_waiting == 0  # type: ignore[attr-defined]
+        rwsem = cast("sync.RWSemaphore", primitive)
+        return rwsem.writer is None and rwsem.writers_waiting == 0
     return None
 
 
@@ -342,9 +346,10 @@ class Execution(sync.Backend):
     # -- threads -------------------------------------------------------------
     def _spawn(self, name: str, fn: Callable[[], object], daemon: bool) -> ModelThread:
         idx = len(self.threads)
+        base = name
         if any(t.name == name for t in self.threads):
             name = f"{name}#{idx}"
-        th = ModelThread(idx, name, daemon)
+        th = ModelThread(idx, name, daemon, base)
         th.glet = greenlet(partial(self._body, th, fn), self._hub)
         self.threads.append(th)
         self.live.append(th)
