@@ -21,8 +21,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mmu_notifier.explore import BoundedDFS, Exploration, Strategy, explore
 from mmu_notifier.explore import DPOR as OptimalDPOR
+from mmu_notifier.explore import BoundedDFS, Exploration, Strategy, explore
 from mmu_notifier.scenarios import BUILTIN, get
 
 SEARCHES: tuple[tuple[str, Any], ...] = (
