@@ -193,8 +193,8 @@ class Exploration:
             return f"bounded: stopped after {n} traces: {found}, not complete"
         if self.complete:
             return f"all {n} traces explored: {found}"
-        if self.bugs:
-            return f"{found} after {n} traces (stopped at the first)"
+        if self.findings:
+            return f"{found} after {n} traces: not complete"
         return f"budget spent after {n} traces: not complete"
 
     @property
