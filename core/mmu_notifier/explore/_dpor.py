@@ -26,18 +26,16 @@ A *step* is what a thread does from one scheduling point to the next (see
 which object, and :func:`event` turns that into *accesses*: for each object
 (primitives are named by their creator, so names agree across executions) a
 set of modes among ``W`` (changes its state), ``R`` (reads it), ``WAIT``
-(went to sleep on it) and ``WAKE`` (woke its waiters). Two steps of
+(may go to sleep on it) and ``WAKE`` (woke its waiters). Two steps of
 different threads are **dependent** when
 
 * either is *global*: ``yield_now`` (the model's marker for unsynchronised
-  shared data), a list-walk element (the walker reads the element, which any
-  step may have freed, and calls its driver), a wait on a wait queue (its
-  condition reads arbitrary state), a timed wait that expired (it fires only
-  when no thread can run), or a step on no resource;
-* or one is an *RCU reader* (a step that starts or ends at
-  ``srcu_read_lock``: it reads the notifier list, or the mm's list pointer
-  just before entering) and the other ran with a lock held or taking one
-  (lists are changed in lock critical sections);
+  shared data), a wait on a wait queue (its condition reads arbitrary
+  state), a timed wait that expired (it fires only when no thread can run),
+  or an unknown op on no resource;
+* or one is an *SRCU reader* (a step starting at ``srcu_read_lock`` or at a
+  list-walk element: it reads the notifier list) and the other held a lock
+  when it started or takes one (lists change inside lock critical sections);
 * or they access a common object in conflicting modes: ``W`` conflicts with
   ``W``, ``R`` and ``WAIT``; ``WAIT`` with ``WAKE`` as well; ``R``/``R``,
   ``WAKE``/``WAKE``, ``WAIT``/``WAIT`` and ``W``/``WAKE`` commute.
@@ -46,44 +44,74 @@ The modes of a step:
 
 * the op it starts with (its *label*): lock and trylock ``W``; ``down_read``
   ``R``, ``down_write`` ``W``; ``wait_for_completion`` ``W`` (it consumes a
-  ``complete``); ``atomic_read`` ``R``, other atomics ``W``;
-  ``srcu_read_lock`` ``R`` (readers do not hold each other up);
-  ``synchronize_srcu``, ``call_srcu``, ``srcu_barrier`` and the callback
-  worker's grace-period wait ``W``; a thread's first step and a step that
-  starts after a release nothing (the release belonged to the step before);
-* if the step's wait went to sleep, ``WAIT`` instead of the label's mode
-  (``down_write`` and the SRCU waits ``W`` too: they announce themselves);
-  a waiter's retry is ``WAIT`` as well as its op's mode, so it follows every
-  wake before it;
+  ``complete``); ``atomic_read`` ``R``, other atomics ``W``; a list-walk
+  element ``R`` on the one name :data:`SUBSCRIPTIONS`; a thread's first step,
+  and a step that starts after a release, nothing (the release belonged to
+  the step before);
+* an SRCU op uses parts of the domain (:data:`SRCU_MODES`): readers entering
+  (``srcu_read_lock`` ``R``; the snapshot of ``synchronize_srcu`` and
+  ``call_srcu`` ``W``), readers leaving (``srcu_read_unlock`` ``R``; a
+  grace-period check ``W``), the callback queue and the counts of callbacks
+  queued and done (``srcu_barrier`` reads them). So readers commute with each
+  other, and a reader entering after a grace period's snapshot with the
+  grace-period check;
+* a wait that may go to sleep in its step (``down_write``, which announces
+  itself to readers, and the SRCU waits: :data:`BLOCKING`) is ``WAIT`` too,
+  whether it slept or not (a step's accesses must not depend on how it
+  turned out); a waiter's retry is ``WAIT`` as well, so it follows every wake
+  before it;
 * the point it ends at, if that is a release: ``mutex_unlock``,
   ``spin_unlock``, ``up_write``, ``complete``, ``wake_up`` ``W``;
   ``up_read`` and ``srcu_read_unlock`` ``R``;
-* every wake ``WAKE``; every change without a point (``Backend.touch``:
-  ``downgrade_write``, ``reinit_completion``, an SRCU callback done) ``W``;
-  a thread spawn ``W`` on the thread table (spawns are ordered, so thread
-  numbers agree across executions).
+* every wake ``WAKE``; every change without a point (``Backend.touch``)
+  ``W``: ``downgrade_write``, ``reinit_completion``, an SRCU callback done
+  (the worker then looks at the queue), and a free of a subscription
+  (``notifier.poison``: ``W`` on :data:`SUBSCRIPTIONS`, so every walk meets
+  every free); a thread spawn ``W`` on the thread table (spawns are ordered,
+  so the threads, numbered by spawn name and rank, agree across executions).
 
 A spawned thread's first step also happens after the step that spawned it;
 the finale's after the last step of every scenario thread.
 
 **Assumptions** (the model's conventions; a scenario that breaks them can
-lose traces): model code touches shared state only in steps that access the
-object guarding it (inside its lock's critical section, or at a point on the
-atomic, completion or SRCU domain), and marks any other shared access with
+lose traces, and shows it when a planned step cannot run): model code
+touches shared state only in steps that access the object guarding it
+(inside its lock's critical section, or at a point on the atomic,
+completion or SRCU domain), and marks any other shared access with
 ``sync.yield_now()``; lock-free readers of the notifier lists are SRCU
-readers; a wait's condition on a mutex, rw-semaphore, completion or SRCU
-domain reads only that primitive; whoever makes a waiter's condition true
-wakes its resource (otherwise the waiter is a lost wake-up); scenarios are
-deterministic.
+readers and walkers; an object a walker can reach is freed through
+``notifier.poison`` (directly or with the subscription it embeds); a wait's
+condition on a mutex, rw-semaphore, completion or SRCU domain reads only
+that primitive; whoever makes a waiter's condition true wakes its resource
+(otherwise the waiter is a lost wake-up); scenarios are deterministic. Not
+covered: the lock-free ``mm.mmu_notifier_mm`` check before an invalidation
+(a walker that finds no container does not race with its creation).
 
-Blocking: a step whose wait goes to sleep is a step on the resource
-(``WAIT``); the sleeper becomes runnable again only through a wake of that
-resource (``WAKE``, dependent), and its retry is a step of its own that
-either gets through or sleeps again (``retry_steps``), so a step never
-disables another. A race whose later step is a retry is reversed only if a
-wake other than the earlier step can let it through; a thread's first step
-is never moved before its spawn; an expired timeout is never moved. A run
-where every thread sleeps is a deadlock, found as by every strategy.
+Blocking and waking
+===================
+
+* *Lazy waits* (``lazy_waits``): a wait on a mutex, a spinlock, the read
+  side of an rw-semaphore or a completion changes nothing, so the scheduler
+  does not offer the thread until it can get through; such a wait is never a
+  step and no step disables another by taking the lock first. Its race with
+  the step that took the lock before it hides behind that step's critical
+  section and release, so a lazy wait also races with every earlier
+  conflicting step on its primitive that only the primitive (not its own
+  thread's past) orders before it; such a race is reversed only where the
+  primitive was passable (recorded at every step's start).
+* The other waits are a step that may go to sleep (``WAIT``); the sleeper
+  becomes runnable again only through a wake of that resource (``WAKE``,
+  dependent), and its retry is a step of its own that either gets through or
+  sleeps again (``retry_steps``), so no step disables another. A race whose
+  later step is a retry is reversed only if a wake other than the earlier
+  step lets it through.
+* A thread's first step is never moved before its spawn; an expired timeout
+  is never moved. A run where every thread is parked or asleep is a
+  deadlock, found as by every strategy.
+* A reported schedule is for the default scheduler: failed retries are left
+  out (it re-checks a woken waiter's condition without a step) and a thread
+  parked at a lazy wait when a deadlock ends the run gets its (sleeping)
+  attempt.
 """
 
 from __future__ import annotations
