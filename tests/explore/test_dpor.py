@@ -20,6 +20,7 @@ from mmu_notifier.explore import (
     replay,
 )
 from mmu_notifier.explore._dpor import SUBSCRIPTIONS, WAIT, WAKE, R, W, dependent, event
+from mmu_notifier.explore._explorer import warm_up
 from mmu_notifier.explore._scheduler import StepRecord
 from mmu_notifier.scenarios import BUILTIN, get, scenarios
 from mmu_notifier.srcu import Srcu
@@ -31,6 +32,7 @@ def _outcomes(sc: Scenario, strategy: Strategy, limit: int, state: list[object])
     """Every (status, problems, final state) the strategy reaches, and how many executions it ran."""
     seen: Outcomes = set()
     runs = 0
+    warm_up(sc, strategy)
     while runs < limit and strategy.start():
         state[:] = [None]
         out = Execution(sc, strategy).run()

@@ -518,7 +518,11 @@ class DPOR(Strategy):
             self.exhausted = True
             return
         of = self._tid(outcome.threads)
-        events = [event(of[t], records[i], i) for i, (t, _, _) in enumerate(trace)]
+        # a replayed or already interpreted step keeps its event (the same step as before)
+        events = [
+            stack[i].event or event(of[t], records[i], i)
+            for i, (t, _, _) in enumerate(trace)
+        ]
         self._events = events
         for i, ev in enumerate(events):
             node = stack[i]

@@ -278,6 +278,7 @@ class Execution(sync.Backend):
         self._past = getattr(chooser, "run_past_failures", False)
         self._lazy = getattr(chooser, "lazy_waits", False)
         self._objs: dict[object, object] = {}
+        self._plain: set[object] = set()
         self._rec = getattr(chooser, "records", False)
         self.records: list[StepRecord] = []
         self._keys: dict[int, tuple[int, int]] = {}
@@ -463,8 +464,11 @@ class Execution(sync.Backend):
         if resource is None:
             return None
         key = self._keys.get(id(resource)) or ("object", id(resource))
-        if self._lazy and key not in self._objs and passable(resource) is not None:
-            self._objs[key] = resource
+        if self._lazy and key not in self._objs and key not in self._plain:
+            if passable(resource) is None:
+                self._plain.add(key)
+            else:
+                self._objs[key] = resource
         return key
 
     def _record(self, th: ModelThread) -> None:
