@@ -223,6 +223,14 @@ def passable(primitive: object) -> bool | None:
     return None
 
 
+_PASSABLE: dict[type, Callable[[Any], bool]] = {
+    sync.Mutex: lambda lock: lock.owner is None,
+    sync.SpinLock: lambda lock: lock.owner is None,
+    sync.Completion: lambda done: done.done > 0,
+    sync.RWSemaphore: lambda rwsem: rwsem.writer is None and rwsem.writers_waiting == 0,
+}
+
+
 def _parked(th: ModelThread) -> bool:
     """``lazy_waits``: the thread's next step would only go to sleep."""
     return th.op in LAZY_WAITS and not passable(th.res)
@@ -277,7 +285,7 @@ class Execution(sync.Backend):
         self._retry = getattr(chooser, "retry_steps", False)
         self._past = getattr(chooser, "run_past_failures", False)
         self._lazy = getattr(chooser, "lazy_waits", False)
-        self._objs: dict[object, object] = {}
+        self._objs: dict[object, tuple[Any, Callable[[Any], bool]]] = {}
         self._plain: set[object] = set()
         self._rec = getattr(chooser, "records", False)
         self.records: list[StepRecord] = []
@@ -465,16 +473,17 @@ class Execution(sync.Backend):
             return None
         key = self._keys.get(id(resource)) or ("object", id(resource))
         if self._lazy and key not in self._objs and key not in self._plain:
-            if passable(resource) is None:
+            test = _PASSABLE.get(type(resource))  # not isinstance: a freed (poisoned) object must not be touched
+            if test is None:
                 self._plain.add(key)
             else:
-                self._objs[key] = resource
+                self._objs[key] = (resource, test)
         return key
 
     def _record(self, th: ModelThread) -> None:
         rec = StepRecord([("label", th.op, self._key(th.res))], bool(th.task.held), th.blocked_at, ())
         if self._lazy:
-            rec.before = {k: bool(passable(o)) for k, o in self._objs.items()}
+            rec.before = {k: test(o) for k, (o, test) in self._objs.items()}
         if th.op == "start":
             rec.parents = th.parents
         if th.timed_out:
@@ -506,7 +515,7 @@ class Execution(sync.Backend):
         """
         woken = self._woken
         if self._lazy:
-            runnable = [t for t in self._runnable if not _parked(t)]
+            runnable = [t for t in self._runnable if t.op not in LAZY_WAITS or passable(t.res)]
             if not woken:
                 return runnable
         elif not woken:
