@@ -258,10 +258,10 @@ def test_random_programs_reach_the_same_outcomes_with_one_execution_per_trace(pr
 
 
 @pytest.mark.slow
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_programs)
 def test_random_programs_reach_the_same_outcomes_long(program: list[list[Instr]]) -> None:
-    _run_compare(program, 10000)
+    _run_compare(program, 5000)
 
 
 # -- verdicts, bounds, replay, plugins ---------------------------------------------------------
@@ -322,4 +322,4 @@ def test_every_plugin_fixed_form_is_proved_clean_or_honestly_incomplete(name: st
 @pytest.mark.slow
 @pytest.mark.parametrize("name", _clean_plugin_scenarios())
 def test_every_plugin_fixed_form_is_proved_clean_or_honestly_incomplete_long(name: str) -> None:
-    _check_fixed_form(name, 5000)
+    _check_fixed_form(name, 2000)
