@@ -238,6 +238,7 @@ def poison(obj: object, site: str, freed_by: str = "kfree") -> None:
     state["_free"] = Site(site, record.thread, record.step, record.stack)
     obj.__class__ = _poisoned_class(type(obj))
     sync.backend().note(freed_by, type(obj).__mro__[1].__name__)
+    sync.backend().touch("kfree", obj)  # the explorer orders frees with the list walks that read them
 
 
 def kfree(obj: object) -> None:

@@ -15,9 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from mmu_notifier import sync
 from mmu_notifier.errors import UsageError
 from mmu_notifier.explore._describe import describe
-from mmu_notifier.explore._dfs import BoundedDFS
+from mmu_notifier.explore._dfs import BoundedDFS, Exhaustive
+from mmu_notifier.explore._dpor import DPOR
 from mmu_notifier.explore._findings import Problem
 from mmu_notifier.explore._minimise import Minimised, minimise
 from mmu_notifier.explore._portfolio import Portfolio
@@ -34,7 +36,7 @@ from mmu_notifier.explore._stats import Stats
 from mmu_notifier.explore._strategies import PCT, RandomWalk, Replay, Strategy
 from mmu_notifier.explore._timeline import Timeline
 
-STRATEGIES = ("portfolio", "random", "pct", "dfs")
+STRATEGIES = ("portfolio", "random", "pct", "dfs", "dpor", "exhaustive")
 #: why an exploration stopped, as its header says it
 STOP_FIRST, STOP_BUDGET, STOP_TIME, STOP_EXHAUSTED = "first finding", "budget", "time budget", "exhausted"
 
@@ -43,16 +45,27 @@ class NondeterministicScenarioError(RuntimeError):
     """The same decisions led to different choices: the scenario depends on something outside the model."""
 
 
-def make_strategy(name: str, seed: int = 0, depth: int = 2, preemptions: int = 2, budget: int = 1000) -> Strategy:
-    """A strategy by its CLI name (``budget``: the schedules a portfolio shares among its phases)."""
+def make_strategy(
+    name: str, seed: int = 0, depth: int = 2, preemptions: int | None = None, budget: int = 1000
+) -> Strategy:
+    """A strategy by its CLI name.
+
+    ``preemptions`` bounds ``dfs`` and the portfolio's exhaustive phases
+    (default 2) and, if given, ``dpor`` (default unbounded); ``budget`` is what
+    a portfolio shares among its phases.
+    """
     if name == "portfolio":
-        return Portfolio(budget, seed, preemptions)
+        return Portfolio(budget, seed, 2 if preemptions is None else preemptions)
     if name == "random":
         return RandomWalk(seed)
     if name == "pct":
         return PCT(depth, seed)
     if name == "dfs":
-        return BoundedDFS(preemptions)
+        return BoundedDFS(2 if preemptions is None else preemptions)
+    if name == "dpor":
+        return DPOR(preemptions)
+    if name == "exhaustive":
+        return Exhaustive()
     raise ValueError(f"unknown strategy {name!r}; expected one of {', '.join(STRATEGIES)}")
 
 
@@ -171,6 +184,12 @@ class Exploration:
     stopped: str = STOP_BUDGET
     #: what the schedules run cover ("exhaustive to 2 preemptions", "1,000 sampled schedules ...")
     coverage: str = ""
+    #: DPOR: the explored traces (one execution each); None for other strategies
+    traces: int | None = None
+    #: a preemption bound cut the search (a complete search is then complete only within the bound)
+    bounded: bool = False
+    #: DPOR: planned steps that could not run (the scenario breaks the reduction's assumptions)
+    unfollowed: int = 0
 
     @property
     def bugs(self) -> list[Finding]:
@@ -189,11 +208,33 @@ class Exploration:
         "exhaustive to 2 preemptions: clean" only when a bounded search ended;
         "N sampled schedules, not exhaustive: no finding" when schedules were sampled.
         """
+        if self.traces is not None:
+            return self._dpor_verdict()
         if self.bugs:
             return f"{len(self.bugs)} bug(s) found after {self.stats.schedules:,} schedules"
         clean = "clean" if self.complete or "exhaustive to" in self.coverage else "no finding"
         found = f"; {len(self.findings)} predicted problem(s)" if self.findings else ""
         return f"{self.coverage}: {clean}{found}"
+
+    def _dpor_verdict(self) -> str:
+        """DPOR: "all N traces explored: clean" (a proof under the model's conventions), "budget spent
+        after N traces: not complete", or the same qualified by the preemption bound."""
+        found = f"{len(self.bugs)} bug(s)" if self.bugs else ("predicted problem(s)" if self.findings else "clean")
+        n = self.traces
+        if self.unfollowed:
+            return (
+                f"{found} after {n} traces, but {self.unfollowed} planned step(s) could not run (the scenario "
+                f"touches shared state the reduction does not see): not complete"
+            )
+        if self.bounded:
+            if self.complete:
+                return f"bounded: all {n} traces within the preemption bound explored: {found} within the bound"
+            return f"bounded: stopped after {n} traces: {found}, not complete"
+        if self.complete:
+            return f"all {n} traces explored: {found}"
+        if self.findings:
+            return f"{found} after {n} traces: not complete"
+        return f"budget spent after {n} traces: not complete"
 
     def text(self) -> str:
         """The whole report: header (with why the search stopped), statistics, verdict, findings."""
@@ -203,8 +244,8 @@ class Exploration:
             STOP_TIME: "the time budget is spent",
             STOP_EXHAUSTED: "the search is exhausted",
         }.get(self.stopped, self.stopped)
-        head = f"explored {self.scenario} with {self.strategy}: {self.stats.schedules:,} schedules, {why}"
-        parts = [head, self.stats.text(), f"verdict: {self.verdict}"]
+        head = f"explored {self.scenario} with {self.strategy}: {self.verdict}"
+        parts = [head, f"  {why} after {self.stats.schedules:,} schedules", self.stats.text()]
         for finding in self.findings:
             parts.append(finding.text())
         return "\n".join(parts)
@@ -217,6 +258,9 @@ class Exploration:
             "complete": self.complete,
             "stopped": self.stopped,
             "coverage": self.coverage,
+            "traces": self.traces,
+            "bounded": self.bounded,
+            "unfollowed": self.unfollowed,
             "verdict": self.verdict,
             "stats": self.stats.to_json(),
             "findings": [f.to_json() for f in self.findings],
@@ -231,7 +275,7 @@ def explore(
     time_budget: float | None = None,
     *,
     depth: int = 2,
-    preemptions: int = 2,
+    preemptions: int | None = None,
     stop_on_first: bool = True,
     minimise_budget: int = 2000,
     reproduce: int = 5,
@@ -244,9 +288,12 @@ def explore(
     ``strategy`` is ``"portfolio"`` (the default: bounded DFS up to
     ``preemptions``, then PCT at rising depth, then random, sharing ``budget``),
     ``"random"`` (seeded by ``seed``), ``"pct"`` (bug depth ``depth``),
-    ``"dfs"`` (preemption bound ``preemptions``) or a :class:`Strategy`.
-    At most ``budget`` schedules run, and none starts after ``time_budget``
-    seconds. Each real bug is minimised with up to ``minimise_budget`` extra schedules (0: not at all) and replayed
+    ``"dfs"`` (preemption bound ``preemptions``, default 2), ``"dpor"``
+    (optimal DPOR: every Mazurkiewicz trace once; bounded only if
+    ``preemptions`` is given), ``"exhaustive"`` (every interleaving, no
+    reduction) or a :class:`Strategy`. At most ``budget`` schedules run, and
+    none starts after ``time_budget`` seconds. Each real bug is minimised with up to
+    ``minimise_budget`` extra schedules (0: not at all) and replayed
     ``reproduce`` times. ``progress`` is called with the running statistics
     at most every ``progress_every`` seconds.
 
@@ -258,8 +305,11 @@ def explore(
         raise ValueError(f"budget must be at least 1 schedule, got {budget}")
     strat = strategy if isinstance(strategy, Strategy) else make_strategy(strategy, seed, depth, preemptions, budget)
     stopped = STOP_BUDGET
+    if strat.records:
+        warm_up(sc, strat)
     stats = Stats()
-    found: dict[tuple[str, str], tuple[Problem, Outcome, int]] = {}
+    found: dict[tuple[str, str], tuple[Problem, Outcome, tuple[int, ...] | None, int]] = {}
+    report = getattr(strat, "report", None)
     distinct: set[int] = set()
     start = time.perf_counter()
     deadline = start + time_budget if time_budget is not None else None
@@ -281,11 +331,14 @@ def explore(
         choices = outcome.choices
         distinct.add(hash(choices))
         stats.count(len(choices), outcome.status == STEP_BOUND)
-        problems = [p for p in (outcome.problem, outcome.predicted) if p is not None]
-        if problems:
+        if outcome.problem is not None or outcome.predicted is not None:
             stats.failing += 1
-            for p in problems:
-                found.setdefault(p.signature, (p, outcome, stats.schedules))
+            # a strategy with its own scheduler modes says which schedule shows each problem
+            shown = report(outcome) if report is not None else [
+                (p, None) for p in (outcome.problem, outcome.predicted) if p is not None
+            ]
+            for p, steps in shown:
+                found.setdefault(p.signature, (p, outcome, steps, stats.schedules))
             if stop_on_first and outcome.problem is not None:
                 stopped = STOP_FIRST
                 break
@@ -294,9 +347,19 @@ def explore(
     stats.distinct = len(distinct)
     stats.pruned = strat.pruned
     stats.elapsed = time.perf_counter() - start
-    ordered = sorted(found.values(), key=lambda f: (f[0].predictive, f[2]))
-    findings = [_finding(sc, p, out, n, minimise_budget, reproduce, max_steps) for p, out, n in ordered]
-    return Exploration(sc.name, strat.describe(), stats, findings, strat.exhausted, stopped, _coverage(strat, stats))
+    ordered = sorted(found.values(), key=lambda f: (f[0].predictive, f[3]))
+    findings = [
+        _finding(sc, p, _shown(sc, p, out, steps, max_steps), n, minimise_budget, reproduce, max_steps)
+        for p, out, steps, n in ordered
+    ]
+    traces = getattr(strat, "traces", None)
+    bounded = bool(getattr(strat, "bounded", False))
+    unfollowed = int(getattr(strat, "unexecutable", 0))
+    complete = strat.exhausted and not unfollowed
+    return Exploration(
+        sc.name, strat.describe(), stats, findings, complete,
+        stopped=stopped, coverage=_coverage(strat, stats), traces=traces, bounded=bounded, unfollowed=unfollowed,
+    )
 
 
 def _coverage(strat: Strategy, stats: Stats) -> str:
@@ -312,6 +375,44 @@ def _coverage(strat: Strategy, stats: Stats) -> str:
     return f"{stats.schedules:,} sampled schedules, not exhaustive"
 
 
+def warm_up(sc: Scenario, strategy: Strategy) -> None:
+    """Build ``sc`` once, untimed and unrun, before a strategy that names objects by their creation.
+
+    Scenarios fill per-process caches on their first build (a driver loaded
+    once, with its own primitives); built for the first time inside the first
+    recorded execution, those would shift the names of that execution's
+    primitives against every later one.
+    """
+    with sync.use_backend(Execution(sc, strategy)):
+        sc.build()
+
+
+def _shown(
+    sc: Scenario, problem: Problem, found: Outcome, steps: tuple[int, ...] | None, max_steps: int | None
+) -> Outcome:
+    """The execution to report: ``found``, or the replay of the schedule the strategy gave for it.
+
+    A strategy running the scheduler in its own modes (DPOR) gives a schedule
+    for the default scheduler; if that does not show the problem again (a
+    scenario breaking the reduction's assumptions), the execution as found is
+    reported, with a note that its schedule may not replay.
+    """
+    if steps is None:
+        return found
+    strat = Replay(steps)
+    limit = max(max_steps or sc.max_steps, len(steps))
+    outcome = Execution(sc, strat, limit).run()
+    strat.finish(outcome)
+    shown = [p for p in (outcome.problem, outcome.predicted) if p is not None]
+    if strat.divergence is None and any(p.signature == problem.signature for p in shown):
+        return outcome
+    problem.details["note"] = (
+        f"found under the reduction's scheduler modes; the default scheduler does not show it again "
+        f"({strat.divergence or 'another outcome'}), so the schedule may not replay"
+    )
+    return found
+
+
 def _finding(
     sc: Scenario,
     problem: Problem,
@@ -322,6 +423,10 @@ def _finding(
     max_steps: int | None,
 ) -> Finding:
     schedule = schedule_of(sc, outcome)
+    problem = next(
+        (p for p in (outcome.problem, outcome.predicted) if p is not None and p.signature == problem.signature),
+        problem,
+    )
     finding = Finding(
         problem, sc.name, schedule, len(outcome.trace), outcome.preemptions, found_after, Timeline.of(outcome)
     )
