@@ -35,7 +35,8 @@ def test_the_default_search_finds_every_bundled_bug(name: str) -> None:
 def test_a_clean_small_scenario_is_proven_to_the_bound_and_says_so() -> None:
     result = explore(get("get-put"))
     assert not result.findings
-    assert result.verdict.startswith("exhaustive to 2 preemptions")
+    # DPOR explored every trace (a proof); the later phases still ran under the default scheduler
+    assert result.verdict.startswith("exhaustive: all 34 traces explored (dpor), then ")
     assert result.verdict.endswith(": clean")
     assert "the schedule budget is spent" in result.text()
 
@@ -57,7 +58,8 @@ def test_the_portfolio_moves_on_when_the_dfs_share_is_spent() -> None:
     portfolio = Portfolio(budget=20, seed=1, max_bound=2)
     result = explore(get("amdkfd-cwsr-race-5.4", plugins=True), portfolio, budget=20, minimise_budget=0)
     assert not result.findings
-    assert portfolio.systematic == 8  # 40 % of the budget for the bounded search ...
-    assert portfolio.sampled == 12  # ... the rest sampled
+    assert portfolio.ran["dpor"] == 6  # 30 % of the budget for DPOR (not enough to end it) ...
+    assert portfolio.ran["dfs 0"] + portfolio.ran["dfs 1"] == 5  # ... 25 % for the bounded DFS ...
+    assert portfolio.systematic == 11 and portfolio.sampled == 9  # ... the rest sampled
     # the bound-0 search ended (a proof to 0 preemptions); the bound-1 search did not, so no more is claimed
-    assert result.verdict == "exhaustive to 0 preemptions, then 12 sampled schedules (pct depth 2-5, random): clean"
+    assert result.verdict == "exhaustive to 0 preemptions, then 9 sampled schedules (pct depth 2-5, random): clean"

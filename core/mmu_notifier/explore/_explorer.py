@@ -212,7 +212,7 @@ class Exploration:
             return self._dpor_verdict()
         if self.bugs:
             return f"{len(self.bugs)} bug(s) found after {self.stats.schedules:,} schedules"
-        clean = "clean" if self.complete or "exhaustive to" in self.coverage else "no finding"
+        clean = "clean" if self.complete or self.coverage.startswith("exhaustive") else "no finding"
         found = f"; {len(self.findings)} predicted problem(s)" if self.findings else ""
         return f"{self.coverage}: {clean}{found}"
 

@@ -8,6 +8,10 @@ guess but favours shallow interleavings. The portfolio runs them in that
 order within the budget, so that a small scenario gets a proof and a large
 one still gets samples at several depths:
 
+0. optimal DPOR, unbounded (:mod:`._dpor`), while its share lasts: when it
+   ends, every Mazurkiewicz trace was explored, a proof under the model's
+   conventions; the later phases still run, under the default scheduler, so
+   a scenario that breaks those conventions is still caught;
 1. bounded DFS with preemption bound 0, 1, ... up to ``max_bound`` (each
    bound to its end while the DFS share of the budget lasts);
 2. PCT at depth 2, 3, 4, 5 (an equal share each);
@@ -16,19 +20,24 @@ one still gets samples at several depths:
 What was covered is kept (:attr:`Portfolio.exhaustive_bound`,
 :attr:`Portfolio.sampled`) so the verdict can say exactly that: "exhaustive to
 2 preemptions: clean" is a proof up to that bound; "N sampled schedules, not
-exhaustive" is not. A strategy given as the first phase (``first``) runs
-before the DFS phases with the same share (the place for a DPOR search).
+exhaustive" is not. The scheduler modes a phase needs (DPOR's records, retry
+steps and lazy waits) are the running phase's, read per execution.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from mmu_notifier.explore._dfs import BoundedDFS
+from mmu_notifier.explore._dpor import DPOR
+from mmu_notifier.explore._findings import Problem
 from mmu_notifier.explore._scheduler import Execution, ModelThread, Outcome
 from mmu_notifier.explore._strategies import PCT, RandomWalk, Strategy
 
-#: share of the budget for the bounded exhaustive phases, then for PCT; random gets the rest
-DFS_SHARE = 0.4
-PCT_SHARE = 0.35
+#: share of the budget for DPOR, for the bounded exhaustive phases, then for PCT; random gets the rest
+DPOR_SHARE = 0.3
+DFS_SHARE = 0.25
+PCT_SHARE = 0.3
 PCT_DEPTHS = (2, 3, 4, 5)
 
 
@@ -37,7 +46,7 @@ class Portfolio(Strategy):
 
     name = "portfolio"
 
-    def __init__(self, budget: int, seed: int = 0, max_bound: int = 2) -> None:
+    def __init__(self, budget: int, seed: int = 0, max_bound: int = 2, dpor: bool = True) -> None:
         if budget < 1:
             raise ValueError(f"portfolio budget must be at least 1 schedule, got {budget}")
         self.budget = budget
@@ -46,9 +55,10 @@ class Portfolio(Strategy):
         dfs_cap = max(1, int(budget * DFS_SHARE))
         pct_each = max(1, int(budget * PCT_SHARE / len(PCT_DEPTHS)))
         #: (strategy, schedule cap or None for unlimited, label)
-        self._phases: list[tuple[Strategy, int | None, str]] = [
-            (BoundedDFS(bound), None, f"dfs {bound}") for bound in range(max_bound + 1)
-        ]
+        self._phases: list[tuple[Strategy, int | None, str]] = (
+            [(DPOR(), max(1, int(budget * DPOR_SHARE)), "dpor")] if dpor else []
+        )
+        self._phases += [(BoundedDFS(bound), None, f"dfs {bound}") for bound in range(max_bound + 1)]
         self._phases += [(PCT(depth, seed + depth), pct_each, f"pct {depth}") for depth in PCT_DEPTHS]
         self._phases.append((RandomWalk(seed), None, "random"))
         self._dfs_cap = dfs_cap
@@ -57,6 +67,10 @@ class Portfolio(Strategy):
         self._used = 0
         #: the largest preemption bound whose search ended (None: not even bound 0)
         self.exhaustive_bound: int | None = None
+        #: DPOR ended: every trace explored (a proof), this many
+        self.dpor_traces: int | None = None
+        self.retry_steps = self.lazy_waits = self.run_past_failures = False
+        self._take_modes()
         #: schedules run by the exhaustive phases, and by the sampling ones
         self.systematic = 0
         self.sampled = 0
@@ -71,12 +85,36 @@ class Portfolio(Strategy):
     def _is_dfs(self) -> bool:
         return isinstance(self.current, BoundedDFS)
 
+    def _take_modes(self) -> None:
+        """Copy the running phase's scheduler modes (the explorer reads them for every execution)."""
+        phase = self.current
+        self.always = bool(getattr(phase, "always", False))
+        self.records = bool(getattr(phase, "records", False))
+        self.retry_steps = bool(getattr(phase, "retry_steps", False))
+        self.lazy_waits = bool(getattr(phase, "lazy_waits", False))
+        self.run_past_failures = bool(getattr(phase, "run_past_failures", False))
+
+    def report(self, outcome: Outcome) -> list[tuple[Problem, tuple[int, ...] | None]]:
+        """The running phase's findings of ``outcome`` (DPOR gives schedules the default scheduler replays)."""
+        own: Any = getattr(self.current, "report", None)
+        if own is not None:
+            found: list[tuple[Problem, tuple[int, ...] | None]] = own(outcome)
+            return found
+        return [(p, None) for p in (outcome.problem, outcome.predicted) if p is not None]
+
     def start(self) -> bool:
+        if self.exhausted:
+            return False
         while True:
             strat, cap, _ = self._phases[self._index]
+            if isinstance(strat, DPOR) and strat.exhausted and not strat.unexecutable and not strat.bounded:
+                # every trace explored; the later phases still run: they check the reduction's conventions
+                # (a scenario touching state no scheduling point names) with the default scheduler
+                self.dpor_traces = strat.traces
             dfs = isinstance(strat, BoundedDFS)
             spent = (dfs and self._dfs_used >= self._dfs_cap) or (cap is not None and self._used >= cap)
             if not spent and strat.start():
+                self._take_modes()
                 return True
             if dfs and strat.exhausted:
                 self.exhaustive_bound = strat.bound  # type: ignore[attr-defined]
@@ -97,7 +135,9 @@ class Portfolio(Strategy):
         strat.finish(outcome)
         self._used += 1
         self.ran[label] = self.ran.get(label, 0) + 1
-        if isinstance(strat, BoundedDFS):
+        if isinstance(strat, DPOR):
+            self.systematic += 1
+        elif isinstance(strat, BoundedDFS):
             self._dfs_used += 1
             self.systematic += 1
             if strat.exhausted:
@@ -116,6 +156,8 @@ class Portfolio(Strategy):
     def coverage(self) -> str:
         """What the schedules run so far cover, as a verdict states it."""
         parts = []
+        if self.dpor_traces is not None:
+            parts.append(f"exhaustive: all {self.dpor_traces:,} traces explored (dpor)")
         if self.exhaustive_bound is not None:
             bound = self.exhaustive_bound
             parts.append(f"exhaustive to {bound} preemption{'' if bound == 1 else 's'}")
