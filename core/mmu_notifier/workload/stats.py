@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mmu_notifier.hookspecs import hookimpl
+from mmu_notifier.interval import MMUIntervalNotifier
 from mmu_notifier.notifier import MMUNotifier
 from mmu_notifier.range import Range
 
@@ -65,6 +66,18 @@ class StatsTracer:
         self.callbacks += 1
         stats.invalidations[range.event.name] += 1
         if result == -errno.EAGAIN:
+            stats.refusals += 1
+        return result
+
+    @hookimpl(wrapper=True)
+    def invalidate(self, subscription: MMUIntervalNotifier, range: Range, cur_seq: int) -> Generator[None, bool, bool]:
+        """An interval notifier's invalidate (5.5): counted as an invalidation; ``False`` is a refusal."""
+        assert subscription.ops is not None
+        stats = self.stats[subscription.ops.name]
+        result = yield
+        self.callbacks += 1
+        stats.invalidations[range.event.name] += 1
+        if result is False:
             stats.refusals += 1
         return result
 

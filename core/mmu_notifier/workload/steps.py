@@ -158,8 +158,9 @@ class ProcessRunner:
             handle = self.world.monitor.attached(name, self.world.exercisers[name].attach(mm))
             self.handles.setdefault(name, []).append(handle)
             stats = self.world.stats[name]
-            stats.subscriptions.add(handle.subscription)
-            stats.peak_users = max(stats.peak_users, handle.subscription.users)
+            if handle.subscription is not None:  # None: an interval_only driver holds no list subscription
+                stats.subscriptions.add(handle.subscription)
+                stats.peak_users = max(stats.peak_users, handle.subscription.users)
             done = True
         return done
 
