@@ -21,7 +21,8 @@ def test_gntdev_5_5_passes_the_conformance_kit_on_interval_notifiers() -> None:
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "--pyargs", "mmu_notifier.conformance", "--mmu-driver", "gntdev", "-q", "-rs",
          "-p", "no:cacheprovider"],
-        capture_output=True, text=True, timeout=600, check=False, env={**os.environ, "MMU_NOTIFIER_GNTDEV__SCHEME": "5.5"},
+        capture_output=True, text=True, timeout=600, check=False,
+        env={**os.environ, "MMU_NOTIFIER_GNTDEV__SCHEME": "5.5"},
     )
     out = run.stdout
     assert run.returncode == 0, out[-5000:] + run.stderr[-2000:]
