@@ -63,7 +63,8 @@ WORKLOADS = [
 @pytest.mark.parametrize("workload", WORKLOADS, ids=lambda p: p.name if isinstance(p, Path) else str(p))
 def test_example_workloads_with_only_rdma_odp(workload: Path, tmp_path: Path) -> None:
     """Each example workload with ``drivers = ["rdma_odp"]``: the run is clean."""
-    text = workload.read_text()
+    # a workload naming its own drivers (interval-5.5) is run with rdma_odp alone, its driver configs kept
+    text = "\n".join(line for line in workload.read_text().splitlines() if not line.startswith("drivers"))
     if workload.suffix == ".toml":
         only = tmp_path / workload.name
         only.write_text('drivers = ["rdma_odp"]\n' + text)
@@ -81,6 +82,6 @@ def test_config_defaults_and_validation() -> None:
     assert not any(getattr(config, f) for f in RdmaOdpConfig.model_fields if f.startswith("bug_"))
     assert all(field.description for field in RdmaOdpConfig.model_fields.values())
     with pytest.raises(pydantic.ValidationError):
-        RdmaOdpConfig(scheme="5.5")
+        RdmaOdpConfig(scheme="5.6")
     with pytest.raises(pydantic.ValidationError):
         RdmaOdpConfig(implicit_chunk_size=1000)
