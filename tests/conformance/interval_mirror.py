@@ -7,7 +7,9 @@ whose ``invalidate`` and the device fault go through
 interval subscriptions, drops their translations, then puts the context.
 
 ``KeepsRanges`` forgets to remove its interval subscriptions on detach (the
-kit's ``test_interval_nothing_after_remove`` must catch it).
+kit's ``test_interval_nothing_after_remove`` must catch it); ``ClaimsIntervalOnly``
+declares ``interval_only`` while it keeps a list notifier (the harness and
+``test_capabilities_match_hooks`` must catch it).
 """
 
 from __future__ import annotations
@@ -99,6 +101,13 @@ class KeepsRanges(IntervalMirrorDriver):
 
     name = "interval-mirror-keeps-ranges"
     remove_on_detach = False
+
+
+class ClaimsIntervalOnly(IntervalMirrorDriver):
+    """Broken: declares ``interval_only`` though it registers a list notifier and its handles hold it."""
+
+    name = "interval-mirror-claims-interval-only"
+    capabilities = IntervalMirrorDriver.capabilities | {contract.INTERVAL_ONLY}
 
 
 class IntervalMirrorExerciser:

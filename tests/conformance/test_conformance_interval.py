@@ -55,6 +55,7 @@ def site(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Path:
     (dist / "entry_points.txt").write_text(
         "[mmu_notifier.drivers]\ninterval-mirror = interval_mirror:IntervalMirrorDriver\n"
         "interval-mirror-keeps-ranges = interval_mirror:KeepsRanges\n"
+        "interval-mirror-claims-interval-only = interval_mirror:ClaimsIntervalOnly\n"
     )
     path = [str(root), os.environ.get("PYTHONPATH", "")]
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in path if p))
@@ -84,3 +85,14 @@ def test_a_driver_that_keeps_its_ranges_after_detach_fails_nothing_after_remove(
     line = failed(result, "test_interval_nothing_after_remove", "interval-mirror-keeps-ranges")
     assert line, result.stdout.str()
     assert "detach must remove every interval subscription" in result.stdout.str()
+
+
+def test_a_driver_claiming_interval_only_with_a_list_notifier_fails(pytester: pytest.Pytester, site: Path) -> None:
+    """interval_only promises no list notifier: the hooks check and the harness's handle check both say so."""
+    name = "interval-mirror-claims-interval-only"
+    result = run_kit(pytester, "--mmu-driver", name, "-k", "capabilities_match_hooks or exerciser_contract")
+    assert result.ret == 1, result.stdout.str()
+    out = result.stdout.str()
+    assert failed(result, "test_capabilities_match_hooks", name) and failed(result, "test_exerciser_contract", name)
+    assert "interval_only is declared but the driver implements the list notifier hooks" in out
+    assert "an interval_only driver's handle names the attached mm and holds no list subscription" in out

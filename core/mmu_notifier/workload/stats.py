@@ -36,6 +36,7 @@ from greenlet import getcurrent
 
 from mmu_notifier.errors import KernelError
 from mmu_notifier.hookspecs import hookimpl
+from mmu_notifier.interval import MMUIntervalNotifier
 from mmu_notifier.notifier import MMUNotifier
 from mmu_notifier.range import Range
 
@@ -251,6 +252,18 @@ class StatsTracer:
     @hookimpl(wrapper=True)
     def change_pte(self, subscription: MMUNotifier, mm: Any, address: int, pte: Any) -> Generator[None, Any, Any]:
         return (yield from self._guarded(subscription, "change_pte"))
+
+    @hookimpl(wrapper=True)
+    def invalidate(self, subscription: MMUIntervalNotifier, range: Range, cur_seq: int) -> Generator[None, bool, bool]:
+        """An interval notifier's invalidate (5.5): counted as an invalidation; ``False`` is a refusal."""
+        assert subscription.ops is not None
+        stats = self.stats[subscription.ops.name]
+        result = yield
+        self.callbacks += 1
+        stats.invalidations[range.event.name] += 1
+        if result is False:
+            stats.refusals += 1
+        return result
 
     @hookimpl(wrapper=True)
     def release(self, subscription: MMUNotifier, mm: Any) -> Generator[None, None, None]:

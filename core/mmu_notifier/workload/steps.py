@@ -199,8 +199,9 @@ class ProcessRunner:
             self.handles.setdefault(name, []).append(handle)
             stats = self.world.stats[name]
             stats.attaches += 1
-            stats.subscriptions.add(handle.subscription)
-            stats.peak_users = max(stats.peak_users, handle.subscription.users)
+            if handle.subscription is not None:  # None: an interval_only driver holds no list subscription
+                stats.subscriptions.add(handle.subscription)
+                stats.peak_users = max(stats.peak_users, handle.subscription.users)
             done = True
         if failed:
             raise _DeviceFault

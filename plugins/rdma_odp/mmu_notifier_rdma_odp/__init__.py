@@ -7,7 +7,9 @@ verbs context and every device (:mod:`mmu_notifier_rdma_odp.umem_odp`); an
 mlx5-like device with MTTs, a fault path with the sequence/count retry test
 and implicit ODP (:mod:`mmu_notifier_rdma_odp.device`). ``scheme = "5.3"``
 loads the per-(ucontext, mm) scheme of 5.3 instead
-(:mod:`mmu_notifier_rdma_odp.legacy`). The scheme object is picked once, in
+(:mod:`mmu_notifier_rdma_odp.legacy`); ``scheme = "5.5"`` the interval notifiers
+of "RDMA/odp: Use mmu_interval_notifier_insert()"
+(:mod:`mmu_notifier_rdma_odp.interval`). The scheme object is picked once, in
 :meth:`RdmaOdpDriver.__init__`; the 5.3 build's ``ib_umem_notifiers`` has no
 ``alloc_notifier``/``free_notifier`` (:meth:`RdmaOdpDriver.null_callbacks`
 names them, so the loaded ops table has them NULL); the other callbacks are shared and differ
@@ -21,10 +23,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, ClassVar
 
-from mmu_notifier import MM, Driver, Kernel, MMUNotifier, Range, hookimpl, sync, synchronize
-from mmu_notifier.exerciser import DEVICE_TRANSLATIONS, REFUSES_NONBLOCK, RELEASE
+from mmu_notifier import MM, Driver, Kernel, MMUIntervalNotifier, MMUNotifier, Range, hookimpl, sync, synchronize
+from mmu_notifier.exerciser import (
+    DEVICE_TRANSLATIONS,
+    INTERVAL,
+    INTERVAL_ONLY,
+    REFUSES_NONBLOCK,
+    RELEASE,
+    TRACKS_RANGES,
+)
 from mmu_notifier_rdma_odp.config import RdmaOdpConfig
 from mmu_notifier_rdma_odp.device import IbUcontext, Mlx5Device, Mlx5Mr
+from mmu_notifier_rdma_odp.interval import IntervalScheme, UmemNotifier, invalidate
 from mmu_notifier_rdma_odp.legacy import LegacyPerMm, LegacyScheme
 from mmu_notifier_rdma_odp.umem_odp import GetPutScheme, IbUcontextPerMm, IbUmemOdp, PerMmScheme, Pid
 
@@ -46,9 +56,13 @@ __all__ = [
 
 
 #: The builds by ``config.scheme``: the kernel version that shipped each.
-SCHEMES: dict[str, type[GetPutScheme] | type[LegacyScheme]] = {"5.3": LegacyScheme, "5.4": GetPutScheme}
-#: The members of ``ib_umem_notifiers`` that only some builds fill.
-SCHEME_OPS = frozenset({"alloc_notifier", "free_notifier"})
+SCHEMES: dict[str, type[GetPutScheme] | type[LegacyScheme] | type[IntervalScheme]] = {
+    "5.3": LegacyScheme, "5.4": GetPutScheme, "5.5": IntervalScheme}
+#: The members of ``ib_umem_notifiers`` that only some builds fill (5.5's ops hold only the interval ``invalidate``).
+SCHEME_OPS = frozenset({"alloc_notifier", "free_notifier", "release", "invalidate_range_start",
+                        "invalidate_range_end", "invalidate"})
+#: 5.5: interval notifiers only (one per umem, inserted by ``map_range``'s MR)
+CAPABILITIES_55 = frozenset({REFUSES_NONBLOCK, TRACKS_RANGES, DEVICE_TRANSLATIONS, INTERVAL, INTERVAL_ONLY})
 
 
 class RdmaOdpDriver(Driver):
@@ -77,11 +91,15 @@ class RdmaOdpDriver(Driver):
         self.scheme_ops = scheme.ops
         # the module version is the build's ("5.3" or "5.4")
         self.version = scheme.version  # type: ignore[misc]
+        if scheme.version == "5.5":  # chosen once: what the loader requires and what the kit may expect
+            setattr(self, "required_hooks", ("invalidate",))  # noqa: B010
+            setattr(self, "capabilities", CAPABILITIES_55)  # noqa: B010
         self.pids: dict[int, Pid] = {}
         self._current: dict[sync.Task, MM] = {}
 
     def null_callbacks(self) -> frozenset[str]:
-        """The members of ``ib_umem_notifiers`` the chosen build leaves NULL (5.3: alloc/free_notifier)."""
+        """The members of ``ib_umem_notifiers`` the chosen build leaves NULL (5.3: alloc/free_notifier; 5.5: every
+        list callback; 5.3 and 5.4: the interval ``invalidate``)."""
         return SCHEME_OPS - self.scheme_ops
 
     # -- processes --------------------------------------------------------------------
@@ -162,6 +180,12 @@ class RdmaOdpDriver(Driver):
         """``ib_umem_notifier_invalidate_range_end``."""
         assert isinstance(subscription, IbUcontextPerMm)
         subscription.invalidate_range_end(range)
+
+    @hookimpl
+    def invalidate(self, subscription: MMUIntervalNotifier, range: Range, cur_seq: int) -> bool:
+        """5.5: the umem's interval callback (mlx5's ``mlx5_ib_invalidate_range``)."""
+        assert isinstance(subscription, UmemNotifier)
+        return invalidate(subscription, range, cur_seq)
 
     # -- model plumbing ------------------------------------------------------------------
     @hookimpl

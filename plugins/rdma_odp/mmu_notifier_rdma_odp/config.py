@@ -29,10 +29,11 @@ MLX5_IMR_MTT_SIZE = 1 << 30
 class RdmaOdpConfig(DriverConfig):
     """``[drivers.rdma_odp]``: the ODP core, the mlx5-like device and the bug switches."""
 
-    scheme: Literal["5.3", "5.4"] = Field(
+    scheme: Literal["5.3", "5.4", "5.5"] = Field(
         default="5.4",
         description='"5.4": one ib_ucontext_per_mm per mm via mmu_notifier_get/put; '
-        '"5.3": one per (ucontext, mm) on the ucontext\'s per_mm_list, registered while holding its lock',
+        '"5.3": one per (ucontext, mm) on the ucontext\'s per_mm_list, registered while holding its lock; '
+        '"5.5": one interval notifier per umem, no per_mm (explicit MRs only)',
     )
     page_shift: int = Field(
         default=12,

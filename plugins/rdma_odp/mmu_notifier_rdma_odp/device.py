@@ -27,7 +27,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from mmu_notifier import MM, BadAddressError, InvalidArgumentError, NoMemoryError, TryAgainError, sync
+from mmu_notifier import (
+    MM,
+    BadAddressError,
+    InvalidArgumentError,
+    NoMemoryError,
+    Range,
+    TryAgainError,
+    interval_set_seq,
+    sync,
+)
 from mmu_notifier.log import LOG
 from mmu_notifier.mm import TASK_SIZE
 from mmu_notifier.srcu import Srcu
@@ -39,6 +48,7 @@ from mmu_notifier_rdma_odp.umem_odp import (
     IbUmemOdp,
     Pid,
     alloc_child,
+    fault_seq,
     ib_init_umem_odp,
     ib_umem_odp_release,
     map_dma_pages,
@@ -111,13 +121,15 @@ class Mlx5Device:
             odp = target.umem
             page_size = odp.owning_mm.page_size
             page = address & ~(page_size - 1)
-            current_seq = odp.notifiers_seq
+            current_seq = fault_seq(odp)
             ret = map_dma_pages(odp, page, page_size, write, current_seq)
             if ret >= 0:
                 with odp.umem_mutex:
                     if not mmu_notifier_retry(odp, current_seq):
                         return self.update_xlt(target, odp.index(page))
                 ret = EAGAIN
+            if odp.notifier is not None:  # 5.5: no completion; the next read_begin waits for the invalidation
+                raise TryAgainError(f"{self.name}: page fault at {address:#x} raced an invalidation (EAGAIN)")
             timeout = self.driver.config.fault_timeout_ms / 1000
             if not odp.notifier_completion.wait(timeout):
                 odp.owning_mm.kernel.warn(f"{self.name}: timeout waiting for mmu notifier completion on {odp!r}")
@@ -195,6 +207,20 @@ class Mlx5Device:
             return
         with umem.umem_mutex:
             self._zap(mr, umem, start, end, locked=True)
+
+    def invalidate_interval(self, umem: IbUmemOdp, range: Range, cur_seq: int) -> bool:
+        """``mlx5_ib_invalidate_range`` of 5.5 (an interval callback): refuse non-blockable; else under
+        ``umem_mutex`` record ``cur_seq`` (``mmu_interval_set_seq``) and, if any page is mapped, zap the MTTs
+        and unmap the DMA pages of the range."""
+        if not range.blockable:
+            return False
+        with umem.umem_mutex:
+            interval_set_seq(umem.notifier, cur_seq)
+            mr: Mlx5Mr | None = umem.private
+            start, end = max(umem.start, range.start), min(umem.end, range.end)
+            if umem.npages and mr is not None and start < end:
+                self._zap(mr, umem, start, end, locked=True)
+        return True
 
     def _zap(self, mr: Mlx5Mr, umem: IbUmemOdp, start: int, end: int, *, locked: bool) -> None:
         if locked:

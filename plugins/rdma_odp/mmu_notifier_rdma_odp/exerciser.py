@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mmu_notifier import MM, Kernel, TryAgainError
+from mmu_notifier import MM, BadAddressError, Kernel, TryAgainError
 from mmu_notifier.exerciser import Handle
 from mmu_notifier.mm import TASK_SIZE
 from mmu_notifier_rdma_odp.device import IbUcontext, Mlx5Device, Mlx5Mr
@@ -53,24 +53,41 @@ class RdmaOdpExerciser:
         self._attaches = 0
         #: conformance test name -> why the modelled kernel fails it
         self.known_kernel_failures = dict(KNOWN_5_3_FAILURES) if odp_driver.config.scheme == "5.3" else {}
+        #: 5.5: MRs come with map_range, each its own interval notifier
+        self.interval = odp_driver.config.scheme == "5.5"
 
     def attach(self, mm: MM) -> Handle:
-        """Open the next device and register an ODP MR over the whole address space (ends in ``get``)."""
+        """Open the next device and register an ODP MR over the whole address space (ends in ``get``).
+
+        5.5 (``interval_only``): only open the verbs context; each ``map_range`` registers an MR (one
+        interval notifier per umem) and the handle holds no list subscription.
+        """
         device = self.devices[self._attaches % len(self.devices)]
         self._attaches += 1
         context = self.odp_driver.open(device, mm)
+        if self.interval:
+            self.contexts.append(context)
+            return Handle(mm, None, (context, None))
         mr = context.reg_mr(0, TASK_SIZE)
         self.contexts.append(context)
         assert mr.umem.per_mm is not None
         return Handle(mm, mr.umem.per_mm, (context, mr))
 
     def map_range(self, handle: Handle, start: int, end: int) -> None:
-        """Record the interest; the attach's MR covers the whole address space."""
+        """Record the interest; the attach's MR covers the whole address space (5.5: register an MR over it)."""
+        if self.interval:
+            context, _ = handle.state
+            context.reg_mr(start, end - start)
         handle.ranges.append((start, end))
 
     def access(self, handle: Handle, address: int, write: bool = False) -> int | None:
         """An HCA page fault on the attach's MR; None when it must be retried (EAGAIN)."""
         context, mr = handle.state
+        if self.interval:  # the newest live MR of the context covering the address
+            covering = [m for m in context.mrs if m.umem.start <= address <= m.umem.last]
+            if not covering:
+                raise BadAddressError(f"rdma_odp: no MR of {context!r} covers {address:#x}")
+            mr = covering[-1]
         assert isinstance(mr, Mlx5Mr) and isinstance(context, IbUcontext)
         try:
             return context.device.page_fault(mr, address, write)

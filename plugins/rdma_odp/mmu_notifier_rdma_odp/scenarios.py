@@ -240,6 +240,12 @@ SCENARIOS: tuple[Scenario, ...] = (
               "for umem_rwsem, which waits for the outer start", "deadlock"),
     _scenario("legacy-nested-vs-dereg", functools.partial(nested_vs_dereg, "5.3", True),
               "H-1 (5.3): the same deadlock with the per-ucontext per_mm", "deadlock"),
+    _scenario("interval-nested-vs-dereg", functools.partial(nested_vs_dereg, "5.5", True),
+              "H-1 in 5.5 (\"RDMA/odp: Use mmu_interval_notifier_insert()\"): the same nested THP-split zap "
+              "against a deregistration; no umem_rwsem, the remove waits for the sequence: no deadlock"),
+    _scenario("interval-fault-vs-invalidate", functools.partial(fault_vs_invalidate, "5.5", False, "dontneed"),
+              "5.5: an HCA fault races MADV_DONTNEED; read_begin / read_retry under umem_mutex keep the MTTs "
+              "coherent"),
     _scenario("flat-vs-dereg", functools.partial(nested_vs_dereg, "5.4", False),
               "H-1 fixed form (5.4 flow without the nested start; the kernel's fix removed umem_rwsem in 5.5)"),
     _scenario("oom-reaper-missed-unlock", functools.partial(oom_reaper, True),

@@ -45,6 +45,8 @@ from mmu_notifier import (
     MMUNotifier,
     Range,
     get,
+    interval_read_begin,
+    interval_read_retry,
     put,
     sync,
 )
@@ -237,6 +239,9 @@ class IbUmemOdp:
         self.work: Any = None
         #: pages written back dirty on unmap (``set_page_dirty``)
         self.dirtied = 0
+        #: 5.5: the umem's interval notifier (``umem_odp->notifier``) and the owner's pid (``umem_odp->tgid``)
+        self.notifier: Any = None
+        self.tgid: Pid | None = None
 
     def index(self, address: int) -> int:
         """Page index of ``address`` in the lists."""
@@ -270,9 +275,19 @@ def end_account(umem: IbUmemOdp) -> None:
 def mmu_notifier_retry(umem: IbUmemOdp, mmu_seq: int) -> bool:
     """``ib_umem_mmu_notifier_retry``: an invalidation is in flight or ended since ``mmu_seq``.
 
-    Reliable only under ``umem_mutex``.
+    Reliable only under ``umem_mutex``. In 5.5 (a umem with an interval
+    notifier) it is ``mmu_interval_read_retry`` of the umem's notifier.
     """
+    if umem.notifier is not None:
+        return interval_read_retry(umem.notifier, mmu_seq)
     return umem.notifiers_count != 0 or umem.notifiers_seq != mmu_seq
+
+
+def fault_seq(umem: IbUmemOdp) -> int:
+    """The sequence a fault samples before it faults pages in: ``notifiers_seq`` (5.3, 5.4) or ``read_begin`` (5.5)."""
+    if umem.notifier is not None:
+        return interval_read_begin(umem.notifier)
+    return umem.notifiers_seq
 
 
 # -- DMA mapping ----------------------------------------------------------------------
@@ -290,11 +305,12 @@ def map_dma_pages(umem: IbUmemOdp, user_virt: int, bcnt: int, write: bool, curre
     :class:`BadAddressError` where the CPU cannot fault the page in.
     """
     per_mm = umem.per_mm
-    assert per_mm is not None
+    tgid = umem.tgid if per_mm is None else per_mm.tgid  # 5.5 moved the pid to the umem
+    assert tgid is not None
     if user_virt < umem.start or user_virt + bcnt > umem.end:
         raise InvalidArgumentError(f"{umem!r}: [{user_virt:#x}, +{bcnt:#x}) is outside the umem")
     mm = umem.owning_mm
-    if not per_mm.tgid.get_pid_task() or not mm.mmget_not_zero():
+    if not tgid.get_pid_task() or not mm.mmget_not_zero():
         raise InvalidArgumentError(f"ODP fault on mm {mm.id}: its owning process exited (EINVAL)")
     access = ODP_READ_ALLOWED_BIT | (ODP_WRITE_ALLOWED_BIT if write else 0)
     if write and not umem.writable:
