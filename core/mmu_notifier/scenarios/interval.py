@@ -14,7 +14,9 @@
   exits. 5.5 checks ``mm_count``, which the first subscription pins, so an
   insert after ``exit_mmap`` succeeds silently and that subscription never
   receives an invalidation. ``interval-insert-after-exit-fixed`` checks
-  ``mm_users``: the late insert is refused (WARN + EINVAL).
+  ``mm_users``: the late insert is refused (WARN + EINVAL); its driver pins
+  the mm (``mmget_not_zero``) across the insert as a correct caller does, since
+  the check and the tree insert are not atomic against a concurrent exit.
 * ``interval-oom-reaper-stuck`` (J-4, **a reading of the code**, not a
   reported bug): a mixed mm with an interval subscription and a list
   subscriber that refuses non-blockable ranges. The OOM reaper's start
@@ -121,10 +123,22 @@ def _insert_after_exit(checks_mm_users: bool) -> ScenarioInstance:
 
     @run.thread("driver")
     def insert_more() -> None:
-        try:  # holds only the mm_count pin of its first subscription, not mm_users
+        if not checks_mm_users:
+            try:  # holds only the mm_count pin of its first subscription, not mm_users
+                interval.interval_notifier_insert(late, mm, _PAGE, _PAGE, ops)
+            except InvalidArgumentError as error:
+                refused.append(error)
+            return
+        # The fix (c9682d10271e) is a WARN for the caller that holds no mm_users: the check and
+        # the tree insert are not atomic against exit, so a correct caller pins the mm across
+        # the insert, and a caller that finds the mm dying does not insert at all.
+        if not mm.mmget_not_zero():
+            refused.append(InvalidArgumentError("mm is exiting: not inserted"))
+            return
+        try:
             interval.interval_notifier_insert(late, mm, _PAGE, _PAGE, ops)
-        except InvalidArgumentError as error:
-            refused.append(error)
+        finally:
+            mm.mmput()
 
     def finale() -> None:
         interval.interval_notifier_remove(first)
