@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import sysconfig
 import venv
 from pathlib import Path
@@ -65,3 +66,20 @@ class FreshEnv:
         code = ("import importlib.metadata as m; print('\\n'.join(sorted({d.metadata['Name'] for d in "
                 "m.distributions() if d.metadata['Name'].lower().startswith('mmu')})))")
         return self.run_python("-c", code).stdout.split()
+
+
+def distribution_dirs() -> list[Path]:
+    """Every distribution of this repository: the core, each plugin under plugins/, each example."""
+    found = [REPO]
+    for pattern in ("plugins/*/pyproject.toml", "examples/*/pyproject.toml"):
+        found += sorted(path.parent for path in REPO.glob(pattern))
+    return found
+
+
+def build(source: Path, outdir: Path, *formats: str) -> list[Path]:
+    """``python -m build`` (the standard front-end, isolated) of ``source`` into ``outdir``; returns what it made."""
+    before = set(outdir.glob("*")) if outdir.exists() else set()
+    done = subprocess.run([sys.executable, "-m", "build", *formats, "--outdir", str(outdir), str(source)],
+                          capture_output=True, text=True, timeout=900, check=False)
+    assert done.returncode == 0, f"python -m build {source} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return sorted(set(outdir.glob("*")) - before)
