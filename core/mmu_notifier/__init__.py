@@ -12,6 +12,9 @@ The public API, by kernel concept:
   per-mm state in a subclass of :class:`MMUNotifier`;
 * invalidations: :class:`Range` and :class:`Event`; dispatchers in
   :mod:`mmu_notifier.notifier`;
+* the conformance kit's way in: the ``exerciser`` hook returns an
+  :class:`Exerciser` giving out :class:`Handle` objects; a driver declares
+  what the kit may expect with the :class:`Capability` names;
 * primitives a driver model may use: :mod:`mmu_notifier.sync`, and the
   allocator room :mod:`mmu_notifier.kmem` (``kfree``, ``is_freed``: freed
   objects report use after free and double free with their free site).
@@ -31,11 +34,13 @@ from mmu_notifier.errors import (
     ModelBug,
     NoMemoryError,
     PluginError,
+    PluginWarning,
     RefcountOverflowError,
     SleepInAtomicError,
     TryAgainError,
     UseAfterFreeError,
 )
+from mmu_notifier.exerciser import Capability, Exerciser, Handle
 from mmu_notifier.hookspecs import hookimpl
 from mmu_notifier.kernel import Kernel, default_kernel
 from mmu_notifier.mm import MM, RW, VMA, Prot
@@ -62,12 +67,15 @@ __all__ = [
     "VMA",
     "BadAddressError",
     "BusyError",
+    "Capability",
     "ConfigError",
     "DeadlockError",
     "DoubleFreeError",
     "Driver",
     "DriverConfig",
     "Event",
+    "Exerciser",
+    "Handle",
     "InvalidArgumentError",
     "Kernel",
     "KernelError",
@@ -77,6 +85,7 @@ __all__ = [
     "ModelBug",
     "NoMemoryError",
     "PluginError",
+    "PluginWarning",
     "Prot",
     "Range",
     "RefcountOverflowError",
