@@ -23,11 +23,13 @@ The public API, by kernel concept:
 from mmu_notifier import kmem
 from mmu_notifier.config import DriverConfig
 from mmu_notifier.errors import (
+    ActiveObjectFreedError,
     BadAddressError,
     BusyError,
     ConfigError,
     DeadlockError,
     DoubleFreeError,
+    InterruptedCallError,
     InvalidArgumentError,
     KernelError,
     MisuseError,
@@ -65,6 +67,7 @@ __all__ = [
     "PTE",
     "RW",
     "VMA",
+    "ActiveObjectFreedError",
     "BadAddressError",
     "BusyError",
     "Capability",
@@ -76,6 +79,7 @@ __all__ = [
     "Event",
     "Exerciser",
     "Handle",
+    "InterruptedCallError",
     "InvalidArgumentError",
     "Kernel",
     "KernelError",

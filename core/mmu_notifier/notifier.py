@@ -28,7 +28,13 @@ from contextlib import closing, contextmanager
 from typing import TYPE_CHECKING, Any
 
 from mmu_notifier import sync
-from mmu_notifier.errors import MisuseError, RefcountOverflowError
+from mmu_notifier.errors import (
+    InterruptedCallError,
+    MisuseError,
+    NoMemoryError,
+    RefcountOverflowError,
+)
+from mmu_notifier.faults import REGISTER_ALLOC, REGISTER_MMAP_LOCK
 from mmu_notifier.kmem import call_site, poison
 from mmu_notifier.kmem import is_freed as is_freed  # deprecated here: use mmu_notifier.kmem (kept for one release)
 from mmu_notifier.log import LOG
@@ -71,7 +77,7 @@ class MMUNotifier:
     attribute raises :class:`UseAfterFreeError` naming where it was freed.
     """
 
-    __slots__ = ("ops", "mm", "users", "linked", "__weakref__", "__dict__")
+    __slots__ = ("ops", "mm", "users", "linked", "unregistered", "__weakref__", "__dict__")
 
     def __init__(self) -> None:
         #: the owning driver's ops; set by registration (``None`` until then)
@@ -80,6 +86,8 @@ class MMUNotifier:
         self.users = 0
         #: on its mm's list (the kernel's ``!hlist_unhashed``)
         self.linked = False
+        #: ``unregister`` ran: the caller owns the memory again; a second unregister or a put is misuse
+        self.unregistered = False
 
     def __repr__(self) -> str:
         name = self.ops.name if self.ops else "?"
@@ -109,12 +117,14 @@ class MMUNotifierMM:
         self.subscriptions = (sub, *self.subscriptions)
         self.by_ops.setdefault(sub.ops, {})[sub] = None
         sub.linked = True
+        sub.ops.linked += 1
 
     def unlink(self, sub: MMUNotifier) -> bool:
         """Unlink if linked (``hlist_del_init_rcu``); caller holds ``lock``. True if it was."""
         if not sub.linked:
             return False
         sub.linked = False
+        sub.ops.linked -= 1
         self.subscriptions = tuple(s for s in self.subscriptions if s is not sub)
         same = self.by_ops[sub.ops]
         del same[sub]
@@ -145,10 +155,18 @@ def register_locked(sub: MMUNotifier, mm: MM, *, driver: object) -> None:
     if sub.linked:
         raise MisuseError(f"{sub!r} is already registered")
     ops = mm.kernel.drivers.ops_of(driver)
+    faults = mm.kernel.faults
+    container = mm.mmu_notifier_mm
+    new_container = container is None
+    if new_container and faults.should_fail(REGISTER_ALLOC):
+        raise NoMemoryError(f"register of {sub!r} on mm {mm.id}: allocation of the notifier container failed")
+    if faults.should_fail(REGISTER_MMAP_LOCK):
+        # the new container (if any) is dropped; the mm is left as it was
+        raise InterruptedCallError(f"register of {sub!r} on mm {mm.id}: mm_take_all_locks saw a fatal signal")
     sub.ops = ops
     sub.mm = mm
     sub.users = 1
-    container = mm.mmu_notifier_mm
+    sub.unregistered = False
     if container is None:
         container = MMUNotifierMM()
     mm.mmgrab()
@@ -230,18 +248,22 @@ def put(sub: MMUNotifier) -> None:
     mm = sub.mm
     if mm is None:
         raise MisuseError(f"put of {sub!r}, which was never registered")
+    if sub.unregistered:
+        raise MisuseError(f"put of {sub!r} after mmu_notifier_unregister (unregister and put do not mix)")
     ops = sub.ops
-    if ops.free_notifier is None:
-        raise MisuseError(f"put of a {ops.name!r} subscription, but the driver has no free_notifier hook")
     container = mm.mmu_notifier_mm
     assert container is not None
     with container.lock:
         if sub.users == 0:
             raise MisuseError(f"put of {sub!r} with no users left (the kernel WARNs and ignores it)")
+        if sub.users == 1 and ops.free_notifier is None:
+            # mmu_notifier_put reads ops->free_notifier only when users reaches 0
+            raise MisuseError(f"last put of {sub!r}, but driver {ops.name!r} has no free_notifier hook")
         sub.users -= 1
         users = sub.users
         if not users:
             container.unlink(sub)
+            ops.pending_frees += 1
     if LOG.on:
         LOG.event("notifier.put", mm=mm.id, driver=ops.name, users=users)
     if users:
@@ -261,7 +283,10 @@ def _free_now(sub: MMUNotifier, ops: MMUNotifierOps, site: str) -> None:
 
 def _free_after_grace_period(sub: MMUNotifier, ops: MMUNotifierOps, mm: MM, site: str) -> None:
     """The SRCU callback queued by the last put: free, then drop the mm pin."""
-    _free_now(sub, ops, f"free_notifier after the grace period of put at {site}")
+    try:
+        _free_now(sub, ops, f"free_notifier after the grace period of put at {site}")
+    finally:
+        ops.pending_frees -= 1
     mm.mmdrop()
 
 
@@ -276,6 +301,8 @@ def unregister(sub: MMUNotifier, mm: MM) -> None:
     """
     if sub.mm is not mm:
         raise MisuseError(f"unregister of {sub!r} from mm {mm.id}, where it was never registered")
+    if sub.unregistered:
+        raise MisuseError(f"unregister of {sub!r} twice (its mm pin was dropped already)")
     sync.might_sleep("mmu_notifier_unregister")
     kernel = mm.kernel
     container = mm.mmu_notifier_mm
@@ -290,6 +317,7 @@ def unregister(sub: MMUNotifier, mm: MM) -> None:
                     LOG.event("notifier.release", mm=mm.id, driver=ops.name, by="unregister")
         with container.lock:
             container.unlink(sub)
+    sub.unregistered = True
     kernel.srcu.synchronize()
     if LOG.on:
         LOG.event("notifier.unregister", mm=mm.id, driver=ops.name)
@@ -376,8 +404,9 @@ def invalidate_range_start_nonblock(range: Range) -> int:
 
     As in 5.4, every subscription is still offered the start after a refusal
     and none then receives an end; the caller must not call the end either.
-    With ``kernel.end_after_failed_start`` (the later kernels' behaviour) every
-    subscription that has an end callback receives it before this returns.
+    With ``kernel.end_after_failed_start`` (commit c2655835fd8c, mainline since
+    v5.12) every subscription that has an end callback receives it before this
+    returns.
     """
     container = range.mm.mmu_notifier_mm
     range.flags &= ~RANGE_BLOCKABLE
@@ -421,7 +450,7 @@ def _start_failed(range: Range, sub: MMUNotifier, ret: int) -> int:
         mode = "blockable" if range.blockable else "non-blockable"
         kernel.warn(f"driver {ops.name!r}: invalidate_range_start returned {ret} for a {mode} {range!r}")
     elif kernel.end_after_failed_start and ops.invalidate_range_end is not None:
-        kernel.warn(f"driver {ops.name!r} refused a start but has an end callback (later kernels WARN)")
+        kernel.warn(f"driver {ops.name!r} refused a start but has an end callback (v5.12+ WARNs: c2655835fd8c)")
     if LOG.on:
         LOG.event("invalidate.refused", mm=range.mm.id, driver=ops.name, ret=ret)
     return ret

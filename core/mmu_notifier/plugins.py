@@ -16,6 +16,7 @@ through pluggy with the wrappers around that driver's implementation only.
 from __future__ import annotations
 
 import importlib.metadata
+import sys
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ import pluggy
 
 from mmu_notifier import hookspecs
 from mmu_notifier.config import DriverConfig, validate
-from mmu_notifier.errors import ConfigError, MisuseError, PluginError, PluginWarning
+from mmu_notifier.errors import ConfigError, MisuseError, PluginError, PluginWarning, UseAfterFreeError
 
 if TYPE_CHECKING:
     from mmu_notifier.kernel import Kernel
@@ -60,6 +61,20 @@ class Driver:
     def __repr__(self) -> str:
         return f"<driver {self.name} {self.version}>"
 
+    def null_callbacks(self) -> frozenset[str]:
+        """Callbacks this build leaves NULL in its ``struct mmu_notifier_ops``, though the class implements them.
+
+        A driver modelling several kernels (its ``scheme``) implements every
+        callback any of them fills, and names here the ones the chosen kernel
+        does not have: gru 5.3 has ``release`` but no ``alloc_notifier``/
+        ``free_notifier``, 5.4 the reverse. The core reads this once, when the
+        driver is added, and leaves those fields ``None`` in the ops, exactly as
+        a NULL member: dispatch skips them, ``get`` refuses a driver without
+        ``alloc_notifier``. Decide it from the config in ``__init__``; the
+        default is none.
+        """
+        return frozenset()
+
 
 Callback = Callable[..., Any]
 
@@ -67,7 +82,16 @@ Callback = Callable[..., Any]
 class MMUNotifierOps:
     """One driver's resolved callbacks (``struct mmu_notifier_ops``); ``None`` where absent."""
 
-    __slots__ = ("driver", "exerciser", "name", "version", *hookspecs.CALLBACKS)
+    __slots__ = (
+        "driver",
+        "exerciser",
+        "name",
+        "version",
+        "linked",
+        "pending_frees",
+        "unloaded_at",
+        *hookspecs.CALLBACKS,
+    )
 
     release: Callback | None
     clear_flush_young: Callback | None
@@ -86,11 +110,18 @@ class MMUNotifierOps:
         self.driver = driver
         self.version = str(getattr(driver, "version", "0"))
         self.exerciser = None
+        #: subscriptions with these ops linked on some mm (kept by the container's link/unlink)
+        self.linked = 0
+        #: frees deferred by a last ``put`` that have not run yet
+        self.pending_frees = 0
+        #: where :meth:`DriverRegistry.unload` unloaded the module, or None while it is loaded
+        self.unloaded_at: str | None = None
         for callback in hookspecs.CALLBACKS:
             setattr(self, callback, None)
 
     def __repr__(self) -> str:
-        return f"<MMUNotifierOps {self.name}>"
+        state = " (unloaded)" if self.unloaded_at else ""
+        return f"<MMUNotifierOps {self.name}{state}>"
 
 
 @dataclass
@@ -99,6 +130,21 @@ class LoadReport:
 
     loaded: dict[str, MMUNotifierOps] = field(default_factory=dict)
     failed: dict[str, Exception] = field(default_factory=dict)
+
+
+def _null_callbacks(driver: object, name: str) -> frozenset[str]:
+    """``driver.null_callbacks()`` checked: callback names only (a plugin fault is a :class:`PluginError`)."""
+    method = getattr(driver, "null_callbacks", None)
+    if method is None:
+        return frozenset()
+    try:
+        null = frozenset(method())
+    except Exception as error:
+        raise PluginError(name, f"null_callbacks() failed: {type(error).__name__}: {error}") from error
+    unknown = sorted(null - set(hookspecs.CALLBACKS))
+    if unknown:
+        raise PluginError(name, f"null_callbacks() names {unknown}, which are not mmu_notifier_ops callbacks")
+    return null
 
 
 def _adapter(function: Callback, spec_args: tuple[str, ...], impl_args: tuple[str, ...]) -> Callback:
@@ -211,7 +257,7 @@ class DriverRegistry:
         unknown = sorted(caller.name for caller in callers if caller.spec is None)
         if unknown:
             raise PluginError(name, f"implements unknown hook(s) {unknown}")
-        implemented = {caller.name for caller in callers}
+        implemented = {caller.name for caller in callers} - _null_callbacks(driver, name)
         missing = [hook for hook in getattr(driver, "required_hooks", ()) if hook not in implemented]
         if missing:
             raise PluginError(name, f"lacks required hook(s) {missing}")
@@ -221,8 +267,10 @@ class DriverRegistry:
         drivers = [ops.driver for ops in self._by_name.values()]
         for ops in self._by_name.values():
             others = [d for d in drivers if d is not ops.driver]
+            null = _null_callbacks(ops.driver, ops.name)
             for callback in (*hookspecs.CALLBACKS, "exerciser"):
-                setattr(ops, callback, self._resolve(ops.driver, callback, others))
+                resolved = None if callback in null else self._resolve(ops.driver, callback, others)
+                setattr(ops, callback, resolved)
 
     def _resolve(self, driver: object, callback: str, others: list[object]) -> Callable[..., Any] | None:
         caller = getattr(self.pm.hook, callback)
@@ -236,6 +284,44 @@ class DriverRegistry:
             return _adapter(own[0].function, spec_args, tuple(own[0].argnames))
         subset = self.pm.subset_hook_caller(callback, remove_plugins=others)
         return lambda *args: subset(**dict(zip(spec_args, args, strict=True)))
+
+    # -- unloading --------------------------------------------------------
+    def unload(self, driver: object) -> None:
+        """Module exit: ``mmu_notifier_synchronize``, then the driver's code is gone.
+
+        Models a module that calls ``mmu_notifier_synchronize()`` in its exit function and is
+        then unloaded. Raises :class:`MisuseError` naming the driver, with nothing changed, when
+        a subscription of the driver is still linked on an mm, when the caller runs inside an
+        SRCU read section, or when a deferred free is still pending after the synchronize.
+        Afterwards the driver is no longer loaded and every callback field of its ops raises
+        :class:`UseAfterFreeError` ("use after free of the module"): a walker that picked up one
+        of its subscriptions before it was unlinked and calls it now is the bug the explorer
+        reports, and a deferred callback that does lands in ``kernel.bugs`` (an invariant).
+
+        Deliberate difference: the kernel lets ``rmmod`` go ahead whatever is linked (nothing
+        pins the module); the model refuses, so the mistake is reported where it is made.
+        """
+        ops = self.ops_of(driver)
+        if ops.unloaded_at is not None:
+            raise MisuseError(f"driver {ops.name!r} is unloaded already (at {ops.unloaded_at})")
+        if ops.linked:
+            raise MisuseError(f"unload of driver {ops.name!r} with {ops.linked} subscription(s) still linked on an mm")
+        self.kernel.srcu.barrier()  # mmu_notifier_synchronize (notifier.synchronize), from below it
+        if ops.pending_frees or ops.linked:
+            raise MisuseError(
+                f"unload of driver {ops.name!r}: {ops.pending_frees} free(s) pending and {ops.linked}"
+                " subscription(s) linked after synchronize"
+            )
+        caller = sys._getframe(1)
+        site = f"{caller.f_code.co_filename}:{caller.f_lineno} in {caller.f_code.co_name}"
+        ops.unloaded_at = site
+        self.pm.unregister(ops.driver)
+        del self._ops[id(ops.driver)]
+        del self._by_name[ops.name]
+        for callback in (*hookspecs.CALLBACKS, "exerciser"):
+            if getattr(ops, callback) is not None:
+                setattr(ops, callback, _unloaded_callback(ops.name, callback, site))
+        self._resolve_all()
 
     # -- lookup -----------------------------------------------------------
     def ops_of(self, driver: object) -> MMUNotifierOps:
@@ -269,6 +355,15 @@ def unmarked_hooks(driver: object) -> list[str]:
         name for name in HOOK_NAMES
         if callable(method := getattr(type(driver), name, None)) and not hasattr(method, marker)
     )
+
+
+def _unloaded_callback(name: str, callback: str, site: str) -> Callback:
+    """What an ops field points to once its module is gone: a use after free of the module text."""
+
+    def unloaded(*args: Any) -> Any:
+        raise UseAfterFreeError(f"{name}.{callback} called after module {name!r} was unloaded", free_site=site)
+
+    return unloaded
 
 
 def available_drivers() -> list[importlib.metadata.EntryPoint]:
