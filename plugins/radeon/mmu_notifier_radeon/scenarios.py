@@ -17,9 +17,9 @@ buggy run and the clean run interleave exactly the same threads:
 * ``unload-with-empty-radeon-mn`` (5.3: bug 2 of patch 08): the last BO of a
   process is freed while the CPU invalidates its memory, then the module is
   unloaded while the process lives on. 5.3 never unregisters the emptied
-  ``radeon_mn``, so its ops stay on the live mm: the core's unload refuses
-  and names the linked subscription (in the kernel the next invalidation
-  calls into the unloaded module). 5.4's last put unlinks it: clean;
+  ``radeon_mn``, so its ops stay on the live mm and the next invalidation
+  calls into the unloaded module: a use after free of the module.
+  5.4's last put unlinks it: clean;
 * ``destroy-vs-release`` (5.3, a reading of the code): a process that freed
   its last BO exits; the destroy work that release scheduled can run before
   ``__mmu_notifier_release`` unlinked the emptied ``radeon_mn``, so its
@@ -84,9 +84,9 @@ def _bound_bo(module: Radeon, mm: MM, pages: int = 2) -> tuple[RadeonDevice, Rad
 def _module_exit(module: Radeon) -> None:
     """``radeon_exit`` (files closed first), the destroy work and every pending free done, then the module is gone.
 
-    The core refuses to unload a driver with a subscription still linked on
-    an mm (a :class:`~mmu_notifier.errors.MisuseError` naming it): that is
-    where 5.3's emptied ``radeon_mn`` shows.
+    As in the kernel the unload goes ahead with a subscription still linked
+    on an mm; 5.3's emptied ``radeon_mn`` then shows at the next callback into
+    the unloaded module (a use after free of the module).
     """
     module.radeon_exit()
     module.kernel.system_wq.flush()
@@ -231,7 +231,7 @@ def unload_after_last_close(scheme: str) -> ScenarioInstance:
 
     def finale() -> None:
         _module_exit(module)  # the process still runs: its mm is live
-        mm.munmap(addr, 2 * mm.page_size)  # would call into the unloaded module if anything were left linked
+        mm.munmap(addr, 2 * mm.page_size)  # calls into the unloaded module if anything was left linked
         mm.exit()
 
     run.finale = finale
@@ -327,8 +327,8 @@ SCENARIOS: tuple[Scenario, ...] = (
         "radeon-5.3-unload-with-empty-radeon-mn",
         functools.partial(unload_after_last_close, "5.3"),
         "5.3 radeon (patch 08, bug 2): the radeon_mn stays registered after its last BO; the module unload leaves "
-        "its ops on a live mm (the core refuses the unload, naming the linked subscription)",
-        "exception",
+        "its ops on a live mm; the next invalidation calls into the unloaded module (use after free)",
+        "use-after-free",
     ),
     _scenario(
         "radeon-unload-after-last-close",
@@ -340,7 +340,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         functools.partial(exit_after_last_close, "5.3"),
         "5.3 radeon (reading): the destroy work runs before teardown unlinked the radeon_mn; its unregister calls "
         "release again, which re-queues the running work, which then frees the radeon_mn with its work queued",
-        "exception",
+        "use-after-free",
     ),
     _scenario(
         "radeon-exit-after-last-close",

@@ -14,9 +14,10 @@ FOUND = [
     ("radeon-5.3-exit-with-bound-bo", "invariant", "[exit-coherence]"),
     ("radeon-5.4-exit-with-bound-bo", "invariant", "[exit-coherence]"),
     ("radeon-unguarded-free", "exception", "NULL pointer dereference"),
-    ("radeon-5.3-unload-with-empty-radeon-mn", "exception", "1 subscription(s) still linked"),
+    ("radeon-5.3-unload-with-empty-radeon-mn", "use-after-free", "called after module 'radeon' was unloaded"),
     ("radeon-5.4-register-failure-leak", "leak", "radeon_mn of mm 1"),
-    ("radeon-5.3-destroy-vs-release", "exception", "work radeon_mn_destroy (inside LegacyRadeonMN) freed while queued"),
+    ("radeon-5.3-destroy-vs-release", "use-after-free",
+     "work radeon_mn_destroy (inside LegacyRadeonMN) freed while queued"),
     ("radeon-cs-vs-madvise", "invariant", "[coherence] stale GTT translation"),
 ]
 CLEAN = ["radeon-release-blockable-exit-with-bound-bo", "radeon-guarded-free", "radeon-cs-vs-munmap",
