@@ -94,10 +94,9 @@ def test_the_wheels_alone_install_list_their_drivers_and_pass_the_kit(
     assert len(names) == len(dists) - 1 and all(" valid " in line for line in drivers.stdout.splitlines()), drivers
     where = fresh_env.run_python("-c", "import mmu_notifier; print(mmu_notifier.__file__)", cwd=tmp_path)
     assert str(fresh_env.root) in where.stdout, f"the core was imported from {where.stdout}, not the fresh wheel"
-    # the kit on every installed driver, with lighter knobs: this checks the installed wheels, the
-    # conformance matrix (tox -m conformance) checks each plugin in full
-    kit = fresh_env.run_python("-m", "mmu_notifier.conformance", "--examples", "5",
-                               "--budget", "40", cwd=tmp_path, timeout=1800)
+    # the whole kit with its default knobs: lighter ones would miss the races a plugin declares as known
+    # kernel failures (strict xfails), and the run would fail for the wrong reason
+    kit = fresh_env.run_python("-m", "mmu_notifier.conformance", cwd=tmp_path, timeout=1800)
     assert kit.returncode == 0 and "failed" not in kit.stdout, kit.stdout[-6000:] + kit.stderr[-2000:]
     header = next(line for line in kit.stdout.splitlines() if "conformance kit: installed drivers" in line)
     assert all(f"{name} (mmu-notifier-" in header for name in names), header
