@@ -102,6 +102,9 @@ EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples" / "workloads
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_example_workloads_run_clean(mirror_installed, path):
-    result = runner.run_deterministic(model.load(path), seed=0)
+    workload = model.load(path)
+    if workload.drivers:  # a workload for named plugins (interval-5.5): its process shapes, on the core's mirror
+        workload = workload.model_copy(update={"drivers": None, "driver_configs": {}})
+    result = runner.run_deterministic(workload, seed=0)
     assert result.ok, result.violations
     assert result.steps > 0

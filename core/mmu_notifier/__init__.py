@@ -1,4 +1,4 @@
-"""An executable model of the Linux 5.4 mmu_notifier subsystem (get/put registration).
+"""An executable model of the Linux 5.4 mmu_notifier subsystem (get/put registration) and 5.5's interval notifiers.
 
 The public API, by kernel concept:
 
@@ -10,6 +10,11 @@ The public API, by kernel concept:
 * drivers: subclass :class:`Driver`, implement hooks from
   :mod:`mmu_notifier.hookspecs` marked with :data:`hookimpl`, and embed your
   per-mm state in a subclass of :class:`MMUNotifier`;
+* interval notifiers (5.5): :class:`MMUIntervalNotifier`,
+  :func:`interval_notifier_insert`, :func:`interval_notifier_insert_locked`,
+  :func:`interval_notifier_remove`, :func:`interval_read_begin`,
+  :func:`interval_read_retry`, :func:`interval_check_retry`,
+  :func:`interval_set_seq`; the driver's ``invalidate`` hook;
 * invalidations: :class:`Range` and :class:`Event`; dispatchers in
   :mod:`mmu_notifier.notifier`;
 * the conformance kit's way in: the ``exerciser`` hook returns an
@@ -37,6 +42,7 @@ from mmu_notifier.errors import (
     NoMemoryError,
     PluginError,
     PluginWarning,
+    RangeOverflowError,
     RefcountOverflowError,
     SleepInAtomicError,
     TryAgainError,
@@ -44,6 +50,16 @@ from mmu_notifier.errors import (
 )
 from mmu_notifier.exerciser import Capability, Exerciser, Handle
 from mmu_notifier.hookspecs import hookimpl
+from mmu_notifier.interval import (
+    MMUIntervalNotifier,
+    interval_check_retry,
+    interval_notifier_insert,
+    interval_notifier_insert_locked,
+    interval_notifier_remove,
+    interval_read_begin,
+    interval_read_retry,
+    interval_set_seq,
+)
 from mmu_notifier.kernel import Kernel, default_kernel
 from mmu_notifier.mm import MM, RW, VMA, Prot
 from mmu_notifier.notifier import (
@@ -83,6 +99,7 @@ __all__ = [
     "InvalidArgumentError",
     "Kernel",
     "KernelError",
+    "MMUIntervalNotifier",
     "MMUNotifier",
     "MMUNotifierOps",
     "MisuseError",
@@ -92,6 +109,7 @@ __all__ = [
     "PluginWarning",
     "Prot",
     "Range",
+    "RangeOverflowError",
     "RefcountOverflowError",
     "SleepInAtomicError",
     "TryAgainError",
@@ -100,6 +118,13 @@ __all__ = [
     "get",
     "get_locked",
     "hookimpl",
+    "interval_check_retry",
+    "interval_notifier_insert",
+    "interval_notifier_insert_locked",
+    "interval_notifier_remove",
+    "interval_read_begin",
+    "interval_read_retry",
+    "interval_set_seq",
     "kmem",
     "put",
     "register",

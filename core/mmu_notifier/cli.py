@@ -2,9 +2,12 @@
 
 Every sub-command lives in the module of its job and registers itself through
 an ``add_commands(subparsers)`` function, listed in :data:`COMMANDS`; this
-module only parses, dispatches and turns a
-:class:`~mmu_notifier.errors.UsageError` (or a config error) into a one-line
-message with exit code 2. Imports go one way: this module imports the
+module only parses, dispatches and guards: a
+:class:`~mmu_notifier.errors.UsageError` (or a config error) becomes a one-line
+message with exit code 2; Ctrl-C a line and exit code 130; any other exception
+(a bug of the model) one line asking to report it, exit code 70 (``EX_SOFTWARE``),
+with the traceback only under ``--debug``. No user input and no plugin fault
+ever ends in a traceback. Imports go one way: this module imports the
 sub-command modules, which import neither it nor each other (their shared
 checks are in :mod:`mmu_notifier.cli_common`).
 """
@@ -13,15 +16,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mmu_notifier import config as config_mod
 from mmu_notifier import plugins
+from mmu_notifier.cli_common import driver_settings, one_line
 from mmu_notifier.conformance import cli as conformance_cli
-from mmu_notifier.errors import ConfigError, UsageError
+from mmu_notifier.errors import ConfigError, PluginError, UsageError
 from mmu_notifier.kernel import Kernel
 from mmu_notifier.scaffold import cli as scaffold_cli
 from mmu_notifier.scenarios import cli as explore_cli
@@ -41,15 +46,38 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+EX_SOFTWARE = 70
+EX_INTERRUPTED = 130
+
+
+def _schema(name: str, entry_points: dict[str, Any]) -> int:
+    if name not in entry_points:
+        raise UsageError(f"no installed driver is named {name!r} (installed: {sorted(entry_points)})")
+    try:
+        model = plugins.config_model_of(name, plugins.load_factory(entry_points[name]))
+        schema = model.model_json_schema()
+    except PluginError as error:
+        print(f"mmu-notifier drivers: driver {name!r} is broken: {error.reason}", file=sys.stderr)
+        return 1
+    except Exception as error:  # the plugin's model cannot describe itself
+        print(f"mmu-notifier drivers: driver {name!r} is broken: its config model has no JSON schema: "
+              f"{type(error).__name__}: {one_line(error)}", file=sys.stderr)
+        return 1
+    print(json.dumps(schema, indent=2))
+    return 0
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, ConfigError):
+        return "invalid config: " + "; ".join(error.problems)
+    return error.reason if isinstance(error, PluginError) else one_line(error)
+
+
 def _cmd_drivers(args: argparse.Namespace) -> int:
     entry_points = {ep.name: ep for ep in plugins.available_drivers()}
     if args.schema:
-        if args.schema not in entry_points:
-            raise UsageError(f"no installed driver is named {args.schema!r} (installed: {sorted(entry_points)})")
-        model = getattr(entry_points[args.schema].load(), "config_model", config_mod.DriverConfig)
-        print(json.dumps(model.model_json_schema(), indent=2))
-        return 0
-    report = Kernel().drivers.load_entry_points(config_mod.driver_configs(args.config))
+        return _schema(args.schema, entry_points)
+    report = Kernel().drivers.load_entry_points(driver_settings(args.config, entry_points))
     rows: list[dict[str, Any]] = []
     for name, ep in entry_points.items():
         ops = report.loaded.get(name)
@@ -57,10 +85,11 @@ def _cmd_drivers(args: argparse.Namespace) -> int:
         if ops is not None:
             caps = sorted(getattr(ops.driver, "capabilities", ()))
             rows.append({"name": name, "version": ops.version, "distribution": dist, "capabilities": caps,
-                         "config": "valid"})
+                         "config": "valid", "status": "ok", "reason": None})
         else:
+            reason = _reason(report.failed[name])
             rows.append({"name": name, "version": ep.dist.version if ep.dist else "?", "distribution": dist,
-                         "capabilities": [], "config": f"invalid: {report.failed[name]}"})
+                         "capabilities": [], "config": f"invalid: {reason}", "status": "broken", "reason": reason})
     if args.json:
         print(json.dumps(rows, indent=2))
     elif not rows:
@@ -68,13 +97,16 @@ def _cmd_drivers(args: argparse.Namespace) -> int:
     else:
         for row in rows:
             shown = ", ".join(row["capabilities"]) or "-"
-            print(f"{row['name']:<10} {row['version']:<8} {row['distribution']:<24} {row['config']}  [{shown}]")
+            state = "valid" if row["status"] == "ok" else f"BROKEN: {row['reason']}"
+            print(f"{row['name']:<10} {row['version']:<8} {row['distribution']:<24} {state}  [{shown}]")
     return 1 if report.failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The full parser with every sub-command."""
     parser = _Parser(prog="mmu-notifier", description="A model of the Linux 5.4 mmu_notifier subsystem.")
+    parser.add_argument("--debug", action="store_true",
+                        help="print the traceback of an internal error (also accepted after the sub-command)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     drivers = sub.add_parser("drivers", help="list installed driver plugins and whether their config is valid")
     drivers.add_argument("--schema", metavar="NAME", help="print the JSON schema of NAME's config")
@@ -87,13 +119,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``mmu-notifier`` script."""
+    """Entry point of the ``mmu-notifier`` script: dispatch, and the guard that never lets a traceback out."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in arguments or bool(os.environ.get("MMU_NOTIFIER_DEBUG"))
+    arguments = [arg for arg in arguments if arg != "--debug"]
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser().parse_args(arguments)
         return int(args.func(args))
     except (UsageError, ConfigError) as error:
-        print(f"mmu-notifier: {error}", file=sys.stderr)
+        print(f"mmu-notifier: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("mmu-notifier: interrupted", file=sys.stderr)
+        return EX_INTERRUPTED
+    except Exception as error:
+        if debug:
+            traceback.print_exc()
+        print(f"mmu-notifier: internal error: {type(error).__name__}: {one_line(error)} "
+              f"(please report this as a bug{'' if debug else '; --debug shows the traceback'})", file=sys.stderr)
+        return EX_SOFTWARE
 
 
 if __name__ == "__main__":

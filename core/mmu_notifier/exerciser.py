@@ -9,6 +9,15 @@ range, let the device access a page (filling its translation from the CPU
 page table), read back what the device currently translates, and drop the
 reference (which must end in ``put``).
 
+A driver on interval notifiers only (5.5's radeon, rdma_odp, nouveau) has no
+list subscription to take a reference on: it declares :data:`INTERVAL_ONLY`
+(with :data:`INTERVAL`), its ``attach`` opens the device without any
+``get`` and returns a :class:`Handle` whose ``subscription`` is ``None``,
+and its ``detach`` ends in the ``interval_notifier_remove`` of every interval
+subscription the attach inserted. The kit skips the checks that are about a
+list subscription (one per mm, users, alloc/free pairing, grace period,
+release) for such a driver, and says why.
+
 Capabilities say what the kit may expect; it skips only what a missing
 capability rules out, and says so.
 
@@ -55,7 +64,18 @@ DEVICE_TRANSLATIONS = "device_translations"
 #: The reference is dropped by mm teardown (``put`` from ``release``), not by ``detach``.
 DETACH_BY_EXIT = "detach_by_exit"
 
-CAPABILITIES = frozenset({RELEASE, REFUSES_NONBLOCK, TRACKS_RANGES, DEVICE_TRANSLATIONS, DETACH_BY_EXIT})
+#: (5.5) ``map_range`` inserts interval notifiers (``MMUIntervalNotifier``) covering the range on the
+#: handle's mm, and ``detach`` removes them (``interval_notifier_remove``) before its put; ``map_range`` may wait
+#: for an invalidation in progress to end (5.5 radeon's register calls ``read_begin``), so the kit calls it from
+#: another task while it holds a range open
+INTERVAL = "interval"
+
+#: (5.5) The driver registers no list notifier at all, only interval notifiers (needs :data:`INTERVAL`): ``attach``
+#: takes no reference and returns a handle whose ``subscription`` is ``None``; ``detach`` ends in the removes
+INTERVAL_ONLY = "interval_only"
+
+CAPABILITIES = frozenset({RELEASE, REFUSES_NONBLOCK, TRACKS_RANGES, DEVICE_TRANSLATIONS, DETACH_BY_EXIT, INTERVAL,
+                          INTERVAL_ONLY})
 
 
 class Capability:
@@ -71,6 +91,8 @@ class Capability:
     TRACKS_RANGES = TRACKS_RANGES
     DEVICE_TRANSLATIONS = DEVICE_TRANSLATIONS
     DETACH_BY_EXIT = DETACH_BY_EXIT
+    INTERVAL = INTERVAL
+    INTERVAL_ONLY = INTERVAL_ONLY
     #: every capability the kit knows
     ALL = CAPABILITIES
 
@@ -80,11 +102,13 @@ class Handle:
     """One attach: the user-side object (an open file, a mirror, a thread state ...).
 
     ``subscription`` is the driver's subscription on ``mm`` that this attach
-    holds a reference on; ``state`` is whatever the driver needs.
+    holds a reference on, or ``None`` for a driver declaring
+    :data:`INTERVAL_ONLY` (it has no list subscription); ``state`` is
+    whatever the driver needs.
     """
 
     mm: MM
-    subscription: MMUNotifier
+    subscription: MMUNotifier | None
     state: Any = None
     ranges: list[tuple[int, int]] = field(default_factory=list)
 
@@ -99,7 +123,8 @@ class Exerciser(Protocol):
     capabilities: frozenset[str]
 
     def attach(self, mm: MM) -> Handle:
-        """Open the device for ``mm`` and take the driver's reference (ends in ``get``)."""
+        """Open the device for ``mm`` and take the driver's reference (ends in ``get``; no reference with
+        :data:`INTERVAL_ONLY`)."""
         ...
 
     def map_range(self, handle: Handle, start: int, end: int) -> None:
@@ -118,6 +143,8 @@ class Exerciser(Protocol):
 
     def detach(self, handle: Handle) -> None:
         """Drop the reference ``attach`` took (ends in ``put``); a no-op with :data:`DETACH_BY_EXIT`.
+
+        With :data:`INTERVAL_ONLY` it removes every interval subscription the attach inserted instead.
 
         Works after the mm exited too."""
         ...

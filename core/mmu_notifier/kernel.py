@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 
 from mmu_notifier import workqueue
+from mmu_notifier.errors import ParameterError
 from mmu_notifier.faults import FaultInjector
 from mmu_notifier.log import LOG
 from mmu_notifier.pagetable import PhysicalMemory
@@ -43,6 +44,13 @@ class Kernel:
     v5.12 (merged in March 2021 during the 5.12-rc cycle) and backported to the
     stable 5.10 series (5.10.27) (:data:`END_AFTER_FAILED_START_SINCE`).
 
+    Interval notifier (5.5) switches: ``interval_remove_unlocked_wait``
+    restores 5.5's ``mmu_interval_notifier_remove``, which reads the sequence
+    without the lock and may return while the last end still applies the
+    deferred list (the 2022 fix is the default);
+    ``interval_insert_checks_mm_users`` switches on the 2020 fix that refuses an
+    interval insert on an exited mm (5.5 checks only ``mm_count``).
+
     ``warnings`` collects every WARN (the kernel prints and carries on);
     ``bugs`` collects exceptions raised by deferred callbacks (for example a
     ``free_notifier`` that slept). Checkers treat either being non-empty as a
@@ -56,10 +64,14 @@ class Kernel:
         users_limit: int = UINT_MAX,
         end_after_failed_start: bool = False,
         page_size: int = 4096,
+        interval_remove_unlocked_wait: bool = False,
+        interval_insert_checks_mm_users: bool = False,
     ) -> None:
         if page_size <= 0 or page_size & (page_size - 1):
-            raise ValueError(f"page_size must be a power of two, got {page_size}")
+            raise ParameterError(f"Kernel: page_size must be a power of two, got {page_size}")
         self.page_size = page_size
+        self.interval_remove_unlocked_wait = interval_remove_unlocked_wait
+        self.interval_insert_checks_mm_users = interval_insert_checks_mm_users
         self.users_limit = users_limit
         self.end_after_failed_start = end_after_failed_start
         self.memory = PhysicalMemory(frames)

@@ -19,6 +19,8 @@ from typing import Any, TextIO
 
 import structlog
 
+from mmu_notifier.errors import ParameterError
+
 #: Every event name the core emits, with what it means. Plugins emit their own
 #: events through the same :data:`LOG`, named ``<driver>.<what>`` (``gru.dropin``).
 EVENTS: dict[str, str] = {
@@ -65,7 +67,7 @@ def configure(fmt: str | None = "json", stream: TextIO | None = None) -> None:
         LOG._logger = None
         return
     if fmt not in ("json", "console"):
-        raise ValueError(f"log format {fmt!r}: expected 'json' or 'console'")
+        raise ParameterError(f"log format {fmt!r}: expected 'json' or 'console'")
     renderer: Any = (
         structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
     )

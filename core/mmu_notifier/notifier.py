@@ -41,6 +41,7 @@ from mmu_notifier.log import LOG
 from mmu_notifier.range import RANGE_BLOCKABLE, Range
 
 if TYPE_CHECKING:
+    from mmu_notifier.interval import IntervalState
     from mmu_notifier.kernel import Kernel
     from mmu_notifier.mm import MM
     from mmu_notifier.pagetable import PTE
@@ -103,14 +104,23 @@ class MMUNotifierMM:
     It is ordered head first, so the most recent registration comes first.
     ``by_ops`` indexes the linked subscriptions per driver (in registration
     order) so that ``get`` does not walk the list as the kernel does.
+    ``interval`` is the 5.5 interval-notifier state
+    (:class:`~mmu_notifier.interval.IntervalState`), made by the first
+    interval insert; ``has_itree`` is "it exists".
     """
 
-    __slots__ = ("lock", "subscriptions", "by_ops")
+    __slots__ = ("lock", "subscriptions", "by_ops", "interval")
 
     def __init__(self) -> None:
         self.lock = sync.SpinLock("mmu_notifier_mm.lock")
         self.subscriptions: tuple[MMUNotifier, ...] = ()
         self.by_ops: dict[MMUNotifierOps, dict[MMUNotifier, None]] = {}
+        self.interval: IntervalState | None = None
+
+    @property
+    def has_itree(self) -> bool:
+        """Interval mode is enabled on this mm (5.5's ``has_itree``; never cleared)."""
+        return self.interval is not None
 
     def link(self, sub: MMUNotifier) -> None:
         """Add at the head (``hlist_add_head_rcu``); caller holds ``lock``."""
@@ -197,6 +207,10 @@ def get_locked(driver: object, mm: MM) -> MMUNotifier:
     """
     if not mm.mmap_lock.is_write_locked_by_current():
         raise MisuseError("get_locked needs the mmap lock held for write by the caller")
+    if mm.mm_users.value <= 0:
+        # The kernel would call alloc_notifier and then BUG in __mmu_notifier_register; the model
+        # refuses before the driver allocates anything, so the misuse changes nothing.
+        raise MisuseError(f"get on mm {mm.id} with mm_users == 0 (the kernel BUGs)")
     kernel = mm.kernel
     ops = kernel.drivers.ops_of(driver)
     container = mm.mmu_notifier_mm
@@ -346,7 +360,9 @@ def synchronize(kernel: Kernel | None = None) -> None:
 def release(mm: MM) -> None:
     """``__mmu_notifier_release``: mm teardown, called by exit_mmap.
 
-    Runs every linked subscription's ``release`` inside one SRCU read section,
+    With interval notifiers (5.5), first their teardown range
+    (:meth:`mmu_notifier.interval.IntervalState.release`), then the list. Runs every
+    linked subscription's ``release`` inside one SRCU read section,
     unlinks every subscription (users and mm pins untouched: the driver still
     owes its put or unregister), then waits for a grace period so no release
     started by a concurrent unregister is still running. (The kernel unlinks
@@ -356,6 +372,8 @@ def release(mm: MM) -> None:
     container = mm.mmu_notifier_mm
     if container is None:
         return
+    if container.interval is not None:
+        container.interval.release(mm)
     for sub, release_fn in _each_with(mm, "release"):
         release_fn(sub, mm)
         if LOG.on:
@@ -396,7 +414,7 @@ def invalidate_range_start(range: Range) -> None:
     sync.might_sleep("mmu_notifier_invalidate_range_start")
     range.flags |= RANGE_BLOCKABLE
     if container is not None:
-        _start(range, container)
+        _core_start(range, container)
 
 
 def invalidate_range_start_nonblock(range: Range) -> int:
@@ -405,21 +423,34 @@ def invalidate_range_start_nonblock(range: Range) -> int:
     As in 5.4, every subscription is still offered the start after a refusal
     and none then receives an end; the caller must not call the end either.
     With ``kernel.end_after_failed_start`` (commit c2655835fd8c, mainline since
-    v5.12) every subscription that has an end callback receives it before this
-    returns.
+    v5.12) every list subscription that has an end callback receives it before
+    this returns. A refusal by an interval notifier (5.5) unwinds the interval
+    state and skips the list subscribers altogether. A list refusal after the
+    interval part succeeded leaves that part counted as active, as in the
+    kernel (nothing ends it).
     """
     container = range.mm.mmu_notifier_mm
     range.flags &= ~RANGE_BLOCKABLE
     if container is None:
         return 0
+    return _core_start(range, container)
+
+
+def _core_start(range: Range, container: MMUNotifierMM) -> int:
+    """The core start (``__mmu_notifier_invalidate_range_start``): interval notifiers first, then the list.
+
+    Unlike the kernel, the list walk runs (as an empty SRCU read section) even when the list is empty.
+    """
+    if container.interval is not None and not container.interval.invalidate_start(range):
+        return _EAGAIN
     result = _start(range, container)
-    if result and range.mm.kernel.end_after_failed_start:
+    if result and not range.flags & RANGE_BLOCKABLE and range.mm.kernel.end_after_failed_start:
         _end(range, container, only_end=True)
     return result
 
 
 def _start(range: Range, container: MMUNotifierMM) -> int:
-    """The core start (``__mmu_notifier_invalidate_range_start``)."""
+    """``mn_hlist_invalidate_range_start``: every list subscriber's start; the last refusal, or 0."""
     mm = range.mm
     kernel = mm.kernel
     srcu = kernel.srcu
@@ -462,18 +493,25 @@ def invalidate_range_end(range: Range) -> None:
     if range.flags & RANGE_BLOCKABLE:
         sync.might_sleep("mmu_notifier_invalidate_range_end")
     if container is not None:
-        _end(range, container, only_end=False)
+        _core_end(range, container, only_end=False)
 
 
 def invalidate_range_only_end(range: Range) -> None:
     """``mmu_notifier_invalidate_range_only_end``: the caller already called ``invalidate_range``."""
     container = range.mm.mmu_notifier_mm
     if container is not None:
-        _end(range, container, only_end=True)
+        _core_end(range, container, only_end=True)
+
+
+def _core_end(range: Range, container: MMUNotifierMM, *, only_end: bool) -> None:
+    """The core end (``__mmu_notifier_invalidate_range_end``): interval notifiers first, then the list."""
+    if container.interval is not None:
+        container.interval.invalidate_end()
+    _end(range, container, only_end=only_end)
 
 
 def _end(range: Range, container: MMUNotifierMM, *, only_end: bool) -> None:
-    """The core end (``__mmu_notifier_invalidate_range_end``)."""
+    """``mn_hlist_invalidate_end``: ``invalidate_range`` and the end callback of every list subscriber."""
     mm = range.mm
     srcu = mm.kernel.srcu
     with _walk_section(srcu, range.flags & RANGE_BLOCKABLE) as walk_point:

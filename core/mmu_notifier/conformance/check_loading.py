@@ -66,12 +66,27 @@ def test_capabilities_match_hooks(mmu_driver: DriverUnderTest) -> None:
         has = "implements" if ops.release is not None else "does not implement"
         problems.append(f"the driver {has} the release hook but {'declares' if contract.RELEASE in caps else 'omits'}"
                         f" the capability release")
-    if contract.REFUSES_NONBLOCK in caps and ops.invalidate_range_start is None:
-        problems.append("refuses_nonblock is declared but there is no invalidate_range_start to refuse with")
+    if contract.REFUSES_NONBLOCK in caps and ops.invalidate_range_start is None and ops.invalidate is None:
+        problems.append("refuses_nonblock is declared but there is no invalidate_range_start (or interval "
+                        "invalidate) to refuse with")
     if contract.DETACH_BY_EXIT in caps and contract.RELEASE not in caps:
         problems.append("detach_by_exit is declared, but without a release callback nothing drops the reference")
-    if contract.DEVICE_TRANSLATIONS in caps and not (ops.invalidate_range_start or ops.invalidate_range):
-        problems.append("device_translations is declared but neither invalidate_range_start nor invalidate_range "
-                        "is implemented, so nothing can keep the translations coherent")
+    if contract.DEVICE_TRANSLATIONS in caps and not (ops.invalidate_range_start or ops.invalidate_range
+                                                     or ops.invalidate):
+        problems.append("device_translations is declared but none of invalidate_range_start, invalidate_range and "
+                        "invalidate (interval notifiers) is implemented, so nothing can keep the translations coherent")
+    if (contract.INTERVAL in caps) != (ops.invalidate is not None):
+        has = "implements" if ops.invalidate is not None else "does not implement"
+        problems.append(f"the driver {has} the interval notifiers' invalidate hook but "
+                        f"{'declares' if contract.INTERVAL in caps else 'omits'} the capability interval")
+    if contract.INTERVAL_ONLY in caps:
+        if contract.INTERVAL not in caps:
+            problems.append("interval_only is declared without the capability interval")
+        list_hooks = [name for name in ("alloc_notifier", "free_notifier", "release", "invalidate_range_start",
+                                        "invalidate_range_end", "invalidate_range", "clear_flush_young", "clear_young",
+                                        "test_young", "change_pte") if getattr(ops, name) is not None]
+        if list_hooks:
+            problems.append(f"interval_only is declared but the driver implements the list notifier hooks "
+                            f"{', '.join(list_hooks)}")
     if problems:
         pytest.fail(f"driver {mmu_driver.name!r}: " + "; ".join(problems), pytrace=False)

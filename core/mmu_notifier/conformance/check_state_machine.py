@@ -50,7 +50,7 @@ class ConformanceMachine(RuleBasedStateMachine):
         self.world: World = self.dut.world(frames=512)
         self.mms: list[MM] = []
         #: the subscription each mm's attaches last held (a fresh one is due after the last detach)
-        self.last_sub: dict[int, MMUNotifier] = {}
+        self.last_sub: dict[int, MMUNotifier | None] = {}
 
     # -- helpers ------------------------------------------------------------------
     def alive(self) -> list[MM]:

@@ -209,7 +209,12 @@ class World:
             raise ContractError(
                 f"driver {self.name!r}: attach returned {handle!r}, not a mmu_notifier.exerciser.Handle"
             )
-        if handle.mm is not mm or not isinstance(handle.subscription, MMUNotifier):
+        if contract.INTERVAL_ONLY in self.caps:
+            if handle.mm is not mm or handle.subscription is not None:
+                raise ContractError(f"driver {self.name!r}: attach returned a handle for mm {handle.mm!r} holding "
+                                    f"{handle.subscription!r}; an interval_only driver's handle names the attached mm "
+                                    f"and holds no list subscription (None)")
+        elif handle.mm is not mm or not isinstance(handle.subscription, MMUNotifier):
             raise ContractError(f"driver {self.name!r}: attach returned a handle for mm {handle.mm!r} holding "
                                 f"{handle.subscription!r}; it must name the attached mm and the driver's subscription")
         return self.monitor.attached(self.name, handle)

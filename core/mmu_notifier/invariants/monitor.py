@@ -85,7 +85,7 @@ class Monitor:
         for driver, ex in self.exercisers.items():
             found += self._check_driver(driver, ex, ended, settled)
         if settled:
-            held = [h.subscription for hs in self.handles.values() for h in hs]
+            held = [h.subscription for hs in self.handles.values() for h in hs if h.subscription is not None]
             for tracked in self.mms:  # a reference dropped only by exit is held by the live mm
                 container = tracked.mm.mmu_notifier_mm
                 if tracked.mm.alive and container is not None:
@@ -112,7 +112,7 @@ class Monitor:
         for tracked in self.mms:
             mm = tracked.mm
             held = self.held(driver, mm)
-            subs = [sub for h in held for sub in [h.subscription] * _references(ex, h)]
+            subs = [sub for h in held if h.subscription is not None for sub in [h.subscription] * _references(ex, h)]
             found += check_registration(mm, ops, subs, by_exit=by_exit)
             if contract.DEVICE_TRANSLATIONS not in caps:
                 continue

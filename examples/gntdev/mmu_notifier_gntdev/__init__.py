@@ -44,6 +44,11 @@ Modelling choices, made explicit:
   number, so a mapping that raced an invalidation is retried instead of
   recorded. That is why this model has an ``invalidate_range_end`` the 5.4
   driver does not need.
+
+``scheme = "5.5"`` is gntdev after "xen/gntdev: use mmu_interval_notifier_insert"
+(:mod:`~mmu_notifier_gntdev.interval`): no per-mm object, one interval notifier
+per grant map; the ops hold only ``invalidate`` (the list callbacks are named in
+:meth:`GntdevDriver.null_callbacks`). The scheme is chosen once, in ``__init__``.
 """
 
 from __future__ import annotations
@@ -56,12 +61,14 @@ from mmu_notifier import get, put
 from mmu_notifier.config import DriverConfig
 from mmu_notifier.errors import BadAddressError, InvalidArgumentError
 from mmu_notifier.hookspecs import hookimpl
+from mmu_notifier.interval import MMUIntervalNotifier
 from mmu_notifier.notifier import MMUNotifier
 from mmu_notifier.plugins import Driver
 from mmu_notifier_gntdev.config import GntdevConfig
 from mmu_notifier_gntdev.device import GrantMap
 from mmu_notifier_gntdev.exerciser import GntdevExerciser
 from mmu_notifier_gntdev.gntdev_mm import GntdevMM, GntdevPriv
+from mmu_notifier_gntdev.interval import GrantMapNotifier, gntdev_invalidate
 
 if TYPE_CHECKING:
     from mmu_notifier.kernel import Kernel
@@ -82,6 +89,23 @@ class GntdevDriver(Driver):
     )
 
     config: GntdevConfig
+
+    #: the list callbacks 5.4 fills and 5.5 does not (and the reverse)
+    LIST_CALLBACKS: ClassVar[frozenset[str]] = frozenset(
+        {"alloc_notifier", "free_notifier", "release", "invalidate_range_start", "invalidate_range_end"})
+
+    def __init__(self, config: DriverConfig | None = None) -> None:
+        super().__init__(config)
+        self.interval = self.config.scheme == "5.5"
+        if self.interval:  # chosen once: what the loader requires and what the kit may expect
+            setattr(self, "required_hooks", ("invalidate",))  # noqa: B010
+            setattr(self, "capabilities", frozenset(  # noqa: B010
+                {caps.REFUSES_NONBLOCK, caps.TRACKS_RANGES, caps.DEVICE_TRANSLATIONS, caps.INTERVAL,
+                 caps.INTERVAL_ONLY}))
+
+    def null_callbacks(self) -> frozenset[str]:
+        """5.4 has no interval ``invalidate``; 5.5 none of the list callbacks."""
+        return self.LIST_CALLBACKS if self.interval else frozenset({"invalidate"})
 
     # -- file operations (the user-facing path) -------------------------------------
     def gntdev_open(self, mm: MM) -> GntdevPriv:
@@ -219,6 +243,11 @@ class GntdevDriver(Driver):
         gmm = cast(GntdevMM, subscription)
         with gmm.range_lock:
             gmm.active -= 1
+
+    @hookimpl
+    def invalidate(self, subscription: MMUIntervalNotifier, range: Range, cur_seq: int) -> bool:
+        """``gntdev_invalidate`` (5.5): one grant map's part of ``range`` unmapped; non-blockable refused."""
+        return gntdev_invalidate(cast(GrantMapNotifier, subscription), range, cur_seq)
 
     # -- the kit's way in -------------------------------------------------------------
     @hookimpl

@@ -1,13 +1,18 @@
 """Module parameters of the gntdev example (a frozen pydantic model).
 
-gntdev models one kernel (5.4 with the get/put conversion), so it has no
-``scheme`` field; a plugin that models several kernel versions adds one whose
-values are the versions ("5.3", "5.4", ...).
+``scheme`` picks the kernel: ``"5.4"`` (default: the get/put conversion, one
+list notifier per mm) or ``"5.5"`` (one interval notifier per grant map, as
+"xen/gntdev: use mmu_interval_notifier_insert" did)::
+
+    [drivers.gntdev]
+    scheme = "5.5"
 """
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, field_validator
 
 from mmu_notifier.config import DriverConfig
 
@@ -15,8 +20,18 @@ from mmu_notifier.config import DriverConfig
 class GntdevConfig(DriverConfig):
     """Module parameters of gntdev."""
 
+    scheme: Literal["5.4", "5.5"] = Field(
+        default="5.4", description='"5.4" (get/put: one list notifier per mm) or "5.5" (an interval notifier per '
+                                   'grant map)')
+
     limit: int = Field(
         default=65536,
         gt=0,
         description="most grant pages one IOCTL_GNTDEV_MAP_GRANT_REF may map (the module parameter 'limit')",
     )
+
+    @field_validator("scheme", mode="before")
+    @classmethod
+    def _scheme_number_as_text(cls, value: object) -> object:
+        """``scheme = 5.5`` (TOML) and ``MMU_NOTIFIER_GNTDEV__SCHEME=5.5`` (JSON) arrive as a number."""
+        return str(value) if isinstance(value, float) else value

@@ -13,6 +13,12 @@ contract                gntdev
 ``detach(h)``           ``close()``: unmap the file's grants, ``mmu_notifier_put``
 ``unload()``            module exit: close what is open, ``mmu_notifier_synchronize``
 ======================  ===================================================
+
+With ``scheme = "5.5"`` (:mod:`mmu_notifier_gntdev.interval`): ``attach`` opens
+the file without any ``get`` (the handle holds no list subscription),
+``map_range`` mmaps a grant map (inserting its interval notifier),
+``access`` maps a page through ``read_begin``/``read_retry`` and ``detach``
+removes every map's notifier.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from mmu_notifier import synchronize
 from mmu_notifier.exerciser import Handle
+from mmu_notifier_gntdev import interval
 
 if TYPE_CHECKING:
     from mmu_notifier.kernel import Kernel
@@ -38,25 +45,39 @@ class GntdevExerciser:
         self.driver = driver.name
         self.capabilities = driver.capabilities
         self.files: list[GntdevPriv] = []
+        self.files55: list[interval.GntdevFile] = []
 
     def attach(self, mm: MM) -> Handle:
         """Open the device for ``mm``."""
+        if self.gntdev.interval:
+            file = interval.gntdev_open(mm)
+            self.files55.append(file)
+            return Handle(mm, None, file)
         priv = self.gntdev.gntdev_open(mm)
         self.files.append(priv)
         return Handle(mm, priv.gmm, priv)
 
     def map_range(self, handle: Handle, start: int, end: int) -> None:
         """Map grants at ``[start, end)`` (the pages are mapped when first touched)."""
-        self.gntdev.ioctl_map_grant_ref(handle.state, start, end)
+        if self.gntdev.interval:
+            interval.gntdev_mmap(self.gntdev, handle.state, start, end)
+        else:
+            self.gntdev.ioctl_map_grant_ref(handle.state, start, end)
         handle.ranges.append((start, end))
 
     def access(self, handle: Handle, address: int, write: bool = False) -> int | None:
         """The other domain touches the grant page at ``address``."""
+        if self.gntdev.interval:
+            return interval.map_grant_page(handle.state, address, write)
         return self.gntdev.map_grant_pages(handle.state, address, write)
 
     def translations(self, mm: MM) -> dict[int, int]:
         """Every grant page mapped now in ``mm``: virtual page number -> frame."""
         found: dict[int, int] = {}
+        for file in self.files55:
+            if file.mm is mm:
+                for grant_map in file.maps:
+                    found.update(grant_map.pages)
         for priv in self.files:
             if priv.mm is mm:
                 for grant_map in priv.maps:
@@ -65,11 +86,18 @@ class GntdevExerciser:
 
     def detach(self, handle: Handle) -> None:
         """Close the file."""
+        if self.gntdev.interval:
+            self.files55.remove(handle.state)
+            interval.gntdev_release(handle.state)
+            return
         self.files.remove(handle.state)
         self.gntdev.gntdev_release(handle.state)
 
     def unload(self) -> None:
         """Module exit: close every file still open and wait for every pending free."""
+        for file in list(self.files55):
+            self.files55.remove(file)
+            interval.gntdev_release(file)
         for priv in list(self.files):
             self.files.remove(priv)
             self.gntdev.gntdev_release(priv)

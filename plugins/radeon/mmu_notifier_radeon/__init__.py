@@ -9,7 +9,9 @@ the kernel:
 * ``"5.4"`` (default): patch 08 of the get/put series and the
   unpaired-unregister guard (:mod:`mmu_notifier_radeon.radeon_mn`);
 * ``"5.3"``: the per-device hash, no refcount, a release that only schedules
-  the destroy work (:mod:`mmu_notifier_radeon.legacy`).
+  the destroy work (:mod:`mmu_notifier_radeon.legacy`);
+* ``"5.5"``: one interval notifier per userptr BO, ``radeon_mn`` gone; the
+  only callback is the interval ``invalidate`` (:mod:`mmu_notifier_radeon.interval`).
 
 The scheme is chosen once, in :data:`SCHEMES`; every hook below delegates to
 it. A :class:`RadeonDriver` object is the loaded module; its per-kernel state
@@ -23,10 +25,11 @@ from __future__ import annotations
 from typing import Any, ClassVar, cast
 from weakref import WeakKeyDictionary
 
-from mmu_notifier import MM, Driver, Kernel, MMUNotifier, Range, hookimpl
+from mmu_notifier import MM, Driver, Kernel, MMUIntervalNotifier, MMUNotifier, Range, hookimpl
 from mmu_notifier_radeon.config import RadeonConfig
-from mmu_notifier_radeon.device import Radeon
-from mmu_notifier_radeon.exerciser import CAPABILITIES, RadeonExerciser
+from mmu_notifier_radeon.device import Radeon, RadeonBONotifier
+from mmu_notifier_radeon.exerciser import CAPABILITIES, CAPABILITIES_55, RadeonExerciser
+from mmu_notifier_radeon.interval import Scheme55, invalidate
 from mmu_notifier_radeon.legacy import Scheme53
 from mmu_notifier_radeon.radeon_mn import RadeonMN, Scheme, Scheme54, invalidate_range_start
 
@@ -35,16 +38,24 @@ __version__ = "0.1.0"
 __all__ = ["SCHEMES", "RadeonConfig", "RadeonDriver", "RadeonExerciser", "RadeonMN"]
 
 #: The registration code of each kernel, by ``config.scheme``.
-SCHEMES: dict[str, type[Scheme]] = {"5.4": Scheme54, "5.3": Scheme53}
-#: The members of ``radeon_mn_ops`` that only some kernels fill (5.3 has no alloc/free_notifier).
-SCHEME_OPS = frozenset({"alloc_notifier", "free_notifier"})
+SCHEMES: dict[str, type[Scheme]] = {"5.4": Scheme54, "5.3": Scheme53, "5.5": Scheme55}
+#: The members of ``radeon_mn_ops`` that only some kernels fill (5.3 has no alloc/free_notifier; 5.5 has only the
+#: interval ``invalidate``, which no other kernel has).
+SCHEME_OPS = frozenset({"alloc_notifier", "free_notifier", "release", "invalidate_range_start", "invalidate"})
+#: The hooks the chosen kernel cannot work without.
+REQUIRED_HOOKS: dict[str, tuple[str, ...]] = {"5.3": ("release", "invalidate_range_start"),
+                                              "5.4": ("release", "invalidate_range_start"),
+                                              "5.5": ("invalidate",)}
 
 
 class RadeonDriver(Driver):
     """The radeon module; ``radeon_mn_ops`` is the chosen kernel's table.
 
     5.4: release, invalidate_range_start, alloc_notifier and free_notifier;
-    5.3: release and invalidate_range_start. A callback of :data:`SCHEME_OPS`
+    5.3: release and invalidate_range_start; 5.5: the interval notifiers'
+    ``invalidate`` only (``radeon_mn_ops`` became a
+    ``mmu_interval_notifier_ops``). ``required_hooks`` and ``capabilities``
+    follow the scheme (set once in ``__init__``). A callback of :data:`SCHEME_OPS`
     the chosen kernel does not fill is named by :meth:`null_callbacks`, so the
     loaded ops table has it as ``None``, as a NULL member of that kernel's
     ``struct mmu_notifier_ops``.
@@ -60,6 +71,9 @@ class RadeonDriver(Driver):
         super().__init__(config)
         self.radeon_config = cast(RadeonConfig, self.config)
         self.scheme = SCHEMES[self.radeon_config.scheme]()
+        # the chosen kernel's hooks and what the kit may expect (read by the loader and the kit through getattr)
+        setattr(self, "required_hooks", REQUIRED_HOOKS[self.scheme.version])  # noqa: B010
+        setattr(self, "capabilities", CAPABILITIES_55 if self.scheme.version == "5.5" else CAPABILITIES)  # noqa: B010
         self._modules: WeakKeyDictionary[Kernel, Radeon] = WeakKeyDictionary()
 
     def null_callbacks(self) -> frozenset[str]:
@@ -97,6 +111,11 @@ class RadeonDriver(Driver):
     def invalidate_range_start(self, subscription: MMUNotifier, range: Range) -> int:
         """``radeon_mn_invalidate_range_start`` (the same code in 5.3 and 5.4)."""
         return invalidate_range_start(self.radeon(range.mm.kernel), cast(RadeonMN, subscription), range)
+
+    @hookimpl
+    def invalidate(self, subscription: MMUIntervalNotifier, range: Range, cur_seq: int) -> bool:
+        """``radeon_mn_invalidate`` (5.5): the per-BO eviction; ``cur_seq`` is unused (radeon never sets it)."""
+        return invalidate(self.radeon(range.mm.kernel), cast(RadeonBONotifier, subscription), range)
 
     @hookimpl
     def exerciser(self, kernel: Any) -> RadeonExerciser:

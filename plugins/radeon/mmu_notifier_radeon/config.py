@@ -6,6 +6,10 @@
   the "guard against calling an unpaired radeon_mn_unregister()" fix: one
   ``radeon_mn`` per mm shared by every radeon device, ``mmu_notifier_get``
   per registered BO, ``put`` per unregistered one;
+* ``"5.5"``: "drm/radeon: use mmu_interval_notifier_insert": one interval
+  notifier per userptr BO, no ``radeon_mn`` (:mod:`mmu_notifier_radeon.interval`);
+  ``release_blockable`` and ``register_failure_put`` mean nothing there (no
+  release, no per-mm get);
 * ``"5.3"``: before patch 08: one ``radeon_mn`` per (device, mm) in the
   device's hash, registered with ``mmu_notifier_register``, never refcounted,
   destroyed by a work item scheduled from ``release``
@@ -34,15 +38,15 @@ from pydantic import Field, field_validator
 
 from mmu_notifier import DriverConfig
 
-#: The kernels the model can be: 5.4 (patch 08 + the guard) and 5.3 (the per-device hash).
-Scheme = Literal["5.4", "5.3"]
+#: The kernels the model can be: 5.4 (patch 08 + the guard), 5.3 (the per-device hash), 5.5 (interval notifiers).
+Scheme = Literal["5.4", "5.3", "5.5"]
 
 
 class RadeonConfig(DriverConfig):
     """Configuration of the radeon userptr driver model."""
 
-    scheme: Scheme = Field(default="5.4", description='"5.4" (default: patch 08 and the guard) or "5.3" (per-device '
-                                                      'hash, before patch 08)')
+    scheme: Scheme = Field(default="5.4", description='"5.4" (default: patch 08 and the guard), "5.3" (per-device '
+                                                      'hash, before patch 08) or "5.5" (one interval notifier per BO)')
     devices: int = Field(default=1, ge=1, le=8, description="radeon devices (GPUs) in the machine")
     gtt_pages: int = Field(default=4096, ge=1, description="pages of each device's GTT aperture")
     fence_latency: int = Field(default=1, ge=0, le=64,

@@ -41,7 +41,7 @@ from collections import Counter, deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from mmu_notifier import sync
+from mmu_notifier import MMUIntervalNotifier, sync
 from mmu_notifier.errors import (
     BadAddressError,
     InvalidArgumentError,
@@ -73,6 +73,7 @@ __all__ = [
     "PermissionDeniedError",
     "Radeon",
     "RadeonBO",
+    "RadeonBONotifier",
     "RadeonDevice",
     "RadeonFile",
     "Reservation",
@@ -271,6 +272,14 @@ class GpuRing:
 _bo_ids = itertools.count(1)
 
 
+class RadeonBONotifier(MMUIntervalNotifier):
+    """``bo->notifier`` (5.5): the interval notifier embedded in a radeon BO (``container_of`` is :attr:`bo`)."""
+
+    def __init__(self, bo: RadeonBO) -> None:
+        super().__init__()
+        self.bo = bo
+
+
 class RadeonBO:
     """A ``radeon_bo`` and its TTM state; a userptr BO also carries its ``radeon_ttm_tt`` userptr fields.
 
@@ -297,6 +306,8 @@ class RadeonBO:
         #: the ``radeon_mn`` this BO is registered with (``bo->mn``), None if not registered
         self.mn: RadeonMN | None = None
         self.mn_node: RadeonMNNode | None = None
+        #: 5.5: ``bo->notifier``, the BO's interval notifier (its ``mm`` is set while registered)
+        self.notifier = RadeonBONotifier(self)
         self.freed = False
 
     @property
@@ -504,6 +515,7 @@ class RadeonDevice:
             self.bo_unreserve(bo)
         bo.freed = True
         self.bos.remove(bo)
+        self.module.scheme.free_bo(bo)
         self.module.stat("bo_free")
 
     # -- reservation and validation ---------------------------------------------

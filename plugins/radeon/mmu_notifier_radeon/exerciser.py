@@ -13,8 +13,14 @@
 * translations: the GTT entries of the mm's bound BOs on every device;
 * detach: close the file: every BO is freed, each registered one
   unregistered (``put``);
-* unload: ``radeon_exit``: close what is open, then (5.4)
+* unload: ``radeon_exit``: close what is open, then (5.4, 5.5)
   ``mmu_notifier_synchronize``.
+
+With ``scheme = "5.5"`` there is no per-mm notifier to take a reference on:
+the exerciser declares ``interval`` and ``interval_only``, ``attach`` only
+opens the device (the handle holds no list subscription), each
+``map_range`` BO inserts its own interval notifier and ``detach`` (closing
+the file) removes them.
 
 ``known_kernel_failures`` names the conformance checks the modelled kernel
 itself fails, with the kernel's reason; the kit expects them to fail.
@@ -35,6 +41,15 @@ CAPABILITIES = frozenset({
     contract.REFUSES_NONBLOCK,
     contract.TRACKS_RANGES,
     contract.DEVICE_TRANSLATIONS,
+})
+
+#: 5.5: interval notifiers only (no release callback, no list subscription; a refusal is an interval ``False``)
+CAPABILITIES_55 = frozenset({
+    contract.REFUSES_NONBLOCK,
+    contract.TRACKS_RANGES,
+    contract.DEVICE_TRANSLATIONS,
+    contract.INTERVAL,
+    contract.INTERVAL_ONLY,
 })
 
 #: the flags of the BOs the exerciser makes: writable userptrs need ANONONLY and REGISTER
@@ -59,7 +74,8 @@ class RadeonAttach:
     """One attach: the open DRM file and its GEM handles with their user ranges."""
 
     file: RadeonFile
-    staging: int
+    #: the staging page of the attach's own BO (None in 5.5, whose attach registers nothing)
+    staging: int | None
     bos: list[tuple[int, int, int]] = field(default_factory=list)
 
 
@@ -67,13 +83,15 @@ class RadeonExerciser:
     """Drives one loaded radeon module through :class:`mmu_notifier.exerciser.Exerciser`."""
 
     driver = "radeon"
-    capabilities = CAPABILITIES
 
     def __init__(self, module: Radeon) -> None:
         self.module = module
         self.kernel = module.kernel
         config = module.config
+        self.capabilities = CAPABILITIES_55 if config.scheme == "5.5" else CAPABILITIES
         failures: dict[str, str] = {}
+        if config.scheme == "5.5":
+            failures["test_race_invalidation_vs_access"] = CS_RACE
         if config.scheme == "5.4":
             if not config.release_blockable:
                 for check in ("test_exit_coherence", "test_release_once_on_exit", "test_detach_after_exit_frees_once"):
@@ -83,10 +101,10 @@ class RadeonExerciser:
         #: conformance test name -> the kernel's reason for failing it
         self.known_kernel_failures = failures
         violations: dict[str, str] = {}
-        if config.scheme == "5.4":
+        if config.scheme in ("5.4", "5.5"):
             violations[invariants.COHERENCE] = CS_RACE
-            if not config.release_blockable:
-                violations[invariants.EXIT_COHERENCE] = RELEASE_FLAGS_0
+        if config.scheme == "5.4" and not config.release_blockable:
+            violations[invariants.EXIT_COHERENCE] = RELEASE_FLAGS_0
         #: invariant check name -> the kernel's reason: what ``mmu-notifier run`` reports as known kernel behaviour
         self.known_kernel_violations = violations
 
@@ -94,6 +112,8 @@ class RadeonExerciser:
         """Open the device, map a staging page and register a userptr BO on it (``get``)."""
         rdev = self.module.devices[0]
         file = rdev.open(mm)
+        if self.module.config.scheme == "5.5":  # nothing per mm to register: the BOs bring their own notifiers
+            return Handle(mm, None, RadeonAttach(file, None))
         staging = mm.mmap(mm.page_size)
         handle = rdev.gem_userptr(file, staging, mm.page_size, USERPTR)
         bo = file.handles[handle]

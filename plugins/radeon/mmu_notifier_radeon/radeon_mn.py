@@ -203,6 +203,9 @@ class Scheme:
         """What ``radeon_exit`` does for the notifiers once every file is closed."""
         raise NotImplementedError
 
+    def free_bo(self, bo: RadeonBO) -> None:
+        """The BO's memory is freed (5.5 frees the interval notifier embedded in it; nothing before)."""
+
 
 class Scheme54(Scheme):
     """Linux 5.4: patch 08 (get/put) and the unpaired-unregister guard."""

@@ -40,6 +40,13 @@ buggy run and the clean run interleave exactly the same threads:
   This is the kernel's behaviour, not a model bug. The same flow with
   ``munmap`` (mmap lock for write, which excludes submission) is clean.
 
+* 5.5 (``scheme = "5.5"``, one interval notifier per BO): the exit flow is
+  clean (the core's interval teardown is a blockable RELEASE range, so every
+  bound BO is unbound before ``exit_mmap``: bug 1 of patch 08 and 5.4's
+  flags-0 release are gone); the unload after the last close is
+  clean (the last remove leaves nothing of radeon on the mm); the
+  ``cs-vs-madvise`` race stays, exactly as 5.5's FIXME says.
+
 Every run ends with the files closed and the module exit (``radeon_exit``,
 then the workqueue flushed and ``synchronize``); the checks then demand no
 WARN, no bug in a deferred callback and every ``radeon_mn`` freed.
@@ -178,9 +185,9 @@ def unguarded_free(guard: bool) -> ScenarioInstance:
     return run
 
 
-def cs_vs_invalidation(how: str) -> ScenarioInstance:
+def cs_vs_invalidation(how: str, scheme: str = "5.4") -> ScenarioInstance:
     """A command submission re-validating a userptr BO races an invalidation of one of its pages."""
-    _, module, mm = _world("5.4", fence_latency=0)
+    _, module, mm = _world(scheme, fence_latency=0)
     rdev, file, addr, gem = _bound_bo(module, mm)
     run = ScenarioInstance()
 
@@ -364,6 +371,24 @@ SCENARIOS: tuple[Scenario, ...] = (
         functools.partial(cs_vs_invalidation, "madvise"),
         "5.4 radeon (kernel behaviour, documented in 5.5): a submission pins the old pages between MADV_DONTNEED's "
         "start and its page-table change",
+        "invariant",
+    ),
+    _scenario(
+        "radeon-5.5-exit-with-bound-bo",
+        functools.partial(exit_with_bound_bo, "5.5", False),
+        "5.5 radeon (interval notifiers): the core's exit teardown sends each BO's notifier a blockable RELEASE "
+        "range; it waits for the fences and unbinds before exit_mmap (the 5.3/5.4 stale GTT is gone)",
+    ),
+    _scenario(
+        "radeon-5.5-unload-after-last-close",
+        functools.partial(unload_after_last_close, "5.5"),
+        "5.5 radeon: the last BO's remove leaves nothing of radeon on the live mm; the unload is safe",
+    ),
+    _scenario(
+        "radeon-5.5-cs-vs-madvise",
+        functools.partial(cs_vs_invalidation, "madvise", "5.5"),
+        "5.5 radeon (kernel behaviour, its FIXME): the conversion kept get_user_pages outside read_begin/read_retry, "
+        "so a submission still pins the old pages between MADV_DONTNEED's invalidate and its page-table change",
         "invariant",
     ),
     _scenario(

@@ -8,6 +8,7 @@ from mmu_notifier import Kernel
 from mmu_notifier.config import validate
 from mmu_notifier.errors import ConfigError
 from mmu_notifier_radeon import SCHEMES, RadeonConfig, RadeonDriver
+from mmu_notifier_radeon.interval import Scheme55
 from mmu_notifier_radeon.legacy import Scheme53
 from mmu_notifier_radeon.radeon_mn import Scheme54
 
@@ -21,7 +22,8 @@ def test_defaults_are_5_4_with_the_guard_and_release_flags_0() -> None:
 
 def test_scheme_is_chosen_once_from_the_config() -> None:
     assert isinstance(RadeonDriver(validate("radeon", RadeonConfig, {"scheme": 5.3})).scheme, Scheme53)
-    assert set(SCHEMES) == {"5.3", "5.4"}
+    assert isinstance(RadeonDriver(validate("radeon", RadeonConfig, {"scheme": 5.5})).scheme, Scheme55)
+    assert set(SCHEMES) == {"5.3", "5.4", "5.5"}
 
 
 def test_the_ops_table_is_the_chosen_kernels() -> None:
@@ -33,9 +35,17 @@ def test_the_ops_table_is_the_chosen_kernels() -> None:
     ops53 = other.drivers.add(RadeonDriver(RadeonConfig(scheme="5.3")))
     assert ops53.alloc_notifier is None and ops53.free_notifier is None
     assert ops53.release is not None and ops53.invalidate_range_start is not None
+    assert ops54.invalidate is None and ops53.invalidate is None  # the interval hook exists from 5.5 on
+    third = Kernel(frames=16)
+    driver55 = RadeonDriver(RadeonConfig(scheme="5.5"))
+    ops55 = third.drivers.add(driver55)
+    assert ops55.invalidate is not None  # radeon_mn_ops became an mmu_interval_notifier_ops
+    assert all(getattr(ops55, name) is None for name in ("alloc_notifier", "free_notifier", "release",
+                                                          "invalidate_range_start", "invalidate_range_end"))
+    assert driver55.required_hooks == ("invalidate",) and "interval_only" in driver55.capabilities
 
 
-@pytest.mark.parametrize(("field", "value"), [("scheme", "5.5"), ("devices", 0), ("gtt_pages", 0),
+@pytest.mark.parametrize(("field", "value"), [("scheme", "5.6"), ("devices", 0), ("gtt_pages", 0),
                                               ("fence_latency", -1), ("release_blockable", "maybe")])
 def test_bad_values_are_config_errors_naming_the_field(field: str, value: object) -> None:
     with pytest.raises(ConfigError, match=field):

@@ -19,9 +19,11 @@ FOUND = [
     ("radeon-5.3-destroy-vs-release", "use-after-free",
      "work radeon_mn_destroy (inside LegacyRadeonMN) freed while queued"),
     ("radeon-cs-vs-madvise", "invariant", "[coherence] stale GTT translation"),
+    ("radeon-5.5-cs-vs-madvise", "invariant", "[coherence] stale GTT translation"),
 ]
 CLEAN = ["radeon-release-blockable-exit-with-bound-bo", "radeon-guarded-free", "radeon-cs-vs-munmap",
-         "radeon-unload-after-last-close", "radeon-exit-after-last-close"]
+         "radeon-unload-after-last-close", "radeon-exit-after-last-close", "radeon-5.5-exit-with-bound-bo",
+         "radeon-5.5-unload-after-last-close"]
 #: clean forms whose exhaustive search takes seconds
 CLEAN_SLOW = ["radeon-register-failure-put"]
 
