@@ -99,5 +99,6 @@ def test_the_capability_names_are_reachable_from_the_top_level_package() -> None
     assert {"Capability", "Exerciser", "Handle", "PluginWarning"} <= set(mn.__all__)
     assert mn.Capability.ALL == exerciser.CAPABILITIES
     assert {mn.Capability.RELEASE, mn.Capability.REFUSES_NONBLOCK, mn.Capability.TRACKS_RANGES,
-            mn.Capability.DEVICE_TRANSLATIONS, mn.Capability.DETACH_BY_EXIT} == exerciser.CAPABILITIES
+            mn.Capability.DEVICE_TRANSLATIONS, mn.Capability.DETACH_BY_EXIT, mn.Capability.INTERVAL,
+            mn.Capability.INTERVAL_ONLY} == exerciser.CAPABILITIES
     assert mn.Capability.RELEASE == "release"
