@@ -17,6 +17,9 @@ The public API, by kernel concept:
   :func:`interval_set_seq`; the driver's ``invalidate`` hook;
 * invalidations: :class:`Range` and :class:`Event`; dispatchers in
   :mod:`mmu_notifier.notifier`;
+* the conformance kit's way in: the ``exerciser`` hook returns an
+  :class:`Exerciser` giving out :class:`Handle` objects; a driver declares
+  what the kit may expect with the :class:`Capability` names;
 * primitives a driver model may use: :mod:`mmu_notifier.sync`, and the
   allocator room :mod:`mmu_notifier.kmem` (``kfree``, ``is_freed``: freed
   objects report use after free and double free with their free site).
@@ -38,12 +41,14 @@ from mmu_notifier.errors import (
     ModelBug,
     NoMemoryError,
     PluginError,
+    PluginWarning,
     RangeOverflowError,
     RefcountOverflowError,
     SleepInAtomicError,
     TryAgainError,
     UseAfterFreeError,
 )
+from mmu_notifier.exerciser import Capability, Exerciser, Handle
 from mmu_notifier.hookspecs import hookimpl
 from mmu_notifier.interval import (
     MMUIntervalNotifier,
@@ -81,12 +86,15 @@ __all__ = [
     "ActiveObjectFreedError",
     "BadAddressError",
     "BusyError",
+    "Capability",
     "ConfigError",
     "DeadlockError",
     "DoubleFreeError",
     "Driver",
     "DriverConfig",
     "Event",
+    "Exerciser",
+    "Handle",
     "InterruptedCallError",
     "InvalidArgumentError",
     "Kernel",
@@ -98,6 +106,7 @@ __all__ = [
     "ModelBug",
     "NoMemoryError",
     "PluginError",
+    "PluginWarning",
     "Prot",
     "Range",
     "RangeOverflowError",

@@ -28,6 +28,7 @@ from mmu_notifier.cli_common import driver_settings, one_line, table
 from mmu_notifier.conformance import cli as conformance_cli
 from mmu_notifier.errors import ConfigError, PluginError, UsageError
 from mmu_notifier.kernel import Kernel
+from mmu_notifier.scaffold import cli as scaffold_cli
 from mmu_notifier.scenarios import cli as explore_cli
 from mmu_notifier.workload import cli as run_cli
 
@@ -36,6 +37,7 @@ COMMANDS: tuple[Callable[[Any], None], ...] = (
     run_cli.add_commands,
     explore_cli.add_commands,
     conformance_cli.add_commands,
+    scaffold_cli.add_commands,
 )
 
 

@@ -203,3 +203,14 @@ class UsageError(Exception):
     a :class:`~mmu_notifier.explore.Scenario` (names are looked up by
     :mod:`mmu_notifier.scenarios`).
     """
+
+
+class PluginWarning(UserWarning):
+    """A driver plugin loads but is probably not what its author meant (``warnings`` category).
+
+    The loader emits it for a driver method whose name is a hook but that
+    carries no ``@hookimpl`` marker: pluggy registers only marked methods, so
+    the core would never call it (the kernel counterpart is an ops member
+    left NULL).
+    """
+

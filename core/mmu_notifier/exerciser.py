@@ -78,6 +78,25 @@ CAPABILITIES = frozenset({RELEASE, REFUSES_NONBLOCK, TRACKS_RANGES, DEVICE_TRANS
                           INTERVAL_ONLY})
 
 
+class Capability:
+    """The capability names as one namespace, reachable as ``mmu_notifier.Capability``.
+
+    The values are the plain strings above (``Capability.RELEASE == "release"``),
+    so a driver may write either; ``capabilities = frozenset({Capability.RELEASE})``
+    reads best in a driver class.
+    """
+
+    RELEASE = RELEASE
+    REFUSES_NONBLOCK = REFUSES_NONBLOCK
+    TRACKS_RANGES = TRACKS_RANGES
+    DEVICE_TRANSLATIONS = DEVICE_TRANSLATIONS
+    DETACH_BY_EXIT = DETACH_BY_EXIT
+    INTERVAL = INTERVAL
+    INTERVAL_ONLY = INTERVAL_ONLY
+    #: every capability the kit knows
+    ALL = CAPABILITIES
+
+
 @dataclass(eq=False)
 class Handle:
     """One attach: the user-side object (an open file, a mirror, a thread state ...).

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import sys
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -26,12 +27,16 @@ from pydantic import BaseModel
 
 from mmu_notifier import hookspecs
 from mmu_notifier.config import DriverConfig, validate
-from mmu_notifier.errors import ConfigError, MisuseError, PluginError, UseAfterFreeError
+from mmu_notifier.errors import ConfigError, MisuseError, PluginError, PluginWarning, UseAfterFreeError
 
 if TYPE_CHECKING:
     from mmu_notifier.kernel import Kernel
 
 ENTRY_POINT_GROUP = "mmu_notifier.drivers"
+#: every hook a driver may implement (the functions of :mod:`mmu_notifier.hookspecs` marked as specs)
+HOOK_NAMES = frozenset(
+    name for name, value in vars(hookspecs).items() if hasattr(value, f"{hookspecs.PROJECT}_spec")
+)
 
 
 class Driver:
@@ -179,6 +184,11 @@ class DriverRegistry:
         name = name or str(getattr(driver, "name", "") or type(driver).__name__)
         if name in self._by_name:
             raise PluginError(name, "a driver of that name is already loaded")
+        for hook in unmarked_hooks(driver):
+            warnings.warn(PluginWarning(
+                f"driver {name!r}: the method {hook} has a hook's name but no @hookimpl marker, so the core never "
+                f"calls it; mark it @mmu_notifier.hookimpl or rename it (see docs/plugin-guide.md#hook-{hook})"
+            ), stacklevel=2)
         try:
             self.pm.register(driver, name=name)
         except (pluggy.PluginValidationError, ValueError, TypeError) as error:
@@ -383,6 +393,15 @@ def config_model_of(name: str, factory: object) -> type[DriverConfig]:
         raise PluginError(name, f"config_model is {model!r}, not a pydantic model "
                                 "(a subclass of mmu_notifier.config.DriverConfig)")
     return model  # type: ignore[return-value]
+
+
+def unmarked_hooks(driver: object) -> list[str]:
+    """The driver's methods named like a hook but without the ``@hookimpl`` marker (so never called)."""
+    marker = f"{hookspecs.PROJECT}_impl"
+    return sorted(
+        name for name in HOOK_NAMES
+        if callable(method := getattr(type(driver), name, None)) and not hasattr(method, marker)
+    )
 
 
 def _unloaded_callback(name: str, callback: str, site: str) -> Callback:

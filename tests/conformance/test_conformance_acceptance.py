@@ -26,7 +26,7 @@ from mmu_notifier.conformance.cli import PLUGIN, plugin_autoloaded
 pytest_plugins = ["pytester"]
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLE_SRC = REPO / "examples" / "gntdev" / "src"
+EXAMPLE_SRC = REPO / "examples" / "gntdev"
 
 ENTRY_POINTS = {
     "gntdev-free-twice": "broken_gntdev:FreeTwice",
@@ -172,3 +172,11 @@ def test_conformance_plugin_is_inert_elsewhere(pytester: pytest.Pytester) -> Non
     result.assert_outcomes(passed=1)
     assert "conformance kit" not in result.stdout.str()
     assert "--mmu-driver" in pytester.runpytest_subprocess(*args, "--help").stdout.str()
+
+
+def test_a_failure_links_the_guide_sections_of_its_hooks(pytester: pytest.Pytester, site: Path) -> None:
+    """The failing check's report ends with the guide anchors of the hooks it is about."""
+    result = run_kit(pytester, "--mmu-driver", "gntdev-skip-end", "-k", "test_start_end_pairing")
+    assert failed(result, "test_start_end_pairing", "gntdev-skip-end")
+    wanted = "see docs/plugin-guide.md#hook-invalidate_range_start, docs/plugin-guide.md#hook-invalidate_range_end"
+    assert any(line.strip() == wanted for line in result.outlines), result.stdout.str()[-3000:]

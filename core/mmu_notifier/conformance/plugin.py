@@ -43,6 +43,47 @@ from mmu_notifier.conformance.harness import DriverUnderTest, LoadFailure, World
 from mmu_notifier.plugins import available_drivers
 
 KIT_DIR = Path(__file__).parent
+#: where a failing check points its reader: the plugin guide of the mmu-notifier repository
+GUIDE = "docs/plugin-guide.md"
+#: each kit test -> the sections of the guide (hook anchors ``hook-<name>``, or a topic) its failure links to
+GUIDE_LINKS: dict[str, tuple[str, ...]] = {
+    "test_driver_loads": ("hook-alloc_notifier", "hook-free_notifier", "hook-exerciser", "entry-points"),
+    "test_exerciser_contract": ("hook-exerciser",),
+    "test_capabilities_match_hooks": ("hook-release", "hook-invalidate_range_start", "hook-exerciser"),
+    "test_entry_point_name_matches": ("entry-points",),
+    "test_version_declared": ("entry-points",),
+    "test_import_is_quiet": ("entry-points",),
+    "test_default_config_valid": ("config",),
+    "test_unknown_config_key_rejected": ("config",),
+    "test_wrong_config_type_rejected": ("config",),
+    "test_config_schema_exports": ("config",),
+    "test_one_subscription_per_mm": ("hook-alloc_notifier",),
+    "test_fresh_subscription_after_last_detach": ("hook-alloc_notifier", "hook-free_notifier"),
+    "test_alloc_free_paired": ("hook-alloc_notifier", "hook-free_notifier"),
+    "test_free_after_grace_period": ("hook-free_notifier",),
+    "test_no_leak": ("hook-free_notifier", "hook-exerciser"),
+    "test_start_end_pairing": ("hook-invalidate_range_start", "hook-invalidate_range_end"),
+    "test_nonblockable_never_sleeps": ("hook-invalidate_range_start", "hook-invalidate_range_end"),
+    "test_coherence": ("hook-invalidate_range_start", "hook-invalidate_range_end", "hook-invalidate_range",
+                       "hook-change_pte", "faulting-pages-in"),
+    "test_exit_coherence": ("hook-release", "faulting-pages-in"),
+    "test_release_once_on_exit": ("hook-release",),
+    "test_no_callback_after_release": ("hook-release",),
+    "test_detach_after_exit_frees_once": ("hook-release", "hook-free_notifier"),
+    "test_state_machine": ("hook-invalidate_range_start", "hook-invalidate_range_end", "hook-release",
+                           "hook-exerciser"),
+    "test_race_detach_vs_invalidation": ("hook-invalidate_range_start", "hook-free_notifier"),
+    "test_race_exit_vs_detach": ("hook-release", "hook-free_notifier"),
+    "test_race_attach_vs_exit": ("hook-alloc_notifier", "hook-release"),
+    "test_race_nonblock_vs_access": ("hook-invalidate_range_start", "faulting-pages-in"),
+    "test_race_invalidation_vs_access": ("hook-invalidate_range_start", "hook-invalidate_range_end",
+                                         "faulting-pages-in"),
+    **{name: ("interval-notifiers",) for name in (
+        "test_interval_deferred_changes_at_last_end", "test_interval_every_start_counted",
+        "test_interval_nothing_after_remove", "test_interval_one_invalidate_per_intersecting_subscription",
+        "test_interval_read_begin_and_retry", "test_interval_release_at_exit", "test_interval_sequence_parity",
+    )},
+}
 #: the parameter standing for "no driver installed": its tests fail, saying so
 NO_DRIVER = "no-driver-installed"
 
@@ -167,6 +208,30 @@ def _requested(config: pytest.Config) -> bool:
         if Path(text).resolve() == KIT_DIR or Path(text).resolve().parent == KIT_DIR:
             return True
     return False
+
+
+def guide_links(test_name: str) -> list[str]:
+    """The guide sections a failure of the kit test ``test_name`` links to (``docs/plugin-guide.md#...``)."""
+    return [f"{GUIDE}#{anchor}" for anchor in GUIDE_LINKS.get(test_name, ())]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failing kit test ends its report with the guide sections that explain what it checks."""
+    report: pytest.TestReport = yield
+    if report.failed and isinstance(item, pytest.Function) and _is_kit_module(Path(str(item.path))):
+        links = guide_links(item.originalname)
+        if links:
+            text = "see " + ", ".join(links)
+            if isinstance(report.longrepr, str):
+                report.longrepr = f"{report.longrepr}\n{text}"
+            else:
+                addsection = getattr(report.longrepr, "addsection", None)  # a traceback's repr takes sections
+                if callable(addsection):
+                    addsection("mmu-notifier plugin guide", text)
+    return report
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
