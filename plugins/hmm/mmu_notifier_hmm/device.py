@@ -132,6 +132,17 @@ class DeviceMirror(HmmMirror):
         finally:
             self.update.unlock()
 
+    def zap_trylock(self, start: int, end: int) -> bool:
+        """(5.5, non-blockable) Drop the translations in ``[start, end)`` if ``update`` is free; False if not."""
+        if not self.update.trylock():
+            return False
+        try:
+            self._zap(start, end)
+            self.invalidate_seq += 1
+        finally:
+            self.update.unlock()
+        return True
+
     def release(self) -> None:
         """The mm is going away: drop every translation."""
         with self.update:

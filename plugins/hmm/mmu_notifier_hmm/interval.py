@@ -9,9 +9,9 @@ and "nouveau: use mmu_notifier directly for invalidate_range_start"
 * the per-mm list notifier (:class:`Svmm55`): its ``invalidate_range_start``
   tears the device page table of every bound device down under the device's
   update lock (``svmm->mutex``), as ``nouveau_svmm_invalidate_range_start``
-  does; a non-blockable range is refused or not as the device's
-  ``refuse_nonblock`` says. No ``invalidate_range_end`` (the ranges and
-  their ``notifiers`` count are gone);
+  does (a non-blockable range: see the deviations). No
+  ``invalidate_range_end`` (the ranges and their ``notifiers`` count are
+  gone);
 * each device fault (:func:`fault`, ``nouveau_svm_fault`` +
   ``nouveau_range_fault``) inserts a temporary interval notifier
   (:class:`HmmIntervalNotifier`) over the faulting range, then loops:
@@ -41,6 +41,14 @@ Deliberate deviations (also in the plugin README):
   <mmu_notifier_hmm.device.DeviceMirror.track>`, what the conformance kit's
   ``map_range`` asks for); a fault inside one uses it instead of inserting a
   temporary notifier. nouveau only ever inserts the temporary ones;
+* a non-blockable range (the OOM reaper): nouveau 5.5 refuses every one
+  with ``-EAGAIN``. In 5.5 a list refusal after the interval notifiers
+  accepted the start leaves the mm's interval sequence odd for ever (nothing
+  ends it; the core models that), so the next ``read_begin`` or
+  ``mmu_interval_notifier_remove`` of that mm sleeps for ever. The model
+  instead try-locks ``svmm->mutex`` and tears the range down without
+  sleeping, refusing only when the lock is contended (``refuse_nonblock``
+  is not used in 5.5);
 * the fault loop has no jiffies timeout: each ``read_begin`` sleeps until the
   colliding invalidation ended, so the loop retries until it succeeds.
 """
@@ -91,12 +99,24 @@ class Svmm55(Hmm):
         elif not self.mirrors_sem.down_read_trylock():
             return EAGAIN
         try:
-            ret = self._sync_mirrors(nrange)
+            ret = self._sync_mirrors(nrange) if nrange.blockable else self._zap_nonblock(nrange)
         finally:
             self.mirrors_sem.up_read()
         if ret and LOG.on:
             LOG.event("hmm.start_refused", mm=self.address_space.id, start=nrange.start, end=nrange.end)
         return ret
+
+    def _zap_nonblock(self, nrange: Range) -> int:
+        """Non-blockable: every device tears the range down under a try-lock; ``-EAGAIN`` if one is contended."""
+        from mmu_notifier_hmm.device import DeviceMirror
+
+        for mirror in self.mirrors:
+            if isinstance(mirror, DeviceMirror):
+                if not mirror.zap_trylock(nrange.start, nrange.end):
+                    return EAGAIN
+            elif mirror.sync_cpu_device_pagetables(nrange):
+                return EAGAIN
+        return 0
 
     def invalidate_range_end(self, nrange: Range) -> None:
         """Not in 5.5's ops (:meth:`HmmDriver.null_callbacks` names it): the core never calls it."""
