@@ -85,7 +85,13 @@ SCHEME_OPS_55 = frozenset({"alloc_notifier", "free_notifier", "release", "invali
 
 
 class Svmm55(Hmm):
-    """The per-mm list notifier of 5.5 (nouveau's ``svmm->notifier``, shared per mm: see the module doc)."""
+    """The per-mm list notifier of 5.5 (nouveau's ``svmm->notifier``, shared per mm: see the module doc).
+
+    The inherited ranges, ``notifiers`` and ``wq`` stay unused: 5.5 has no
+    ``hmm_range_register`` (:attr:`range_api` is False, so the model refuses it).
+    """
+
+    range_api = False
 
     def invalidate_range_start(self, nrange: Range) -> int:
         """``nouveau_svmm_invalidate_range_start``: every device drops its translations in the range.

@@ -132,6 +132,9 @@ def range_register(range: HmmRange, mirror: HmmMirror) -> None:
     hmm = mirror.hmm
     if hmm is None:
         raise MisuseError(f"hmm_range_register on {mirror!r}, which is not registered")
+    if not hmm.range_api:
+        raise MisuseError(f"hmm_range_register on {mirror!r}: 5.5 removed the range API (use an interval notifier "
+                          f"and hmm_range_fault with range.notifier set)")
     mm = hmm.address_space
     if range.start % mm.page_size or range.end % mm.page_size:
         raise InvalidArgumentError(f"range {range.start:#x}-{range.end:#x} is not page aligned")

@@ -17,6 +17,7 @@ from mmu_notifier_hmm import HmmConfig, HmmDriver, HmmIntervalNotifier
 from mmu_notifier_hmm import interval as hmm_interval
 from mmu_notifier_hmm.device import DeviceMirror
 from mmu_notifier_hmm.interval import Svmm55
+from mmu_notifier_hmm.range import range_register
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -128,6 +129,14 @@ def test_oom_reaper_tears_down_without_sleeping_and_leaves_the_sequence_even() -
     seq = mn.interval_read_begin(sub)  # would sleep for ever had the list refused after the interval part
     with device.update:
         assert not mn.interval_read_retry(sub, seq)
+    device.unbind()
+
+
+def test_range_register_is_refused_in_5_5() -> None:
+    _, _, mm, base, device = _world()
+    with pytest.raises(mn.MisuseError, match=r"5\.5 removed the range API"):
+        range_register(hmm_interval.HmmRange(base, base + mm.page_size), device)
+    assert mm.mm_users.value == 1  # refused before the mm pin
     device.unbind()
 
 
