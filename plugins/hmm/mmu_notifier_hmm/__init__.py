@@ -6,12 +6,15 @@ One :class:`~mmu_notifier_hmm.hmm.Hmm` (``struct hmm``) per mm is the mm's
 address ranges with the range API (:mod:`mmu_notifier_hmm.range`); a model
 device mirror like nouveau's SVM shows the documented fault loop
 (:mod:`mmu_notifier_hmm.device`). ``scheme = "5.3"`` swaps in the 5.3
-object with its own kref (:mod:`mmu_notifier_hmm.legacy`).
+object with its own kref (:mod:`mmu_notifier_hmm.legacy`); ``scheme = "5.5"``
+models 5.5, where ``hmm_mirror`` is gone and the device fault path runs on
+interval notifiers (:mod:`mmu_notifier_hmm.interval`).
 
 The scheme is chosen once, in :class:`HmmDriver`'s constructor: the scheme
 object (:class:`~mmu_notifier_hmm.hmm.HmmScheme54` or
-:class:`~mmu_notifier_hmm.legacy.HmmScheme53`) makes and references the
-struct hmm. The driver's notifier callbacks forward to the subscription
+:class:`~mmu_notifier_hmm.legacy.HmmScheme53` or
+:class:`~mmu_notifier_hmm.interval.HmmScheme55`) makes and references the
+struct hmm (5.5: the shared per-mm list notifier). The driver's notifier callbacks forward to the subscription
 object, whose class carries the scheme: 5.4's are plain, 5.3's run under a
 temporary kref.
 """
@@ -20,11 +23,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from mmu_notifier import MM, Driver, Kernel, Range, hookimpl
-from mmu_notifier.exerciser import DEVICE_TRANSLATIONS, REFUSES_NONBLOCK, RELEASE
+from mmu_notifier import MM, Driver, Kernel, MMUIntervalNotifier, Range, hookimpl
+from mmu_notifier.exerciser import DEVICE_TRANSLATIONS, INTERVAL, REFUSES_NONBLOCK, RELEASE
 from mmu_notifier_hmm.config import HmmConfig
 from mmu_notifier_hmm.device import DeviceMirror
 from mmu_notifier_hmm.hmm import Hmm, HmmScheme54
+from mmu_notifier_hmm.interval import SCHEME_OPS_55, HmmIntervalNotifier, HmmScheme55, invalidate
 from mmu_notifier_hmm.legacy import BackPointers, HmmScheme53, LegacyHmm
 from mmu_notifier_hmm.mirror import HmmMirror, mirror_register, mirror_unregister
 from mmu_notifier_hmm.range import (
@@ -48,6 +52,7 @@ __all__ = [
     "Hmm",
     "HmmConfig",
     "HmmDriver",
+    "HmmIntervalNotifier",
     "HmmMirror",
     "HmmPfn",
     "HmmPfnFlag",
@@ -64,8 +69,21 @@ __all__ = [
 ]
 
 
+#: What the kit may expect of each kernel's build: 5.5 adds the interval notifiers of the fault path.
+CAPABILITIES = frozenset({RELEASE, REFUSES_NONBLOCK, DEVICE_TRANSLATIONS})
+CAPABILITIES_55 = CAPABILITIES | {INTERVAL}
+#: Every callback some kernel's ops fill; :meth:`HmmDriver.null_callbacks` names those the chosen one leaves NULL.
+ALL_OPS = frozenset({"alloc_notifier", "free_notifier", "release", "invalidate_range_start",
+                     "invalidate_range_end", "invalidate"})
+#: The callbacks each kernel's ops fill (5.5: no end, plus the interval invalidate; 5.3's model keeps the 5.4 table,
+#: whose alloc/free_notifier its life cycle never reaches).
+SCHEME_OPS = {"5.3": ALL_OPS - {"invalidate"},
+              "5.4": ALL_OPS - {"invalidate"},
+              "5.5": SCHEME_OPS_55}
+
+
 class HmmDriver(Driver):
-    """``hmm_mmu_notifier_ops``: the notifier side of ``mm/hmm.c``.
+    """``hmm_mmu_notifier_ops``: the notifier side of ``mm/hmm.c`` (5.5: nouveau's SVM notifiers).
 
     ``back_pointers`` is the legacy scheme's ``mm->hmm`` (the model may not add
     a field to the core's mm), guarded by each mm's ``page_table_lock``.
@@ -74,18 +92,26 @@ class HmmDriver(Driver):
     name: ClassVar[str] = "hmm"
     version: ClassVar[str] = "5.4"
     config_model: ClassVar[type[HmmConfig]] = HmmConfig
-    capabilities: ClassVar[frozenset[str]] = frozenset({RELEASE, REFUSES_NONBLOCK, DEVICE_TRANSLATIONS})
+    capabilities: ClassVar[frozenset[str]] = CAPABILITIES
 
     config: HmmConfig
 
     def __init__(self, config: HmmConfig | None = None) -> None:
         super().__init__(config)
         self.back_pointers: BackPointers = {}
-        self.scheme: HmmScheme53 | HmmScheme54 = (
-            HmmScheme53(self.back_pointers, self.config.legacy_srcu_fix)
-            if self.config.scheme == "5.3"
-            else HmmScheme54()
-        )
+        self.scheme: HmmScheme53 | HmmScheme54 | HmmScheme55
+        if self.config.scheme == "5.3":
+            self.scheme = HmmScheme53(self.back_pointers, self.config.legacy_srcu_fix)
+        elif self.config.scheme == "5.5":
+            self.scheme = HmmScheme55()
+        else:
+            self.scheme = HmmScheme54()
+        # what the kit may expect of the chosen build (read by the kit through getattr)
+        setattr(self, "capabilities", CAPABILITIES_55 if self.config.scheme == "5.5" else CAPABILITIES)  # noqa: B010
+
+    def null_callbacks(self) -> frozenset[str]:
+        """The callbacks the chosen kernel leaves NULL (5.3/5.4: the interval invalidate; 5.5: invalidate_range_end)."""
+        return ALL_OPS - SCHEME_OPS[self.config.scheme]
 
     def hmm_get_locked(self, mm: MM) -> Hmm:
         """The mm's struct hmm with one more reference; the caller holds the mmap lock for write.
@@ -120,6 +146,12 @@ class HmmDriver(Driver):
     def invalidate_range_end(self, subscription: Hmm, range: Range) -> None:
         """``hmm_invalidate_range_end``."""
         subscription.invalidate_range_end(range)
+
+    @hookimpl
+    def invalidate(self, subscription: MMUIntervalNotifier, range: Range, cur_seq: int) -> bool:
+        """``nouveau_svm_range_invalidate`` (5.5): ``mmu_interval_set_seq`` under the device's update lock."""
+        assert isinstance(subscription, HmmIntervalNotifier)
+        return invalidate(subscription, range, cur_seq)
 
     # -- model plumbing ------------------------------------------------------------
     @hookimpl

@@ -6,7 +6,9 @@ Two groups of settings:
   ``mmu_notifier_get_locked``/``mmu_notifier_put`` (``scheme = "5.4"``, the
   default) or the 5.3 one with its own kref and the ``mm->hmm`` back pointer
   (``scheme = "5.3"``), the latter with or without the 5.3 fix that defers
-  the free past an SRCU grace period (``legacy_srcu_fix``). The names of
+  the free past an SRCU grace period (``legacy_srcu_fix``), or 5.5's, where
+  ``hmm_mirror`` and the range API are gone and the device fault path runs on
+  interval notifiers (``scheme = "5.5"``, :mod:`mmu_notifier_hmm.interval`). The names of
   earlier releases (``"getput"``, ``"legacy"``) are accepted as deprecated
   aliases;
 * how the model device mirror (:mod:`mmu_notifier_hmm.device`) behaves: the
@@ -45,10 +47,11 @@ class HmmConfig(DriverConfig):
     check, the bug the 5.5 commit "mm/hmm: allow hmm_range to be used with a
     mmu_interval_notifier or hmm_mirror" describes. ``"sequence"`` (default)
     adds a device-side invalidation sequence count sampled before the walk,
-    which closes that hole.
+    which closes that hole. Under ``scheme = "5.5"`` the field is ignored:
+    the fault path checks ``mmu_interval_read_retry`` instead.
     """
 
-    scheme: Literal["5.3", "5.4"] = "5.4"
+    scheme: Literal["5.3", "5.4", "5.5"] = "5.4"
     legacy_srcu_fix: bool = True
     device_pages: int = Field(default=512, ge=1, description="entries of the device page table")
     fault_timeout_ms: int = Field(

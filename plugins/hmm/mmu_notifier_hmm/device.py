@@ -25,15 +25,22 @@ with a mmu_interval_notifier or hmm_mirror" describes). The default
 ``update`` by every accepted invalidation) before the walk and requires it
 unchanged under ``update``, which makes the device coherent under any
 interleaving.
+
+``scheme = "5.5"``: the same device on 5.5's interval notifiers
+(:mod:`mmu_notifier_hmm.interval`): :meth:`DeviceMirror.fault` runs the
+``read_begin``/``hmm_range_fault``/``read_retry`` loop under a temporary
+interval notifier; ``collision_check`` is not used.
 """
 
 from __future__ import annotations
 
 import errno
 
-from mmu_notifier import MM, BusyError, Range, sync
+from mmu_notifier import MM, BusyError, Range, interval_notifier_insert, interval_notifier_remove, sync
 from mmu_notifier_hmm.config import HmmConfig
-from mmu_notifier_hmm.mirror import HmmMirror, mirror_register, mirror_unregister
+from mmu_notifier_hmm.interval import HmmIntervalNotifier
+from mmu_notifier_hmm.interval import fault as interval_fault
+from mmu_notifier_hmm.mirror import HmmMirror, loaded_driver, mirror_register, mirror_unregister
 from mmu_notifier_hmm.range import (
     HmmPfn,
     HmmPfnFlag,
@@ -60,6 +67,10 @@ class DeviceMirror(HmmMirror):
         self.page_table: dict[int, HmmPfn] = {}
         #: accepted invalidations so far (used by the ``"sequence"`` collision check)
         self.invalidate_seq = 0
+        #: (5.5) long-lived interval notifiers of :meth:`track`
+        self.tracked: list[HmmIntervalNotifier] = []
+        #: (5.5) fault passes that collided with an invalidation and restarted
+        self.retries = 0
 
     def __repr__(self) -> str:
         return f"<DeviceMirror mm={self.mm.id} entries={len(self.page_table)}>"
@@ -77,7 +88,27 @@ class DeviceMirror(HmmMirror):
         """Stop mirroring: drop every translation, then unregister (nothing may survive the put)."""
         with self.update:
             self.page_table.clear()
+        while self.tracked:
+            interval_notifier_remove(self.tracked.pop())
         mirror_unregister(self)
+
+    def track(self, start: int, end: int) -> HmmIntervalNotifier:
+        """(5.5) Keep an interval notifier over ``[start, end)`` until :meth:`unbind`; faults inside it use it.
+
+        A model addition (nouveau only inserts temporary notifiers): it is
+        what the conformance kit's ``map_range`` asks an interval driver for.
+        """
+        sub = HmmIntervalNotifier(self)
+        interval_notifier_insert(sub, self.mm, start, end - start, loaded_driver(self.mm))
+        self.tracked.append(sub)
+        return sub
+
+    def tracking(self, start: int, end: int) -> HmmIntervalNotifier | None:
+        """(5.5) A tracked notifier covering ``[start, end)``, if any."""
+        for sub in self.tracked:
+            if sub.start <= start and end - 1 <= sub.last:
+                return sub
+        return None
 
     # -- mirror ops ----------------------------------------------------------
     def sync_cpu_device_pagetables(self, range: Range) -> int:
@@ -101,6 +132,17 @@ class DeviceMirror(HmmMirror):
         finally:
             self.update.unlock()
 
+    def zap_trylock(self, start: int, end: int) -> bool:
+        """(5.5, non-blockable) Drop the translations in ``[start, end)`` if ``update`` is free; False if not."""
+        if not self.update.trylock():
+            return False
+        try:
+            self._zap(start, end)
+            self.invalidate_seq += 1
+        finally:
+            self.update.unlock()
+        return True
+
     def release(self) -> None:
         """The mm is going away: drop every translation."""
         with self.update:
@@ -116,6 +158,9 @@ class DeviceMirror(HmmMirror):
         invalid for the whole fault timeout (nouveau then leaves the fault to
         be replayed later).
         """
+        if self.config.scheme == "5.5":
+            interval_fault(self, loaded_driver(self.mm), start, end, write)
+            return
         flags = HmmPfnFlag.VALID | (HmmPfnFlag.WRITE if write else HmmPfnFlag.NONE)
         range = HmmRange(start, end, flags)
         timeout = self.config.fault_timeout_ms
@@ -147,7 +192,7 @@ class DeviceMirror(HmmMirror):
             with self.update:
                 if not range_valid(range) or (seq is not None and seq != self.invalidate_seq):
                     return False
-                self._program(range)
+                self.program(range)
             return True
         finally:
             self.mm.mmap_lock.up_read()
@@ -196,7 +241,8 @@ class DeviceMirror(HmmMirror):
         return problems
 
     # -- the device page table (caller holds ``update``) -------------------
-    def _program(self, range: HmmRange) -> None:
+    def program(self, range: HmmRange) -> None:
+        """Write the filled entries of ``range`` into the device page table (full table: evict the oldest)."""
         first = range.start >> self.mm.page_shift
         for i, entry in enumerate(range.pfns):
             if entry is None:

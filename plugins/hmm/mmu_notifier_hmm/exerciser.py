@@ -4,7 +4,10 @@ Each :meth:`HmmExerciser.attach` opens a :class:`~mmu_notifier_hmm.device.Device
 on the mm and binds it (``hmm_mirror_register`` under the mmap write lock,
 ending in ``mmu_notifier_get_locked``); :meth:`HmmExerciser.detach` drops its
 translations and unbinds it (ending in ``mmu_notifier_put``). A device mirrors
-the whole address space, so ``map_range`` only records the interest.
+the whole address space, so ``map_range`` only records the interest; under
+``scheme = "5.5"`` (capability ``interval``) it also inserts a long-lived
+interval notifier over the range (:meth:`DeviceMirror.track`), removed by
+``detach``, which the device's faults there use.
 """
 
 from __future__ import annotations
@@ -39,8 +42,11 @@ class HmmExerciser:
         return Handle(mm, device.hmm, device)
 
     def map_range(self, handle: Handle, start: int, end: int) -> None:
-        """Record the interest; an HMM device mirrors the whole address space anyway."""
+        """Record the interest (an HMM device mirrors the whole address space); 5.5: track it with an interval."""
         handle.ranges.append((start, end))
+        if self.hmm_driver.config.scheme == "5.5":
+            device: DeviceMirror = handle.state
+            device.track(start, end)
 
     def access(self, handle: Handle, address: int, write: bool = False) -> int | None:
         """A device access through the device's fault path (see :meth:`DeviceMirror.access`)."""

@@ -39,6 +39,9 @@ EAGAIN = -errno.EAGAIN
 class Hmm(MMUNotifier):
     """``struct hmm`` (5.4): the per-mm state every HMM mirror of that mm shares."""
 
+    #: the range API (``hmm_range_register`` ...) exists for this object's kernel (5.5 removed it)
+    range_api = True
+
     def __init__(self) -> None:
         super().__init__()
         self.mirrors: list[HmmMirror] = []

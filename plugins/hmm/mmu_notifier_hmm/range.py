@@ -25,7 +25,16 @@ from dataclasses import dataclass, field
 from enum import IntFlag
 from typing import TYPE_CHECKING
 
-from mmu_notifier import BadAddressError, BusyError, InvalidArgumentError, KernelError, MisuseError
+from mmu_notifier import (
+    MM,
+    BadAddressError,
+    BusyError,
+    InvalidArgumentError,
+    KernelError,
+    MisuseError,
+    MMUIntervalNotifier,
+    interval_check_retry,
+)
 
 if TYPE_CHECKING:
     from mmu_notifier_hmm.hmm import Hmm
@@ -67,6 +76,12 @@ class HmmRange:
     ``HMM_PFN_NONE``: nothing mapped, or cleared after an error). ``hmm`` and
     ``mirror`` are set while the range is registered; ``valid`` is guarded by
     the struct hmm's ``ranges_lock``.
+
+    5.5 ("mm/hmm: allow hmm_range to be used with a mmu_interval_notifier or
+    hmm_mirror"): a range is never registered; the driver sets ``notifier``
+    and ``notifier_seq`` (the result of ``mmu_interval_read_begin``) and
+    :func:`range_fault` checks ``mmu_interval_check_retry`` instead of
+    ``valid``.
     """
 
     start: int
@@ -76,6 +91,8 @@ class HmmRange:
     valid: bool = False
     hmm: Hmm | None = None
     mirror: HmmMirror | None = None
+    notifier: MMUIntervalNotifier | None = None
+    notifier_seq: int = 0
 
 
 def _hmm(range: HmmRange) -> Hmm:
@@ -83,6 +100,22 @@ def _hmm(range: HmmRange) -> Hmm:
     if range.hmm is None:
         raise MisuseError(f"{range!r} is not registered (hmm_range_unregister poisons range->hmm)")
     return range.hmm
+
+
+def _mm(range: HmmRange) -> MM:
+    """The mm ``range`` walks: its interval notifier's (5.5) or its struct hmm's (5.4 and earlier)."""
+    if range.notifier is not None:
+        if range.notifier.mm is None:
+            raise MisuseError(f"{range!r}: its interval notifier {range.notifier!r} is not inserted")
+        return range.notifier.mm
+    return _hmm(range).address_space
+
+
+def _still_valid(range: HmmRange) -> bool:
+    """5.5: no invalidation since ``notifier_seq`` (``mmu_interval_check_retry``); before: :func:`range_valid`."""
+    if range.notifier is not None:
+        return not interval_check_retry(range.notifier, range.notifier_seq)
+    return range_valid(range)
 
 
 def range_register(range: HmmRange, mirror: HmmMirror) -> None:
@@ -99,6 +132,9 @@ def range_register(range: HmmRange, mirror: HmmMirror) -> None:
     hmm = mirror.hmm
     if hmm is None:
         raise MisuseError(f"hmm_range_register on {mirror!r}, which is not registered")
+    if not hmm.range_api:
+        raise MisuseError(f"hmm_range_register on {mirror!r}: 5.5 removed the range API (use an interval notifier "
+                          f"and hmm_range_fault with range.notifier set)")
     mm = hmm.address_space
     if range.start % mm.page_size or range.end % mm.page_size:
         raise InvalidArgumentError(f"range {range.start:#x}-{range.end:#x} is not page aligned")
@@ -154,8 +190,7 @@ def range_fault(range: HmmRange) -> int:
     a read-only one; after an error the entries from the failing page on are
     ``None``.
     """
-    hmm = _hmm(range)
-    mm = hmm.address_space
+    mm = _mm(range)
     if not mm.mmap_lock.is_locked_by_current():
         raise MisuseError("hmm_range_fault needs the mmap lock held by the caller")
     shift, size = mm.page_shift, mm.page_size
@@ -164,7 +199,7 @@ def range_fault(range: HmmRange) -> int:
     write = bool(range.default_flags & HmmPfnFlag.WRITE)
     addr = range.start
     while addr < range.end:
-        if not range_valid(range):
+        if not _still_valid(range):
             raise BusyError(f"range {range.start:#x}-{range.end:#x} was invalidated")
         vma = mm.find_vma(addr)
         if vma is None:
@@ -190,9 +225,9 @@ def range_fault(range: HmmRange) -> int:
 
 def _fault_page(range: HmmRange, vma_writable: bool, addr: int, write: bool) -> None:
     """``hmm_vma_do_fault``: fault one page in; then the walk must find the range still valid."""
-    mm = _hmm(range).address_space
+    mm = _mm(range)
     if write and not vma_writable:
         raise PermissionDeniedError(f"hmm_range_fault: write fault at {addr:#x} on a read-only VMA")
     mm.handle_mm_fault(addr, write)
-    if not range_valid(range):
+    if not _still_valid(range):
         raise BusyError(f"range {range.start:#x}-{range.end:#x} was invalidated while faulting {addr:#x}")

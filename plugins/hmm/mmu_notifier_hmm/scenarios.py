@@ -1,7 +1,7 @@
 """Explorer scenarios of the ``hmm`` plugin: the 5.3 use-after-free, its absence in 5.4, device coherence.
 
-Lifetime flows, each run under three schemes (5.4 get/put; 5.3 with the
-SRCU-deferred free; 5.3 before that fix):
+Lifetime flows, each run under four schemes (5.4 get/put; 5.3 with the
+SRCU-deferred free; 5.3 before that fix; 5.5's shared list notifier):
 
 * ``hmm-<scheme>-invalidate``: thread ``mirror`` registers a device mirror
   (creating the struct hmm) and unregisters it, dropping the last reference;
@@ -21,6 +21,12 @@ the CPU page table. ``hmm-device-coherence`` uses the default collision
 check; ``hmm-device-range-valid`` the documented loop verbatim, which maps a
 frame the CPU freed when a whole invalidation fits between ``hmm_range_fault``
 and the ``hmm_range_valid`` check (``expect = "invariant"``).
+
+Device coherence (5.5): ``hmm-5.5-device-coherence`` runs the same flow on
+5.5's interval notifiers (:mod:`mmu_notifier_hmm.interval`);
+``hmm-5.5-device-range-valid`` runs it with the config that shows the 5.4
+bug, which 5.5 ignores: ``mmu_interval_read_retry`` under ``svmm->mutex``
+sees every invalidation since ``read_begin``, so it stays clean.
 """
 
 from __future__ import annotations
@@ -133,6 +139,7 @@ _SCHEMES = {
     "getput": (HmmConfig(scheme="5.4"), None),
     "legacy": (HmmConfig(scheme="5.3"), None),
     "legacy-unfixed": (HmmConfig(scheme="5.3", legacy_srcu_fix=False), "use-after-free"),
+    "5.5": (HmmConfig(scheme="5.5"), None),
 }
 
 _LIFETIME = tuple(
@@ -161,5 +168,17 @@ SCENARIOS: tuple[Scenario, ...] = (
         coherence(HmmConfig(collision_check="range_valid")),
         "the documented 5.4 retry loop (hmm_range_valid only) races reclaim: maps a freed frame",
         "invariant",
+    ),
+    Scenario(
+        "hmm-5.5-device-coherence",
+        coherence(HmmConfig(scheme="5.5")),
+        "5.5: the device fault on a temporary interval notifier (read_begin / hmm_range_fault / read_retry under "
+        "svmm->mutex) races reclaim and migration: stays coherent",
+    ),
+    Scenario(
+        "hmm-5.5-device-range-valid",
+        coherence(HmmConfig(scheme="5.5", collision_check="range_valid")),
+        "the flow that maps a freed frame under 5.4's documented loop, in 5.5: read_retry catches the "
+        "invalidation that fits between the walk and the check; clean",
     ),
 )
