@@ -20,6 +20,10 @@ def add_commands(subparsers: Any) -> None:
         help="write a new driver plugin in the common shape (passes the conformance kit as generated)",
         description="Write a driver plugin NAME: pyproject with the entry point, config with a scheme switch, "
         "the per-mm object, a device, an exerciser, an explorer scenario, tests and README.",
+        epilog="examples:\n  mmu-notifier new-plugin my_gpu\n"
+        "  mmu-notifier new-plugin my_gpu --dir ../mmu-notifier-my-gpu\n"
+        "  pip install -e ./mmu-notifier-my_gpu && mmu-notifier conformance my_gpu",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("name", metavar="NAME", help="the driver name (lower case, e.g. my_gpu)")
     parser.add_argument("--dir", type=Path, metavar="PATH",
