@@ -9,6 +9,7 @@ standard front-end, ``python -m build``).
 from __future__ import annotations
 
 import email
+import json
 import re
 import subprocess
 import sys
@@ -89,10 +90,10 @@ def test_the_wheels_alone_install_list_their_drivers_and_pass_the_kit(
     fresh_env.pip_install(*[_wheel(files) for files in dists.values()])
     installed = fresh_env.distributions()
     assert len(installed) == len(dists), installed
-    drivers = fresh_env.run("mmu-notifier", "drivers", cwd=tmp_path)
+    drivers = fresh_env.run("mmu-notifier", "drivers", "--json", cwd=tmp_path)
     assert drivers.returncode == 0, drivers.stdout + drivers.stderr
-    names = [line.split()[0] for line in drivers.stdout.splitlines() if line.strip()]
-    assert len(names) == len(dists) - 1 and all(" valid " in line for line in drivers.stdout.splitlines()), drivers
+    listed = json.loads(drivers.stdout)
+    assert len(listed) == len(dists) - 1 and all(d["config"] == "valid" for d in listed), drivers
     where = fresh_env.run_python("-c", "import mmu_notifier; print(mmu_notifier.__file__)", cwd=tmp_path)
     assert str(fresh_env.root) in where.stdout, f"the core was imported from {where.stdout}, not the fresh wheel"
     # the whole kit with its default knobs: lighter ones would miss the races a plugin declares as known
@@ -100,4 +101,4 @@ def test_the_wheels_alone_install_list_their_drivers_and_pass_the_kit(
     kit = fresh_env.run_python("-m", "mmu_notifier.conformance", cwd=tmp_path, timeout=1800)
     assert kit.returncode == 0 and not re.search(r"\b\d+ (failed|error)", kit.stdout), kit.stdout[-6000:]
     header = next(line for line in kit.stdout.splitlines() if "conformance kit: installed drivers" in line)
-    assert all(f"{name} (mmu-notifier-" in header for name in names), header
+    assert all(f"{d['name']} (mmu-notifier-" in header for d in listed), header

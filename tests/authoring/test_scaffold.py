@@ -8,6 +8,7 @@ conformance kit and the plugin's own tests there.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -118,8 +119,11 @@ def test_a_generated_plugin_installs_alone_with_the_core_and_passes_the_kit(
     (wheel,) = build(target, tmp_path / "dist", "--wheel")
     fresh_env.pip_install(core_wheel, wheel)
     assert fresh_env.distributions() == ["mmu-notifier", "mmu-notifier-fresh-gpu"]
-    drivers = fresh_env.run("mmu-notifier", "drivers")
-    assert drivers.returncode == 0 and drivers.stdout.split()[:2] == ["fresh_gpu", "0.1.0"], drivers
+    drivers = fresh_env.run("mmu-notifier", "drivers", "--json")
+    assert drivers.returncode == 0, drivers
+    assert [(d["name"], d["version"], d["config"]) for d in json.loads(drivers.stdout)] == [
+        ("fresh_gpu", "0.1.0", "valid")
+    ], drivers
     kit = fresh_env.run_python("-m", "mmu_notifier.conformance", "fresh_gpu", "-q", cwd=tmp_path)
     assert kit.returncode == 0 and " passed" in kit.stdout and "failed" not in kit.stdout, kit.stdout[-5000:]
     own = fresh_env.run_python("-m", "pytest", "-q", "-p", "no:cacheprovider", str(target / "tests"), cwd=target)

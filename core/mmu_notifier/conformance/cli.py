@@ -37,7 +37,7 @@ def plugin_autoloaded() -> bool:
 
 def pytest_args(args: argparse.Namespace) -> list[str]:
     """The pytest command line for the parsed ``conformance`` arguments."""
-    argv = ["--pyargs", "mmu_notifier.conformance", "-p", "no:cacheprovider", "-o", "addopts=", "-rs",
+    argv = ["--pyargs", "mmu_notifier.conformance", "-p", "no:cacheprovider", "-o", "addopts=", "-rfEsxX",
             # this process imported mmu_notifier before pytest started: nothing of the kit is affected
             "-W", "ignore::pytest.PytestAssertRewriteWarning"]
     if not plugin_autoloaded():
