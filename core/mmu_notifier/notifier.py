@@ -90,23 +90,41 @@ class MMUNotifier:
 class MMUNotifierMM:
     """The per-mm container (``struct mmu_notifier_mm``).
 
-    ``subscriptions`` is replaced, never mutated, under ``lock``: a walker
+    ``subscriptions`` is a tuple that is replaced, never mutated: a walker
     reads it once and sees a consistent snapshot, as an RCU list walker does.
     It is ordered head first, so the most recent registration comes first.
     ``by_ops`` indexes the linked subscriptions per driver (in registration
     order) so that ``get`` does not walk the list as the kernel does.
+
+    Deliberate difference in cost, not behaviour: the kernel's
+    ``hlist_add_head_rcu``/``hlist_del_init_rcu`` are O(1); so are
+    :meth:`link` and :meth:`unlink` here. Membership is an insertion-ordered
+    dict; the snapshot tuple is built on the first read after a change (a
+    walk pays for it once, and it walks every element anyway), so
+    registering N subscriptions costs O(N) in all, not O(N^2).
     """
 
-    __slots__ = ("lock", "subscriptions", "by_ops")
+    __slots__ = ("lock", "_members", "_snapshot", "by_ops")
 
     def __init__(self) -> None:
         self.lock = sync.SpinLock("mmu_notifier_mm.lock")
-        self.subscriptions: tuple[MMUNotifier, ...] = ()
+        #: linked subscriptions, oldest first (the list is this, newest first)
+        self._members: dict[MMUNotifier, None] = {}
+        self._snapshot: tuple[MMUNotifier, ...] | None = ()
         self.by_ops: dict[MMUNotifierOps, dict[MMUNotifier, None]] = {}
+
+    @property
+    def subscriptions(self) -> tuple[MMUNotifier, ...]:
+        """The list as a walker sees it now: newest first, never changed once handed out."""
+        snapshot = self._snapshot
+        if snapshot is None:
+            snapshot = self._snapshot = tuple(reversed(self._members))
+        return snapshot
 
     def link(self, sub: MMUNotifier) -> None:
         """Add at the head (``hlist_add_head_rcu``); caller holds ``lock``."""
-        self.subscriptions = (sub, *self.subscriptions)
+        self._members[sub] = None
+        self._snapshot = None
         self.by_ops.setdefault(sub.ops, {})[sub] = None
         sub.linked = True
 
@@ -115,7 +133,8 @@ class MMUNotifierMM:
         if not sub.linked:
             return False
         sub.linked = False
-        self.subscriptions = tuple(s for s in self.subscriptions if s is not sub)
+        del self._members[sub]
+        self._snapshot = None
         same = self.by_ops[sub.ops]
         del same[sub]
         if not same:

@@ -33,7 +33,7 @@ is still installed.
 from __future__ import annotations
 
 import contextlib
-from bisect import insort
+from bisect import bisect_left, insort
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -60,6 +60,41 @@ ABORTED = "aborted"
 
 def _index(thread: ModelThread) -> int:
     return thread.idx
+
+
+def _remove(threads: list[ModelThread], th: ModelThread) -> None:
+    """Remove ``th`` from a list kept in index order: a binary search, not a scan."""
+    del threads[bisect_left(threads, th.idx, key=_index)]
+
+
+class _CountingTrace(list[tuple[int, str, object]]):
+    """A trace that keeps only its length and last step: a long run's memory stays flat.
+
+    Used when an execution is not recorded (the main job without a timeline);
+    everything that reads ``len(trace)`` or ``trace[-1]`` works unchanged.
+    """
+
+    __slots__ = ("_steps", "_last")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._steps = 0
+        self._last: tuple[int, str, object] | None = None
+
+    def append(self, step: tuple[int, str, object]) -> None:
+        self._steps += 1
+        self._last = step
+
+    def __len__(self) -> int:
+        return self._steps
+
+    def __bool__(self) -> bool:
+        return self._steps > 0
+
+    def __getitem__(self, index: Any) -> Any:
+        if index == -1 and self._last is not None:
+            return self._last
+        raise IndexError("an unrecorded execution keeps only its last step")
 
 
 class Abandon(BaseException):
@@ -163,19 +198,28 @@ class Execution(sync.Backend):
 
     name = "explore"
 
-    def __init__(self, scenario: Scenario, chooser: Chooser, max_steps: int | None = None) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        chooser: Chooser,
+        max_steps: int | None = None,
+        record: bool = True,
+    ) -> None:
         self.scenario = scenario
         self.chooser = chooser
         self.max_steps = max_steps or scenario.max_steps
         self.threads: list[ModelThread] = []
-        self.live: list[ModelThread] = []
+        self._names: set[str] = set()
+        #: live threads by index (a dict: leaving is O(1), iteration stays in index order)
+        self._live: dict[int, ModelThread] = {}
         # Kept up to date on every state change so a step costs O(woken), not O(threads):
         # threads in state RUN (index order), threads WOKEN since the last step, and the
         # BLOCKED threads by the resource they wait on.
         self._runnable: list[ModelThread] = []
         self._woken: list[ModelThread] = []
         self._blocked: dict[int, list[ModelThread]] = {}
-        self.trace: list[tuple[int, str, object]] = []
+        #: every step (thread, op, resource); without ``record`` only counted (a long main-job run)
+        self.trace: list[tuple[int, str, object]] = [] if record else _CountingTrace()
         self.lock_order = LockOrder()
         self.problem: Problem | None = None
         self.preemptions = 0
@@ -187,6 +231,11 @@ class Execution(sync.Backend):
         self._hub: Any = None
         self._stopping = False
         self._finale: Callable[[], object] | None = None
+
+    @property
+    def live(self) -> list[ModelThread]:
+        """Threads not yet finished, in index order."""
+        return list(self._live.values())
 
     # -- the run -------------------------------------------------------------
     def run(self) -> Outcome:
@@ -235,7 +284,7 @@ class Execution(sync.Backend):
 
     def _teardown(self) -> None:
         self._stopping = True
-        for th in self.live:
+        for th in list(self._live.values()):
             if th.glet:  # started and suspended
                 self._cur = th
                 self._task = th.task
@@ -246,12 +295,13 @@ class Execution(sync.Backend):
     # -- threads -------------------------------------------------------------
     def _spawn(self, name: str, fn: Callable[[], object], daemon: bool) -> ModelThread:
         idx = len(self.threads)
-        if any(t.name == name for t in self.threads):
+        if name in self._names:
             name = f"{name}#{idx}"
+        self._names.add(name)
         th = ModelThread(idx, name, daemon)
         th.glet = greenlet(partial(self._body, th, fn), self._hub)
         self.threads.append(th)
-        self.live.append(th)
+        self._live[idx] = th
         self._runnable.append(th)  # the newest index: order kept
         return th
 
@@ -269,8 +319,8 @@ class Execution(sync.Backend):
 
     def _exit(self, th: ModelThread) -> None:
         th.state = DONE
-        self.live.remove(th)
-        self._runnable.remove(th)
+        del self._live[th.idx]
+        _remove(self._runnable, th)
         task = th.task
         if task.held or task.srcu_depth or task.atomic_depth or task.non_block_depth:
             left = [describe(lock) for lock in task.held]
@@ -287,7 +337,7 @@ class Execution(sync.Backend):
                     len(self.trace) - 1,
                 )
             )
-        elif not th.daemon and self._finale is not None and all(t.daemon for t in self.live):
+        elif not th.daemon and self._finale is not None and all(t.daemon for t in self._live.values()):
             fn, self._finale = self._finale, None
             self._spawn("finale", fn, daemon=False)
 
@@ -305,12 +355,12 @@ class Execution(sync.Backend):
         if len(trace) >= self.max_steps:
             self.status = STEP_BOUND
             return None
-        cands = self._candidates()
+        cands = self._candidates() if self._woken else self._runnable
         if not cands:
             idle = self._idle()
             if idle is None:
                 return None
-            cands.append(idle)
+            cands = [idle]
         if len(cands) == 1 and not self._always:
             nxt: ModelThread | None = cands[0]
         else:
@@ -327,10 +377,15 @@ class Execution(sync.Backend):
         return nxt
 
     def _candidates(self) -> list[ModelThread]:
-        """Runnable threads plus woken ones whose condition holds, in index order."""
+        """Runnable threads plus woken ones whose condition holds, in index order.
+
+        Without woken threads the candidates are the runnable list itself (not a
+        copy: a chooser reads it and keeps nothing), so a step costs the same with
+        2 or 10,000 live threads.
+        """
         woken = self._woken
         if not woken:
-            return list(self._runnable)
+            return self._runnable
         ready = []
         for t in woken:
             if t.ready():  # type: ignore[misc]
@@ -340,8 +395,11 @@ class Execution(sync.Backend):
                 self._blocked.setdefault(id(t.res), []).append(t)
         self._woken = ready
         if not ready:
-            return list(self._runnable)
-        return sorted(self._runnable + ready, key=_index)
+            return self._runnable
+        cands = self._runnable.copy()
+        for t in sorted(ready, key=_index):
+            insort(cands, t, key=_index)
+        return cands
 
     def _resume(self, th: ModelThread) -> None:
         """``th`` was chosen while WOKEN (or BLOCKED with a timeout): make it RUN again."""
@@ -354,11 +412,11 @@ class Execution(sync.Backend):
 
     def _idle(self) -> ModelThread | None:
         """No thread can run: fire a timeout, or end the run as finished or deadlocked."""
-        waiting = [t for t in self.live if not t.daemon]
-        if not waiting:
+        live = self._live.values()
+        if all(t.daemon for t in live):
             self.status = FINISHED
             return None
-        for t in self.live:
+        for t in live:
             if t.timeout:
                 t.timed_out = True
                 return t
@@ -384,12 +442,12 @@ class Execution(sync.Backend):
         cur = self._cur
         if cur is None or self._stopping:
             return
-        cur.op = op
-        cur.res = resource
         if op in ACQUIRE_OPS:
             held = cur.task.held
             if held:
                 self.lock_order.acquire(held, resource, cur.name, len(self.trace))
+        cur.op = op
+        cur.res = resource
         nxt = self._next(cur)
         if nxt is not cur:
             self._switch(nxt)
@@ -408,7 +466,7 @@ class Execution(sync.Backend):
         if self._stopping:
             raise Abandon
         cur.state = BLOCKED
-        self._runnable.remove(cur)
+        _remove(self._runnable, cur)
         self._blocked.setdefault(id(resource), []).append(cur)
         cur.ready = ready
         cur.op = op

@@ -71,7 +71,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     progress = Progress(workload.total_steps(), enabled=sys.stderr.isatty() and not args.json)
     try:
         if args.threads is None:
-            result = runner.run_deterministic(workload, seed, on_step=progress)
+            result = runner.run_deterministic(workload, seed, on_step=progress, record=args.timeline is not None)
         else:
             result = runner.run_threads(workload, args.threads, on_step=progress)
     finally:

@@ -27,8 +27,10 @@ from mmu_notifier.workload.steps import ProcessRunner, background
 from mmu_notifier.workload.summary import document
 from mmu_notifier.workload.world import JobWorld, check_world, load_drivers, new_world, unload
 
-#: the livelock guard of a deterministic run, in scheduler steps
+#: the livelock guard of a deterministic run, in scheduler steps: at least this many, and
+#: ``MAX_STEPS_PER_PROCESS`` per process (a run of 10,000 processes is as legitimate as one of 10)
 MAX_STEPS = 5_000_000
+MAX_STEPS_PER_PROCESS = 50_000
 
 
 @dataclass
@@ -48,10 +50,13 @@ class RunResult:
     #: the deterministic execution, kept to draw its timeline on request
     outcome: Outcome | None = None
 
+    #: the deterministic run kept every step (``record``), so its timeline can be drawn
+    recorded: bool = True
+
     @property
     def timeline(self) -> Timeline | None:
-        """The per-thread timeline of a deterministic run (built only when asked for)."""
-        return None if self.outcome is None else Timeline.of(self.outcome)
+        """The per-thread timeline of a recorded deterministic run (built only when asked for)."""
+        return None if self.outcome is None or not self.recorded else Timeline.of(self.outcome)
 
     @property
     def events(self) -> int:
@@ -81,8 +86,21 @@ def build(world_box: list[JobWorld], workload: Workload) -> ScenarioInstance:
     return instance
 
 
-def run_deterministic(workload: Workload, seed: int, on_step: Callable[[int], None] | None = None) -> RunResult:
-    """Run once under a seeded random walk: the same seed gives the same run."""
+def max_steps(workload: Workload) -> int:
+    """The livelock guard of a deterministic run of ``workload``."""
+    processes = sum(spec.count for spec in workload.processes)
+    return max(MAX_STEPS, MAX_STEPS_PER_PROCESS * processes)
+
+
+def run_deterministic(
+    workload: Workload, seed: int, on_step: Callable[[int], None] | None = None, record: bool = True
+) -> RunResult:
+    """Run once under a seeded random walk: the same seed gives the same run.
+
+    With ``record`` every scheduling step is kept for the timeline; without it
+    only counted, so memory does not grow with the run's length (the CLI records
+    only for ``--timeline``). The run itself is the same either way.
+    """
     worlds: list[JobWorld] = []
 
     def build_once() -> ScenarioInstance:
@@ -90,9 +108,9 @@ def run_deterministic(workload: Workload, seed: int, on_step: Callable[[int], No
         worlds[-1].on_step = on_step
         return instance
 
-    scenario = Scenario(f"workload:{workload.name}", build_once, max_steps=MAX_STEPS)
+    scenario = Scenario(f"workload:{workload.name}", build_once, max_steps=max_steps(workload))
     started = time.perf_counter()
-    outcome = Execution(scenario, RandomWalk(seed)).run()
+    outcome = Execution(scenario, RandomWalk(seed), record=record).run()
     wall = time.perf_counter() - started
     world = worlds[0]
     violations = list(world.violations)
@@ -103,7 +121,7 @@ def run_deterministic(workload: Workload, seed: int, on_step: Callable[[int], No
         violations.append(f"{problem.kind}{where}: {problem.message}{details}")
     return RunResult(
         workload.name, "deterministic", seed, world.stats, world.steps, world.skipped, world.tracer.callbacks,
-        wall, violations, scheduler_steps=len(outcome.trace), outcome=outcome,
+        wall, violations, scheduler_steps=len(outcome.trace), outcome=outcome, recorded=record,
     )
 
 

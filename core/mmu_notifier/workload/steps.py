@@ -50,7 +50,7 @@ class ProcessRunner:
         if self.mm is None:  # a new incarnation after an exit
             self.mm = self.world.monitor.track_mm(MM(self.world.kernel))
             self.regions = []
-            self.world.live.append(self.mm)
+            self.world.live[id(self.mm)] = self.mm
             self.world.every_mm.append(self.mm)
         return self.mm
 
@@ -144,7 +144,7 @@ class ProcessRunner:
 
     def _exit(self) -> None:
         assert self.mm is not None
-        self.world.live.remove(self.mm)
+        del self.world.live[id(self.mm)]
         self.mm.exit()
         self.mm = None
 
@@ -218,7 +218,7 @@ def background(world: JobWorld, rng: random.Random) -> None:
     rng.shuffle(ops)
     for op in ops:
         sync.yield_now()
-        candidates = [mm for mm in world.live if mm.alive]
+        candidates = [mm for mm in world.live.values() if mm.alive]
         if not candidates:
             continue
         mm = rng.choice(candidates)
