@@ -18,6 +18,7 @@ without ``on_error`` it propagates out of the worker task.
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -34,6 +35,8 @@ class Srcu:
         self.on_error = on_error
         self._next_ticket = 0
         self._readers: dict[int, sync.Task] = {}
+        #: tickets of open read sections, a min-heap with lazy deletion (the oldest reader in O(log n))
+        self._tickets: list[int] = []
         self._callbacks: deque[tuple[int, Callable[[], None]]] = deque()
         self._queued = 0
         self._completed = 0
@@ -49,6 +52,7 @@ class Srcu:
             ticket = self._next_ticket
             self._next_ticket = ticket + 1
             self._readers[ticket] = task
+            heapq.heappush(self._tickets, ticket)
         task.srcu_depth[self] = task.srcu_depth.get(self, 0) + 1
         return ticket
 
@@ -60,6 +64,9 @@ class Srcu:
             if self._readers.get(index) is not task:
                 raise LockingError(f"task {task.name} leaves {self.name} read section {index} it did not enter")
             del self._readers[index]
+            tickets = self._tickets
+            while tickets and tickets[0] not in self._readers:  # amortised O(log n): the heap stays small
+                heapq.heappop(tickets)
             b.wake(self)
         depth = task.srcu_depth[self] - 1
         if depth:
@@ -126,7 +133,8 @@ class Srcu:
         return self._queued - self._completed
 
     def _grace_period_over(self, ticket: int) -> bool:
-        return not self._readers or min(self._readers) >= ticket
+        tickets = self._tickets  # pruned at every read_unlock: its head is the oldest open reader
+        return not tickets or tickets[0] >= ticket
 
     def _head_ready(self) -> bool:
         return self._grace_period_over(self._callbacks[0][0])

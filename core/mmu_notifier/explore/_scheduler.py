@@ -216,6 +216,10 @@ class Execution(sync.Backend):
         # threads in state RUN (index order), threads WOKEN since the last step, and the
         # BLOCKED threads by the resource they wait on.
         self._runnable: list[ModelThread] = []
+        # the last merge of runnable and ready woken threads, reused while neither changes
+        # (a woken thread may stay a candidate for many steps before it is chosen)
+        self._merged: list[ModelThread] = []
+        self._merged_ready: list[ModelThread] | None = None
         self._woken: list[ModelThread] = []
         self._blocked: dict[int, list[ModelThread]] = {}
         #: every step (thread, op, resource); without ``record`` only counted (a long main-job run)
@@ -303,6 +307,7 @@ class Execution(sync.Backend):
         self.threads.append(th)
         self._live[idx] = th
         self._runnable.append(th)  # the newest index: order kept
+        self._merged_ready = None
         return th
 
     def _body(self, th: ModelThread, fn: Callable[[], object]) -> None:
@@ -321,6 +326,7 @@ class Execution(sync.Backend):
         th.state = DONE
         del self._live[th.idx]
         _remove(self._runnable, th)
+        self._merged_ready = None
         task = th.task
         if task.held or task.srcu_depth or task.atomic_depth or task.non_block_depth:
             left = [describe(lock) for lock in task.held]
@@ -396,9 +402,13 @@ class Execution(sync.Backend):
         self._woken = ready
         if not ready:
             return self._runnable
+        if ready == self._merged_ready:
+            return self._merged
         cands = self._runnable.copy()
         for t in sorted(ready, key=_index):
             insort(cands, t, key=_index)
+        self._merged = cands
+        self._merged_ready = ready.copy()  # not the list itself: wake() extends _woken in place
         return cands
 
     def _resume(self, th: ModelThread) -> None:
@@ -409,6 +419,7 @@ class Execution(sync.Backend):
             self._blocked[id(th.res)].remove(th)
         th.state = RUN
         insort(self._runnable, th, key=_index)
+        self._merged_ready = None
 
     def _idle(self) -> ModelThread | None:
         """No thread can run: fire a timeout, or end the run as finished or deadlocked."""
@@ -467,6 +478,7 @@ class Execution(sync.Backend):
             raise Abandon
         cur.state = BLOCKED
         _remove(self._runnable, cur)
+        self._merged_ready = None
         self._blocked.setdefault(id(resource), []).append(cur)
         cur.ready = ready
         cur.op = op
