@@ -65,9 +65,13 @@ class Srcu:
                 raise LockingError(f"task {task.name} leaves {self.name} read section {index} it did not enter")
             del self._readers[index]
             tickets = self._tickets
-            while tickets and tickets[0] not in self._readers:  # amortised O(log n): the heap stays small
-                heapq.heappop(tickets)
-            b.wake(self)
+            if tickets[0] == index:
+                # The oldest reader left: grace periods may end now. Pruning is amortised
+                # O(log n). Leaving any other reader changes no waiter's condition (it
+                # depends on the oldest reader only), so nobody is woken for nothing.
+                while tickets and tickets[0] not in self._readers:
+                    heapq.heappop(tickets)
+                b.wake(self)
         depth = task.srcu_depth[self] - 1
         if depth:
             task.srcu_depth[self] = depth

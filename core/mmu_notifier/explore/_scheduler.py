@@ -62,6 +62,17 @@ def _index(thread: ModelThread) -> int:
     return thread.idx
 
 
+def _merged_at(runnable: list[ModelThread], ready: list[ModelThread], k: int) -> ModelThread:
+    """The ``k``-th thread of the index-ordered merge of ``runnable`` and the few ``ready`` threads."""
+    for j, t in enumerate(ready):
+        position = j + bisect_left(runnable, t.idx, key=_index)
+        if k < position:
+            return runnable[k - j]
+        if k == position:
+            return t
+    return runnable[k - len(ready)]
+
+
 def _remove(threads: list[ModelThread], th: ModelThread) -> None:
     """Remove ``th`` from a list kept in index order: a binary search, not a scan."""
     del threads[bisect_left(threads, th.idx, key=_index)]
@@ -151,6 +162,10 @@ class Chooser(Protocol):
 
     always: bool
 
+    # Optionally ``pick(n) -> int``: a chooser whose choice is an index among ``n``
+    # candidates drawn independently of them (the random walk) offers it, and the
+    # scheduler then finds that candidate without building the candidate list.
+
     def choose(
         self, cands: list[ModelThread], current: ModelThread | None, ex: Execution
     ) -> ModelThread | None:
@@ -230,6 +245,8 @@ class Execution(sync.Backend):
         self.status = ""
         self.walk_point = self._walk
         self._always = chooser.always
+        #: a chooser whose choice is a uniform index (``pick(n)``) is served without a candidate list
+        self._pick: Callable[[int], int] | None = None if chooser.always else getattr(chooser, "pick", None)
         self._cur: ModelThread | None = None
         self._task = sync.Task("setup")
         self._hub: Any = None
@@ -361,7 +378,21 @@ class Execution(sync.Backend):
         if len(trace) >= self.max_steps:
             self.status = STEP_BOUND
             return None
-        cands = self._candidates() if self._woken else self._runnable
+        runnable = self._runnable
+        ready = self._recheck_woken() if self._woken else None
+        if not ready:
+            cands = runnable
+        elif self._pick is not None and runnable:
+            # the choice is an index (two or more candidates): find it in the merge without building it
+            picked = _merged_at(runnable, ready, self._pick(len(runnable) + len(ready)))
+            if picked is not cur and cur is not None and cur.state == RUN:
+                self.preemptions += 1
+            if picked.state != RUN:
+                self._resume(picked)
+            trace.append((picked.idx, picked.op, picked.res))
+            return picked
+        else:
+            cands = self._merge(runnable, ready)
         if not cands:
             idle = self._idle()
             if idle is None:
@@ -389,23 +420,29 @@ class Execution(sync.Backend):
         copy: a chooser reads it and keeps nothing), so a step costs the same with
         2 or 10,000 live threads.
         """
-        woken = self._woken
-        if not woken:
-            return self._runnable
+        ready = self._recheck_woken() if self._woken else None
+        return self._merge(self._runnable, ready) if ready else self._runnable
+
+    def _recheck_woken(self) -> list[ModelThread]:
+        """Woken threads whose condition holds, in index order; the others sleep again."""
         ready = []
-        for t in woken:
+        for t in self._woken:
             if t.ready():  # type: ignore[misc]
                 ready.append(t)
             else:
                 t.state = BLOCKED
                 self._blocked.setdefault(id(t.res), []).append(t)
         self._woken = ready
-        if not ready:
-            return self._runnable
+        if len(ready) > 1:
+            ready = sorted(ready, key=_index)
+        return ready
+
+    def _merge(self, runnable: list[ModelThread], ready: list[ModelThread]) -> list[ModelThread]:
+        """``runnable`` and ``ready`` merged in index order; reused while neither changes."""
         if ready == self._merged_ready:
             return self._merged
-        cands = self._runnable.copy()
-        for t in sorted(ready, key=_index):
+        cands = runnable.copy()
+        for t in ready:
             insort(cands, t, key=_index)
         self._merged = cands
         self._merged_ready = ready.copy()  # not the list itself: wake() extends _woken in place
