@@ -384,7 +384,10 @@ class Execution(sync.Backend):
             cands = runnable
         elif self._pick is not None and runnable:
             # the choice is an index (two or more candidates): find it in the merge without building it
-            picked = _merged_at(runnable, ready, self._pick(len(runnable) + len(ready)))
+            k = self._pick(len(runnable) + len(ready))
+            # a few ready threads: binary searches; many (a contended global lock's herd): the
+            # merged list, built once and reused while neither list changes
+            picked = _merged_at(runnable, ready, k) if len(ready) <= 8 else self._merge(runnable, ready)[k]
             if picked is not cur and cur is not None and cur.state == RUN:
                 self.preemptions += 1
             if picked.state != RUN:
