@@ -286,13 +286,18 @@ class Execution(sync.Backend):
         )
 
     def _loop(self) -> None:
+        # A model thread that chose a thread not yet started hands it to the hub
+        # (``_switch``), which starts it here: a greenlet started from inside
+        # another one inherits that one's recursion depth, and a chain of
+        # thousands of such starts ended in RecursionError (about 1,000 processes).
+        handed: ModelThread | None = None
         while not self.status:
-            nxt = self._next(None)
+            nxt = handed if handed is not None else self._next(None)
             if nxt is None:
                 return
             self._cur = nxt
             self._task = nxt.task
-            nxt.glet.switch()
+            handed = nxt.glet.switch()
 
     def _check(self, checks: list[Callable[[], object]]) -> None:
         self._task = sync.Task("end-of-run check")
@@ -477,6 +482,8 @@ class Execution(sync.Backend):
     def _switch(self, nxt: ModelThread | None) -> None:
         if nxt is None:
             self._hub.switch()
+        elif not nxt.glet:  # not started yet: the hub starts it (see _loop)
+            self._hub.switch(nxt)
         else:
             self._cur = nxt
             self._task = nxt.task
