@@ -18,20 +18,32 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mmu_notifier import config as config_mod
-from mmu_notifier import plugins
-from mmu_notifier.conformance import cli as conformance_cli
+from mmu_notifier import __version__
 from mmu_notifier.errors import ConfigError, UsageError
-from mmu_notifier.kernel import Kernel
-from mmu_notifier.scenarios import cli as explore_cli
-from mmu_notifier.workload import cli as run_cli
+
+
+# The sub-command modules are imported when the parser is built, not when this
+# module is, so ``--version`` starts in a few tens of milliseconds.
+def _run_commands(sub: Any) -> None:
+    from mmu_notifier.workload import cli as run_cli
+
+    run_cli.add_commands(sub)
+
+
+def _explore_commands(sub: Any) -> None:
+    from mmu_notifier.scenarios import cli as explore_cli
+
+    explore_cli.add_commands(sub)
+
+
+def _conformance_commands(sub: Any) -> None:
+    from mmu_notifier.conformance import cli as conformance_cli
+
+    conformance_cli.add_commands(sub)
+
 
 #: the sub-command modules' ``add_commands``, in the order ``--help`` lists them (after ``drivers``)
-COMMANDS: tuple[Callable[[Any], None], ...] = (
-    run_cli.add_commands,
-    explore_cli.add_commands,
-    conformance_cli.add_commands,
-)
+COMMANDS: tuple[Callable[[Any], None], ...] = (_run_commands, _explore_commands, _conformance_commands)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,6 +52,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _cmd_drivers(args: argparse.Namespace) -> int:
+    from mmu_notifier import config as config_mod
+    from mmu_notifier import plugins
+    from mmu_notifier.kernel import Kernel
+
     entry_points = {ep.name: ep for ep in plugins.available_drivers()}
     if args.schema:
         if args.schema not in entry_points:
@@ -73,6 +89,7 @@ def _cmd_drivers(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The full parser with every sub-command."""
     parser = _Parser(prog="mmu-notifier", description="A model of the Linux 5.4 mmu_notifier subsystem.")
+    parser.add_argument("--version", action="version", version=f"mmu-notifier {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     drivers = sub.add_parser("drivers", help="list installed driver plugins and whether their config is valid")
     drivers.add_argument("--schema", metavar="NAME", help="print the JSON schema of NAME's config")
@@ -86,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mmu-notifier`` script."""
+    if (sys.argv[1:] if argv is None else list(argv)) == ["--version"]:  # answered before any import
+        print(f"mmu-notifier {__version__}")
+        return 0
     try:
         args = build_parser().parse_args(argv)
         return int(args.func(args))
