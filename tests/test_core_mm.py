@@ -171,7 +171,9 @@ def test_fork_write_protects_parent_and_cow_copies_with_change_pte(kernel, drive
     assert new_pfn != shared_pfn
     assert kernel.memory.content[new_pfn] == kernel.memory.content[shared_pfn]
     change = driver.calls("change_pte")[0]
-    assert change[3] == new_pfn and change[4].pfn == shared_pfn  # called before the CPU entry changed
+    # wp_page_copy: ptep_clear_flush_notify cleared the old entry (and flushed the secondary TLB)
+    # before set_pte_at_notify, so change_pte sees no CPU entry and the new frame (issue 12)
+    assert change[3] == new_pfn and change[4] is None
     assert _events(driver) == [(Event.CLEAR, addr, addr + PAGE)]
     # the child is the only mapper now: its write reuses the frame in place
     assert child.fault(addr, write=True) == shared_pfn

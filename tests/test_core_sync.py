@@ -8,7 +8,7 @@ import pytest
 
 import mmu_notifier as mn
 from mmu_notifier import sync
-from mmu_notifier.errors import LockingError
+from mmu_notifier.errors import DeadlockError, LockingError
 from mmu_notifier.srcu import Srcu
 
 
@@ -201,3 +201,48 @@ def test_srcu_unlock_of_foreign_index_is_an_error():
     srcu = Srcu()
     with pytest.raises(Exception, match="did not enter"):
         srcu.read_unlock(42)
+
+
+# -- WaitQueue.wait_event_locked (the fixed mmu_interval_notifier_remove wait) -----------------
+
+
+def test_wait_event_locked_sees_a_change_made_under_the_lock_in_every_interleaving() -> None:
+    """The condition is read under the spinlock and no wake-up between check and sleep is lost."""
+    from mmu_notifier.explore import Scenario, ScenarioInstance, Violation, explore
+
+    def build() -> ScenarioInstance:
+        lock = sync.SpinLock("subscriptions->lock")
+        wq = sync.WaitQueue("subscriptions->wq")
+        state = {"seq": 1}
+        run = ScenarioInstance()
+
+        @run.thread("remover")
+        def remover() -> None:
+            def released() -> bool:
+                if not lock.held_by_current():
+                    raise Violation("condition evaluated without the lock")
+                return state["seq"] != 1
+
+            assert wq.wait_event_locked(released, lock)
+
+        @run.thread("invalidate_end")
+        def end() -> None:
+            with lock:
+                state["seq"] += 1
+            wq.wake_up_all()
+
+        return run
+
+    result = explore(Scenario("wait-event-locked", build), "dfs", budget=500)
+    assert not result.bugs, result.bugs[0].problem.message if result.bugs else ""
+
+
+def test_wait_event_locked_times_out_and_rejects_a_held_lock() -> None:
+    lock = sync.Mutex("m")
+    wq = sync.WaitQueue("wq")
+    assert wq.wait_event_locked(lambda: False, lock, timeout=0.01) is False
+    assert wq.wait_event_locked(lambda: True, lock) is True
+    with lock, pytest.raises(DeadlockError, match=r"wait_event_locked\(wq\) holding m"):
+        wq.wait_event_locked(lambda: True, lock)
+    with pytest.raises(LockingError, match="is not a Mutex or SpinLock"):
+        wq.wait_event_locked(lambda: True, object())  # type: ignore[arg-type]

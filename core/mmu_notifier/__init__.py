@@ -1,4 +1,4 @@
-"""An executable model of the Linux 5.4 mmu_notifier subsystem (get/put registration).
+"""An executable model of the Linux 5.4 mmu_notifier subsystem (get/put registration) and 5.5's interval notifiers.
 
 The public API, by kernel concept:
 
@@ -10,6 +10,11 @@ The public API, by kernel concept:
 * drivers: subclass :class:`Driver`, implement hooks from
   :mod:`mmu_notifier.hookspecs` marked with :data:`hookimpl`, and embed your
   per-mm state in a subclass of :class:`MMUNotifier`;
+* interval notifiers (5.5): :class:`MMUIntervalNotifier`,
+  :func:`interval_notifier_insert`, :func:`interval_notifier_insert_locked`,
+  :func:`interval_notifier_remove`, :func:`interval_read_begin`,
+  :func:`interval_read_retry`, :func:`interval_check_retry`,
+  :func:`interval_set_seq`; the driver's ``invalidate`` hook;
 * invalidations: :class:`Range` and :class:`Event`; dispatchers in
   :mod:`mmu_notifier.notifier`;
 * primitives a driver model may use: :mod:`mmu_notifier.sync`, and the
@@ -26,23 +31,36 @@ if TYPE_CHECKING:
     from mmu_notifier import kmem
     from mmu_notifier.config import DriverConfig
     from mmu_notifier.errors import (
+        ActiveObjectFreedError,
         BadAddressError,
         BusyError,
         ConfigError,
         DeadlockError,
         DoubleFreeError,
+        InterruptedCallError,
         InvalidArgumentError,
         KernelError,
         MisuseError,
         ModelBug,
         NoMemoryError,
         PluginError,
+        RangeOverflowError,
         RefcountOverflowError,
         SleepInAtomicError,
         TryAgainError,
         UseAfterFreeError,
     )
     from mmu_notifier.hookspecs import hookimpl
+    from mmu_notifier.interval import (
+        MMUIntervalNotifier,
+        interval_check_retry,
+        interval_notifier_insert,
+        interval_notifier_insert_locked,
+        interval_notifier_remove,
+        interval_read_begin,
+        interval_read_retry,
+        interval_set_seq,
+    )
     from mmu_notifier.kernel import Kernel, default_kernel
     from mmu_notifier.mm import MM, RW, VMA, Prot
     from mmu_notifier.notifier import (
@@ -69,25 +87,34 @@ _LAZY: dict[str, str] = {
     "DriverConfig": "mmu_notifier.config",
     **dict.fromkeys(
         (
-            "BadAddressError", "BusyError", "ConfigError", "DeadlockError", "DoubleFreeError",
-            "InvalidArgumentError", "KernelError", "MisuseError", "ModelBug", "NoMemoryError", "PluginError",
-            "RefcountOverflowError", "SleepInAtomicError", "TryAgainError", "UseAfterFreeError",
+            "ActiveObjectFreedError", "BadAddressError", "BusyError", "ConfigError", "DeadlockError",
+            "DoubleFreeError", "InterruptedCallError", "InvalidArgumentError", "KernelError", "MisuseError",
+            "ModelBug", "NoMemoryError", "PluginError", "RangeOverflowError", "RefcountOverflowError",
+            "SleepInAtomicError", "TryAgainError", "UseAfterFreeError",
         ),
         "mmu_notifier.errors",
     ),
     "hookimpl": "mmu_notifier.hookspecs",
-    "Kernel": "mmu_notifier.kernel",
-    "default_kernel": "mmu_notifier.kernel",
+    **dict.fromkeys(
+        (
+            "MMUIntervalNotifier", "interval_check_retry", "interval_notifier_insert",
+            "interval_notifier_insert_locked", "interval_notifier_remove", "interval_read_begin",
+            "interval_read_retry", "interval_set_seq",
+        ),
+        "mmu_notifier.interval",
+    ),
+    **dict.fromkeys(("Kernel", "default_kernel"), "mmu_notifier.kernel"),
     **dict.fromkeys(("MM", "RW", "VMA", "Prot"), "mmu_notifier.mm"),
     **dict.fromkeys(
-        ("MMUNotifier", "get", "get_locked", "put", "register", "register_locked", "synchronize", "unregister"),
+        (
+            "MMUNotifier", "get", "get_locked", "put", "register", "register_locked", "synchronize",
+            "unregister",
+        ),
         "mmu_notifier.notifier",
     ),
     "PTE": "mmu_notifier.pagetable",
-    "Driver": "mmu_notifier.plugins",
-    "MMUNotifierOps": "mmu_notifier.plugins",
-    "Event": "mmu_notifier.range",
-    "Range": "mmu_notifier.range",
+    **dict.fromkeys(("Driver", "MMUNotifierOps"), "mmu_notifier.plugins"),
+    **dict.fromkeys(("Event", "Range"), "mmu_notifier.range"),
 }
 
 
@@ -96,9 +123,8 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'mmu_notifier' has no attribute {name!r}")
-    value = importlib.import_module(module) if module == f"mmu_notifier.{name}" else getattr(
-        importlib.import_module(module), name
-    )
+    imported = importlib.import_module(module)
+    value = imported if module == f"mmu_notifier.{name}" else getattr(imported, name)
     globals()[name] = value
     return value
 
@@ -114,6 +140,7 @@ __all__ = [
     "PTE",
     "RW",
     "VMA",
+    "ActiveObjectFreedError",
     "BadAddressError",
     "BusyError",
     "ConfigError",
@@ -122,9 +149,11 @@ __all__ = [
     "Driver",
     "DriverConfig",
     "Event",
+    "InterruptedCallError",
     "InvalidArgumentError",
     "Kernel",
     "KernelError",
+    "MMUIntervalNotifier",
     "MMUNotifier",
     "MMUNotifierOps",
     "MisuseError",
@@ -133,6 +162,7 @@ __all__ = [
     "PluginError",
     "Prot",
     "Range",
+    "RangeOverflowError",
     "RefcountOverflowError",
     "SleepInAtomicError",
     "TryAgainError",
@@ -141,6 +171,13 @@ __all__ = [
     "get",
     "get_locked",
     "hookimpl",
+    "interval_check_retry",
+    "interval_notifier_insert",
+    "interval_notifier_insert_locked",
+    "interval_notifier_remove",
+    "interval_read_begin",
+    "interval_read_retry",
+    "interval_set_seq",
     "kmem",
     "put",
     "register",

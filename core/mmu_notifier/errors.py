@@ -38,6 +38,12 @@ class RefcountOverflowError(KernelError):
     errno = _errno.EOVERFLOW
 
 
+class RangeOverflowError(KernelError):
+    """EOVERFLOW: a range is empty or wraps past the end of the address space (interval notifier insert)."""
+
+    errno = _errno.EOVERFLOW
+
+
 class NoMemoryError(KernelError):
     """ENOMEM: an allocation failed, or a range is not (fully) mapped."""
 
@@ -56,6 +62,12 @@ class BusyError(KernelError):
     errno = _errno.EBUSY
 
 
+class InterruptedCallError(KernelError):
+    """EINTR: a fatal signal is pending (``mm_take_all_locks``, killable waits)."""
+
+    errno = _errno.EINTR
+
+
 class InvalidArgumentError(KernelError):
     """EINVAL: an argument is malformed (unaligned, zero length, ...)."""
 
@@ -72,6 +84,19 @@ class MisuseError(ModelBug):
 
 class LockingError(ModelBug):
     """A lock was released by a task that does not hold it, or taken twice."""
+
+
+class LockFreedError(ModelBug):
+    """Memory holding a lock was freed while the lock was held or waited for.
+
+    Models lockdep's ``debug_check_no_locks_freed`` ("held lock freed!"). ``free_site`` is where
+    the free happened; the message also names the holder's (or a waiter's) site.
+    """
+
+    def __init__(self, message: str, *, lock: object = None, free_site: str | None = None) -> None:
+        super().__init__(message)
+        self.lock = lock
+        self.free_site = free_site
 
 
 class SleepInAtomicError(ModelBug):
@@ -96,6 +121,15 @@ class UseAfterFreeError(ModelBug):
 
 class DoubleFreeError(UseAfterFreeError):
     """``free_notifier`` would run a second time for the same subscription."""
+
+
+class ActiveObjectFreedError(UseAfterFreeError, MisuseError):
+    """Memory freed while an object inside it is still in use (a queued or running work item).
+
+    Models debugobjects' "ODEBUG: free active object": the free itself is the report, made at
+    the free site, before the worker touches the freed memory (which KASAN would report later
+    as a use after free). A use after free in kind, and a misuse of the API.
+    """
 
 
 class PluginError(Exception):

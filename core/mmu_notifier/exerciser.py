@@ -55,7 +55,12 @@ DEVICE_TRANSLATIONS = "device_translations"
 #: The reference is dropped by mm teardown (``put`` from ``release``), not by ``detach``.
 DETACH_BY_EXIT = "detach_by_exit"
 
-CAPABILITIES = frozenset({RELEASE, REFUSES_NONBLOCK, TRACKS_RANGES, DEVICE_TRANSLATIONS, DETACH_BY_EXIT})
+#: (5.5) ``map_range`` inserts interval notifiers (``MMUIntervalNotifier``) covering the range on the
+#: handle's mm, and ``detach`` removes them (``interval_notifier_remove``) before its put; ``map_range``
+#: never waits for an invalidation (it inserts, it does not fault)
+INTERVAL = "interval"
+
+CAPABILITIES = frozenset({RELEASE, REFUSES_NONBLOCK, TRACKS_RANGES, DEVICE_TRANSLATIONS, DETACH_BY_EXIT, INTERVAL})
 
 
 @dataclass(eq=False)

@@ -17,7 +17,9 @@ Context rules, as in the kernel:
   core lock held, and may sleep **unless** the range is non-blockable;
 * ``free_notifier`` runs in atomic context (an SRCU callback) and must not sleep;
 * a callback must not call ``unregister`` or ``synchronize`` (they would wait
-  for the read section the callback runs in); ``put`` is allowed.
+  for the read section the callback runs in); ``put`` is allowed;
+* ``invalidate`` (5.5 interval notifiers) runs outside any SRCU read section
+  and must not call ``interval_notifier_remove`` or ``interval_read_begin``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import pluggy
 if TYPE_CHECKING:
     from mmu_notifier.exerciser import Exerciser
     from mmu_notifier.explore import Scenario
+    from mmu_notifier.interval import MMUIntervalNotifier
     from mmu_notifier.kernel import Kernel
     from mmu_notifier.mm import MM
     from mmu_notifier.notifier import MMUNotifier
@@ -129,7 +132,31 @@ def change_pte(subscription: MMUNotifier, mm: MM, address: int, pte: PTE) -> Non
     """
 
 
-#: The notifier callbacks, in the order of ``struct mmu_notifier_ops``.
+@hookspec(firstresult=True)
+def invalidate(subscription: MMUIntervalNotifier, range: Range, cur_seq: int) -> bool:  # type: ignore[empty-body]
+    """(5.5 interval notifiers) ``range`` intersects ``subscription``'s interval: stop using it.
+
+    The model of ``struct mmu_interval_notifier_ops``' only member. Called
+    once per range for each subscription whose ``[start, last]`` intersects
+    ``[range.start, range.end - 1]`` and that was in the mm's interval tree
+    when the range began, before any list subscriber's ``invalidate_range_start``;
+    at mm exit once more with a blockable ``Event.RELEASE`` range over the
+    whole address space. Runs with no core lock held and outside any SRCU
+    read section.
+
+    On return the driver must no longer use any secondary translation in the
+    range. A driver using ``interval_read_begin``/``interval_read_retry`` takes
+    its own lock, calls ``interval_set_seq(subscription, cur_seq)`` (``cur_seq``
+    is always odd), tears the range down and unlocks. It may sleep unless the
+    range is non-blockable; then it returns ``False`` whenever it would have
+    had to sleep (the core unwinds and the start fails with -EAGAIN). Return
+    ``True`` (``None`` counts as ``True``) otherwise; ``False`` for a blockable
+    range is a bug the core reports (the kernel WARNs). Must not call
+    ``interval_notifier_remove`` or ``interval_read_begin``.
+    """
+
+
+#: The notifier callbacks, in the order of ``struct mmu_notifier_ops`` (then the interval notifiers' ``invalidate``).
 CALLBACKS: tuple[str, ...] = (
     "release",
     "clear_flush_young",
@@ -141,6 +168,7 @@ CALLBACKS: tuple[str, ...] = (
     "invalidate_range",
     "alloc_notifier",
     "free_notifier",
+    "invalidate",
 )
 
 

@@ -30,7 +30,9 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from mmu_notifier import sync
 from mmu_notifier.errors import DoubleFreeError, UseAfterFreeError
+from mmu_notifier.workqueue import check_work_free
 
 __all__ = [
     "POISON_FRAMES",
@@ -120,6 +122,19 @@ def free_site(obj: object) -> str | None:
     return site
 
 
+def check_free(obj: object, site: str) -> None:
+    """The debug checks the kernel runs on memory being freed, before anything changes.
+
+    lockdep's ``debug_check_no_locks_freed`` (a lock inside ``obj`` still held or
+    waited for: :class:`~mmu_notifier.errors.LockFreedError` naming both sites) and
+    debugobjects' check for an active ``work_struct`` inside it
+    (:class:`~mmu_notifier.errors.ActiveObjectFreedError`, a use after free in kind). Only ``obj``'s own attributes are
+    looked at, not objects they point to, as the kernel checks only the freed range.
+    """
+    sync.check_no_locks_freed(obj, site)
+    check_work_free(obj, site)
+
+
 def poison(obj: object, site: str, freed_by: str = "kfree") -> None:
     """Mark ``obj`` freed at ``site``: every later access raises :class:`UseAfterFreeError` naming ``freed_by``.
 
@@ -131,6 +146,7 @@ def poison(obj: object, site: str, freed_by: str = "kfree") -> None:
     if is_freed(obj):
         first = free_site(obj)
         raise DoubleFreeError(f"{allocated_class(obj).__name__} freed twice (again at {site})", free_site=first)
+    check_free(obj, site)
     state = obj.__dict__
     state["_free_site"] = site
     state["_freed_by"] = freed_by

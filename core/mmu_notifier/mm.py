@@ -36,6 +36,8 @@ from mmu_notifier.range import Event, Range
 
 #: Top of the user address space (x86-64, 4-level paging).
 TASK_SIZE = 1 << 47
+#: pages per transparent huge page (``HPAGE_PMD_NR`` with 4 KiB pages: one PMD maps 2 MiB)
+HPAGE_PMD_NR = 512
 #: Where the model starts looking for room when mmap picks the address.
 MMAP_BASE = 1 << 32
 
@@ -292,29 +294,58 @@ class MM:
             self._zap(span_start, span_end, to_free)
 
     def mprotect(self, addr: int, length: int, prot: Prot) -> None:
-        """Change protection of a fully mapped range (PROTECTION_VMA); write access is revoked at once."""
+        """Change protection of a fully mapped range (PROTECTION_VMA); write access is revoked at once.
+
+        As ``mprotect_fixup`` then ``change_protection``: the VMA's new flags are set first, then
+        the range is announced, so a driver reading the VMA (or ``range.update_to_read_only()``)
+        during the invalidation sees the new protection.
+        """
         start, end = self._pages(addr, length)
         with self._write_locked():
             self._covering(start, end)
             self._split(start)
             self._split(end)
             for vma in self._overlapping(start, end):
+                vma.prot = Prot(prot)  # mprotect_fixup: vm_flags = newflags
                 with self._invalidating(vma.start, vma.end, Event.PROTECTION_VMA, vma):
-                    vma.prot = Prot(prot)
                     if not vma.writable:
                         with self.page_table_lock:
                             for vpn in self._vpns(vma.start, vma.end):
                                 self.page_table.entries[vpn].writable = False
 
-    def madvise_dontneed(self, addr: int, length: int) -> None:
-        """``madvise(MADV_DONTNEED)``: drop the pages, keep the mapping (CLEAR)."""
+    def madvise_dontneed(self, addr: int, length: int, *, split_huge_page: bool = False) -> None:
+        """``madvise(MADV_DONTNEED)``: drop the pages, keep the mapping (CLEAR).
+
+        Models ``madvise_dontneed_single_vma`` -> ``zap_page_range``: one invalidation per VMA
+        piece, under the mmap lock for read. With ``split_huge_page`` the piece starts inside a
+        transparent huge page, so the zap splits it first, as ``zap_pmd_range`` ->
+        ``__split_huge_pmd`` does: a second CLEAR start/end for the huge page's range runs
+        *inside* the outer invalidation, in the same task, and closes with
+        ``invalidate_range_only_end`` (the split clears the PMD with a flush that already covers
+        the secondary TLBs). The model has no huge pages; the nested range is the
+        ``HPAGE_PMD_NR`` pages block containing the piece's start, clipped to the VMA.
+        """
         start, end = self._pages(addr, length)
         with self._read_locked():
             for vma in self._covering(start, end):
                 piece_start, piece_end = max(start, vma.start), min(end, vma.end)
                 with self._invalidating(piece_start, piece_end, Event.CLEAR, vma) as to_free:
+                    if split_huge_page:
+                        self._split_huge_pmd(vma, piece_start)
                     with self.page_table_lock:
                         self._zap(piece_start, piece_end, to_free)
+
+    def _split_huge_pmd(self, vma: VMA, addr: int) -> None:
+        """``__split_huge_pmd``: announce the huge page's range, split under the PMD lock, only_end."""
+        huge = self.page_size * HPAGE_PMD_NR
+        block = addr & ~(huge - 1)
+        range = Range(self, max(block, vma.start), min(block + huge, vma.end), Event.CLEAR, vma)
+        notifier.invalidate_range_start(range)
+        try:
+            with self.page_table_lock:
+                pass  # the split itself changes no 4 KiB entry of the model
+        finally:
+            notifier.invalidate_range_only_end(range)
 
     def mremap(self, old_addr: int, old_length: int, new_length: int, *, may_move: bool = True) -> int:
         """Resize a mapping, moving it when it cannot grow in place (UNMAP); returns the new address."""
@@ -385,22 +416,35 @@ class MM:
                 return copied
 
     def _wp_page_copy(self, vpn: int, vma: VMA, orig: PTE) -> int | None:
-        """Break COW: copy the shared frame and map the copy writable.
+        """Break COW: copy the shared frame and map the copy writable (``wp_page_copy``).
 
-        Returns None when the entry changed while the invalidation started
-        (reclaim, migration, another fault): the caller retries the fault, as
-        the kernel does when its ``pte_same`` check fails.
+        Under the page-table lock the old entry is cleared and the secondary TLBs flushed
+        (``ptep_clear_flush_notify``: ``invalidate_range`` runs *before* the new page is mapped),
+        then ``change_pte`` and the new entry (``set_pte_at_notify``); the invalidation closes with
+        ``invalidate_range_only_end``, as the flush was already sent. Returns None when the entry
+        changed while the invalidation started (reclaim, migration, another fault): the caller
+        retries the fault, as the kernel does when its ``pte_same`` check fails.
         """
         start = vpn << self.page_shift
+        end = start + self.page_size
         memory = self.kernel.memory
-        with self._invalidating(start, start + self.page_size, Event.CLEAR, vma) as to_free:
+        range = Range(self, start, end, Event.CLEAR, vma)
+        old_pfn: int | None = None
+        notifier.invalidate_range_start(range)
+        try:
             with self.page_table_lock:
                 if self.page_table.lookup(vpn) is not orig or orig.writable:
                     return None
                 new = PTE(memory.alloc(memory.content[orig.pfn]), writable=True, dirty=True)
-                notifier.change_pte(self, start, new)
+                self.page_table.clear(vpn)  # ptep_clear_flush_notify ...
+                notifier.invalidate_range(self, start, end)  # ... flushes the secondary TLBs now
+                notifier.change_pte(self, start, new)  # set_pte_at_notify
                 self.page_table.set(vpn, new)
-                to_free.append(orig.pfn)
+                old_pfn = orig.pfn
+        finally:
+            notifier.invalidate_range_only_end(range)
+            if old_pfn is not None:
+                memory.put(old_pfn)
         return new.pfn
 
     # -- reverse-map operations -------------------------------------------

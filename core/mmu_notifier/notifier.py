@@ -28,13 +28,20 @@ from contextlib import closing, contextmanager
 from typing import TYPE_CHECKING, Any
 
 from mmu_notifier import sync
-from mmu_notifier.errors import MisuseError, RefcountOverflowError
+from mmu_notifier.errors import (
+    InterruptedCallError,
+    MisuseError,
+    NoMemoryError,
+    RefcountOverflowError,
+)
+from mmu_notifier.faults import REGISTER_ALLOC, REGISTER_MMAP_LOCK
 from mmu_notifier.kmem import call_site, poison
 from mmu_notifier.kmem import is_freed as is_freed  # deprecated here: use mmu_notifier.kmem (kept for one release)
 from mmu_notifier.log import LOG
 from mmu_notifier.range import RANGE_BLOCKABLE, Range
 
 if TYPE_CHECKING:
+    from mmu_notifier.interval import IntervalState
     from mmu_notifier.kernel import Kernel
     from mmu_notifier.mm import MM
     from mmu_notifier.pagetable import PTE
@@ -71,7 +78,7 @@ class MMUNotifier:
     attribute raises :class:`UseAfterFreeError` naming where it was freed.
     """
 
-    __slots__ = ("ops", "mm", "users", "linked", "__weakref__", "__dict__")
+    __slots__ = ("ops", "mm", "users", "linked", "unregistered", "__weakref__", "__dict__")
 
     def __init__(self) -> None:
         #: the owning driver's ops; set by registration (``None`` until then)
@@ -80,6 +87,8 @@ class MMUNotifier:
         self.users = 0
         #: on its mm's list (the kernel's ``!hlist_unhashed``)
         self.linked = False
+        #: ``unregister`` ran: the caller owns the memory again; a second unregister or a put is misuse
+        self.unregistered = False
 
     def __repr__(self) -> str:
         name = self.ops.name if self.ops else "?"
@@ -95,6 +104,9 @@ class MMUNotifierMM:
     It is ordered head first, so the most recent registration comes first.
     ``by_ops`` indexes the linked subscriptions per driver (in registration
     order) so that ``get`` does not walk the list as the kernel does.
+    ``interval`` is the 5.5 interval-notifier state
+    (:class:`~mmu_notifier.interval.IntervalState`), made by the first
+    interval insert; ``has_itree`` is "it exists".
 
     Deliberate difference in cost, not behaviour: the kernel's
     ``hlist_add_head_rcu``/``hlist_del_init_rcu`` are O(1); so are
@@ -104,7 +116,7 @@ class MMUNotifierMM:
     registering N subscriptions costs O(N) in all, not O(N^2).
     """
 
-    __slots__ = ("lock", "_members", "_snapshot", "by_ops")
+    __slots__ = ("lock", "_members", "_snapshot", "by_ops", "interval")
 
     def __init__(self) -> None:
         self.lock = sync.SpinLock("mmu_notifier_mm.lock")
@@ -112,6 +124,12 @@ class MMUNotifierMM:
         self._members: dict[MMUNotifier, None] = {}
         self._snapshot: tuple[MMUNotifier, ...] | None = ()
         self.by_ops: dict[MMUNotifierOps, dict[MMUNotifier, None]] = {}
+        self.interval: IntervalState | None = None
+
+    @property
+    def has_itree(self) -> bool:
+        """Interval mode is enabled on this mm (5.5's ``has_itree``; never cleared)."""
+        return self.interval is not None
 
     @property
     def subscriptions(self) -> tuple[MMUNotifier, ...]:
@@ -127,12 +145,14 @@ class MMUNotifierMM:
         self._snapshot = None
         self.by_ops.setdefault(sub.ops, {})[sub] = None
         sub.linked = True
+        sub.ops.linked += 1
 
     def unlink(self, sub: MMUNotifier) -> bool:
         """Unlink if linked (``hlist_del_init_rcu``); caller holds ``lock``. True if it was."""
         if not sub.linked:
             return False
         sub.linked = False
+        sub.ops.linked -= 1
         del self._members[sub]
         self._snapshot = None
         same = self.by_ops[sub.ops]
@@ -164,10 +184,18 @@ def register_locked(sub: MMUNotifier, mm: MM, *, driver: object) -> None:
     if sub.linked:
         raise MisuseError(f"{sub!r} is already registered")
     ops = mm.kernel.drivers.ops_of(driver)
+    faults = mm.kernel.faults
+    container = mm.mmu_notifier_mm
+    new_container = container is None
+    if new_container and faults.should_fail(REGISTER_ALLOC):
+        raise NoMemoryError(f"register of {sub!r} on mm {mm.id}: allocation of the notifier container failed")
+    if faults.should_fail(REGISTER_MMAP_LOCK):
+        # the new container (if any) is dropped; the mm is left as it was
+        raise InterruptedCallError(f"register of {sub!r} on mm {mm.id}: mm_take_all_locks saw a fatal signal")
     sub.ops = ops
     sub.mm = mm
     sub.users = 1
-    container = mm.mmu_notifier_mm
+    sub.unregistered = False
     if container is None:
         container = MMUNotifierMM()
     mm.mmgrab()
@@ -249,18 +277,22 @@ def put(sub: MMUNotifier) -> None:
     mm = sub.mm
     if mm is None:
         raise MisuseError(f"put of {sub!r}, which was never registered")
+    if sub.unregistered:
+        raise MisuseError(f"put of {sub!r} after mmu_notifier_unregister (unregister and put do not mix)")
     ops = sub.ops
-    if ops.free_notifier is None:
-        raise MisuseError(f"put of a {ops.name!r} subscription, but the driver has no free_notifier hook")
     container = mm.mmu_notifier_mm
     assert container is not None
     with container.lock:
         if sub.users == 0:
             raise MisuseError(f"put of {sub!r} with no users left (the kernel WARNs and ignores it)")
+        if sub.users == 1 and ops.free_notifier is None:
+            # mmu_notifier_put reads ops->free_notifier only when users reaches 0
+            raise MisuseError(f"last put of {sub!r}, but driver {ops.name!r} has no free_notifier hook")
         sub.users -= 1
         users = sub.users
         if not users:
             container.unlink(sub)
+            ops.pending_frees += 1
     if LOG.on:
         LOG.event("notifier.put", mm=mm.id, driver=ops.name, users=users)
     if users:
@@ -280,7 +312,10 @@ def _free_now(sub: MMUNotifier, ops: MMUNotifierOps, site: str) -> None:
 
 def _free_after_grace_period(sub: MMUNotifier, ops: MMUNotifierOps, mm: MM, site: str) -> None:
     """The SRCU callback queued by the last put: free, then drop the mm pin."""
-    _free_now(sub, ops, f"free_notifier after the grace period of put at {site}")
+    try:
+        _free_now(sub, ops, f"free_notifier after the grace period of put at {site}")
+    finally:
+        ops.pending_frees -= 1
     mm.mmdrop()
 
 
@@ -295,6 +330,8 @@ def unregister(sub: MMUNotifier, mm: MM) -> None:
     """
     if sub.mm is not mm:
         raise MisuseError(f"unregister of {sub!r} from mm {mm.id}, where it was never registered")
+    if sub.unregistered:
+        raise MisuseError(f"unregister of {sub!r} twice (its mm pin was dropped already)")
     sync.might_sleep("mmu_notifier_unregister")
     kernel = mm.kernel
     container = mm.mmu_notifier_mm
@@ -309,6 +346,7 @@ def unregister(sub: MMUNotifier, mm: MM) -> None:
                     LOG.event("notifier.release", mm=mm.id, driver=ops.name, by="unregister")
         with container.lock:
             container.unlink(sub)
+    sub.unregistered = True
     kernel.srcu.synchronize()
     if LOG.on:
         LOG.event("notifier.unregister", mm=mm.id, driver=ops.name)
@@ -337,7 +375,9 @@ def synchronize(kernel: Kernel | None = None) -> None:
 def release(mm: MM) -> None:
     """``__mmu_notifier_release``: mm teardown, called by exit_mmap.
 
-    Runs every linked subscription's ``release`` inside one SRCU read section,
+    With interval notifiers (5.5), first their teardown range
+    (:meth:`mmu_notifier.interval.IntervalState.release`), then the list. Runs every
+    linked subscription's ``release`` inside one SRCU read section,
     unlinks every subscription (users and mm pins untouched: the driver still
     owes its put or unregister), then waits for a grace period so no release
     started by a concurrent unregister is still running. (The kernel unlinks
@@ -347,6 +387,8 @@ def release(mm: MM) -> None:
     container = mm.mmu_notifier_mm
     if container is None:
         return
+    if container.interval is not None:
+        container.interval.release(mm)
     for sub, release_fn in _each_with(mm, "release"):
         release_fn(sub, mm)
         if LOG.on:
@@ -387,7 +429,7 @@ def invalidate_range_start(range: Range) -> None:
     sync.might_sleep("mmu_notifier_invalidate_range_start")
     range.flags |= RANGE_BLOCKABLE
     if container is not None:
-        _start(range, container)
+        _core_start(range, container)
 
 
 def invalidate_range_start_nonblock(range: Range) -> int:
@@ -395,21 +437,35 @@ def invalidate_range_start_nonblock(range: Range) -> int:
 
     As in 5.4, every subscription is still offered the start after a refusal
     and none then receives an end; the caller must not call the end either.
-    With ``kernel.end_after_failed_start`` (the later kernels' behaviour) every
-    subscription that has an end callback receives it before this returns.
+    With ``kernel.end_after_failed_start`` (commit c2655835fd8c, mainline since
+    v5.12) every list subscription that has an end callback receives it before
+    this returns. A refusal by an interval notifier (5.5) unwinds the interval
+    state and skips the list subscribers altogether. A list refusal after the
+    interval part succeeded leaves that part counted as active, as in the
+    kernel (nothing ends it).
     """
     container = range.mm.mmu_notifier_mm
     range.flags &= ~RANGE_BLOCKABLE
     if container is None:
         return 0
+    return _core_start(range, container)
+
+
+def _core_start(range: Range, container: MMUNotifierMM) -> int:
+    """The core start (``__mmu_notifier_invalidate_range_start``): interval notifiers first, then the list.
+
+    Unlike the kernel, the list walk runs (as an empty SRCU read section) even when the list is empty.
+    """
+    if container.interval is not None and not container.interval.invalidate_start(range):
+        return _EAGAIN
     result = _start(range, container)
-    if result and range.mm.kernel.end_after_failed_start:
+    if result and not range.flags & RANGE_BLOCKABLE and range.mm.kernel.end_after_failed_start:
         _end(range, container, only_end=True)
     return result
 
 
 def _start(range: Range, container: MMUNotifierMM) -> int:
-    """The core start (``__mmu_notifier_invalidate_range_start``)."""
+    """``mn_hlist_invalidate_range_start``: every list subscriber's start; the last refusal, or 0."""
     mm = range.mm
     kernel = mm.kernel
     srcu = kernel.srcu
@@ -440,7 +496,7 @@ def _start_failed(range: Range, sub: MMUNotifier, ret: int) -> int:
         mode = "blockable" if range.blockable else "non-blockable"
         kernel.warn(f"driver {ops.name!r}: invalidate_range_start returned {ret} for a {mode} {range!r}")
     elif kernel.end_after_failed_start and ops.invalidate_range_end is not None:
-        kernel.warn(f"driver {ops.name!r} refused a start but has an end callback (later kernels WARN)")
+        kernel.warn(f"driver {ops.name!r} refused a start but has an end callback (v5.12+ WARNs: c2655835fd8c)")
     if LOG.on:
         LOG.event("invalidate.refused", mm=range.mm.id, driver=ops.name, ret=ret)
     return ret
@@ -452,18 +508,25 @@ def invalidate_range_end(range: Range) -> None:
     if range.flags & RANGE_BLOCKABLE:
         sync.might_sleep("mmu_notifier_invalidate_range_end")
     if container is not None:
-        _end(range, container, only_end=False)
+        _core_end(range, container, only_end=False)
 
 
 def invalidate_range_only_end(range: Range) -> None:
     """``mmu_notifier_invalidate_range_only_end``: the caller already called ``invalidate_range``."""
     container = range.mm.mmu_notifier_mm
     if container is not None:
-        _end(range, container, only_end=True)
+        _core_end(range, container, only_end=True)
+
+
+def _core_end(range: Range, container: MMUNotifierMM, *, only_end: bool) -> None:
+    """The core end (``__mmu_notifier_invalidate_range_end``): interval notifiers first, then the list."""
+    if container.interval is not None:
+        container.interval.invalidate_end()
+    _end(range, container, only_end=only_end)
 
 
 def _end(range: Range, container: MMUNotifierMM, *, only_end: bool) -> None:
-    """The core end (``__mmu_notifier_invalidate_range_end``)."""
+    """``mn_hlist_invalidate_end``: ``invalidate_range`` and the end callback of every list subscriber."""
     mm = range.mm
     srcu = mm.kernel.srcu
     with _walk_section(srcu, range.flags & RANGE_BLOCKABLE) as walk_point:

@@ -22,6 +22,7 @@ Only an old-style ``hookwrapper`` still goes through pluggy's subset caller.
 from __future__ import annotations
 
 import importlib.metadata
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -30,7 +31,7 @@ import pluggy
 
 from mmu_notifier import hookspecs
 from mmu_notifier.config import DriverConfig, validate
-from mmu_notifier.errors import ConfigError, MisuseError, PluginError
+from mmu_notifier.errors import ConfigError, MisuseError, PluginError, UseAfterFreeError
 
 if TYPE_CHECKING:
     from mmu_notifier.kernel import Kernel
@@ -61,14 +62,41 @@ class Driver:
     def __repr__(self) -> str:
         return f"<driver {self.name} {self.version}>"
 
+    def null_callbacks(self) -> frozenset[str]:
+        """Callbacks this build leaves NULL in its ``struct mmu_notifier_ops``, though the class implements them.
+
+        A driver modelling several kernels (its ``scheme``) implements every
+        callback any of them fills, and names here the ones the chosen kernel
+        does not have: gru 5.3 has ``release`` but no ``alloc_notifier``/
+        ``free_notifier``, 5.4 the reverse. The core reads this once, when the
+        driver is added, and leaves those fields ``None`` in the ops, exactly as
+        a NULL member: dispatch skips them, ``get`` refuses a driver without
+        ``alloc_notifier``. Decide it from the config in ``__init__``; the
+        default is none.
+        """
+        return frozenset()
+
 
 Callback = Callable[..., Any]
 
 
 class MMUNotifierOps:
-    """One driver's resolved callbacks (``struct mmu_notifier_ops``); ``None`` where absent."""
+    """One driver's resolved callbacks (``struct mmu_notifier_ops``); ``None`` where absent.
 
-    __slots__ = ("driver", "exerciser", "name", "version", *hookspecs.CALLBACKS)
+    ``invalidate`` is the interval notifiers' callback (5.5's
+    ``struct mmu_interval_notifier_ops``), resolved the same way.
+    """
+
+    __slots__ = (
+        "driver",
+        "exerciser",
+        "name",
+        "version",
+        "linked",
+        "pending_frees",
+        "unloaded_at",
+        *hookspecs.CALLBACKS,
+    )
 
     release: Callback | None
     clear_flush_young: Callback | None
@@ -80,6 +108,7 @@ class MMUNotifierOps:
     invalidate_range: Callback | None
     alloc_notifier: Callback | None
     free_notifier: Callback | None
+    invalidate: Callback | None
     exerciser: Callback | None
 
     def __init__(self, name: str, driver: object) -> None:
@@ -87,11 +116,18 @@ class MMUNotifierOps:
         self.driver = driver
         self.version = str(getattr(driver, "version", "0"))
         self.exerciser = None
+        #: subscriptions with these ops linked on some mm (kept by the container's link/unlink)
+        self.linked = 0
+        #: frees deferred by a last ``put`` that have not run yet
+        self.pending_frees = 0
+        #: where :meth:`DriverRegistry.unload` unloaded the module, or None while it is loaded
+        self.unloaded_at: str | None = None
         for callback in hookspecs.CALLBACKS:
             setattr(self, callback, None)
 
     def __repr__(self) -> str:
-        return f"<MMUNotifierOps {self.name}>"
+        state = " (unloaded)" if self.unloaded_at else ""
+        return f"<MMUNotifierOps {self.name}{state}>"
 
 
 @dataclass
@@ -100,6 +136,21 @@ class LoadReport:
 
     loaded: dict[str, MMUNotifierOps] = field(default_factory=dict)
     failed: dict[str, Exception] = field(default_factory=dict)
+
+
+def _null_callbacks(driver: object, name: str) -> frozenset[str]:
+    """``driver.null_callbacks()`` checked: callback names only (a plugin fault is a :class:`PluginError`)."""
+    method = getattr(driver, "null_callbacks", None)
+    if method is None:
+        return frozenset()
+    try:
+        null = frozenset(method())
+    except Exception as error:
+        raise PluginError(name, f"null_callbacks() failed: {type(error).__name__}: {error}") from error
+    unknown = sorted(null - set(hookspecs.CALLBACKS))
+    if unknown:
+        raise PluginError(name, f"null_callbacks() names {unknown}, which are not mmu_notifier_ops callbacks")
+    return null
 
 
 def _adapter(function: Callback, spec_args: tuple[str, ...], impl_args: tuple[str, ...]) -> Callback:
@@ -252,7 +303,7 @@ class DriverRegistry:
         unknown = sorted(caller.name for caller in callers if caller.spec is None)
         if unknown:
             raise PluginError(name, f"implements unknown hook(s) {unknown}")
-        implemented = {caller.name for caller in callers}
+        implemented = {caller.name for caller in callers} - _null_callbacks(driver, name)
         missing = [hook for hook in getattr(driver, "required_hooks", ()) if hook not in implemented]
         if missing:
             raise PluginError(name, f"lacks required hook(s) {missing}")
@@ -262,8 +313,10 @@ class DriverRegistry:
         drivers = [ops.driver for ops in self._by_name.values()]
         for ops in self._by_name.values():
             others = [d for d in drivers if d is not ops.driver]
+            null = _null_callbacks(ops.driver, ops.name)
             for callback in (*hookspecs.CALLBACKS, "exerciser"):
-                setattr(ops, callback, self._resolve(ops.driver, callback, others))
+                resolved = None if callback in null else self._resolve(ops.driver, callback, others)
+                setattr(ops, callback, resolved)
 
     def _resolve(self, driver: object, callback: str, others: list[object]) -> Callable[..., Any] | None:
         caller = getattr(self.pm.hook, callback)
@@ -286,6 +339,40 @@ class DriverRegistry:
             return _wrapped(direct, chain, callback)
         subset = self.pm.subset_hook_caller(callback, remove_plugins=others)
         return lambda *args: subset(**dict(zip(spec_args, args, strict=True)))
+
+    # -- unloading --------------------------------------------------------
+    def unload(self, driver: object) -> None:
+        """Module exit: ``mmu_notifier_synchronize``, then the driver's code is gone.
+
+        Models a module that calls ``mmu_notifier_synchronize()`` in its exit function and is
+        then unloaded. Raises :class:`MisuseError` naming the driver, with nothing changed, when
+        it is unloaded already, when the caller runs inside an SRCU read section (a callback in
+        flight: the synchronize could never finish), or when a deferred free is still pending
+        after the synchronize. Afterwards the driver is no longer loaded and every callback
+        field of its ops raises :class:`UseAfterFreeError` ("use after free of the module").
+
+        As in the kernel, nothing pins the module while a subscription of it is still linked on
+        an mm (5.3 radeon's emptied ``radeon_mn``, bug 2 of patch 08): the unload goes ahead, the
+        subscription stays on the mm's list, and the next invalidation or release that calls it
+        is the use after free the explorer and the invariants report (a deferred callback lands
+        in ``kernel.bugs``). ``ops.linked`` says how many were left behind.
+        """
+        ops = self.ops_of(driver)
+        if ops.unloaded_at is not None:
+            raise MisuseError(f"driver {ops.name!r} is unloaded already (at {ops.unloaded_at})")
+        self.kernel.srcu.barrier()  # mmu_notifier_synchronize (notifier.synchronize), from below it
+        if ops.pending_frees:
+            raise MisuseError(f"unload of driver {ops.name!r}: {ops.pending_frees} free(s) pending after synchronize")
+        caller = sys._getframe(1)
+        site = f"{caller.f_code.co_filename}:{caller.f_lineno} in {caller.f_code.co_name}"
+        ops.unloaded_at = site
+        self.pm.unregister(ops.driver)
+        del self._ops[id(ops.driver)]
+        del self._by_name[ops.name]
+        for callback in (*hookspecs.CALLBACKS, "exerciser"):
+            if getattr(ops, callback) is not None:
+                setattr(ops, callback, _unloaded_callback(ops.name, callback, site))
+        self._resolve_all()
 
     # -- lookup -----------------------------------------------------------
     def ops_of(self, driver: object) -> MMUNotifierOps:
@@ -310,6 +397,15 @@ class DriverRegistry:
     def scenarios(self) -> list[Any]:
         """Every scenario any plugin adds to the explorer (the ``explore_scenarios`` hook)."""
         return [scenario for batch in self.pm.hook.explore_scenarios() for scenario in batch]
+
+
+def _unloaded_callback(name: str, callback: str, site: str) -> Callback:
+    """What an ops field points to once its module is gone: a use after free of the module text."""
+
+    def unloaded(*args: Any) -> Any:
+        raise UseAfterFreeError(f"{name}.{callback} called after module {name!r} was unloaded", free_site=site)
+
+    return unloaded
 
 
 def available_drivers() -> list[importlib.metadata.EntryPoint]:

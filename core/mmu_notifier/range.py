@@ -1,7 +1,8 @@
 """The invalidation range and its event type (``struct mmu_notifier_range``).
 
 Linux 5.4 knows five events; ``RELEASE`` arrived in 5.5 with interval
-notifiers and ``MIGRATE`` later still, so migration is announced as ``CLEAR``.
+notifiers (used only for their teardown range) and ``MIGRATE`` later still, so
+migration is announced as ``CLEAR``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
 
 
 class Event(IntEnum):
-    """``enum mmu_notifier_event`` of Linux 5.4."""
+    """``enum mmu_notifier_event`` of Linux 5.4, plus 5.5's ``RELEASE``."""
 
     #: munmap, mremap: the range is going away.
     UNMAP = 0
@@ -27,6 +28,8 @@ class Event(IntEnum):
     PROTECTION_PAGE = 3
     #: soft-dirty tracking was reset.
     SOFT_DIRTY = 4
+    #: (5.5) the address space is going away: the interval notifiers' teardown range only.
+    RELEASE = 5
 
 
 #: ``MMU_NOTIFIER_RANGE_BLOCKABLE``: the only range flag.

@@ -23,12 +23,14 @@ Locking rule of this module: a primitive never calls model code while inside
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
-from mmu_notifier.errors import DeadlockError, LockingError, SleepInAtomicError
+from mmu_notifier.errors import DeadlockError, LockFreedError, LockingError, SleepInAtomicError
 
 __all__ = [
     "Atomic",
@@ -60,10 +62,12 @@ class Task:
     waits for, so a deadlock report can print the wait-for cycle.
     """
 
-    __slots__ = ("name", "atomic_depth", "non_block_depth", "held", "blocked_on", "srcu_depth")
+    __slots__ = ("name", "atomic_depth", "non_block_depth", "held", "blocked_on", "srcu_depth", "ident")
 
     def __init__(self, name: str) -> None:
         self.name = name
+        #: the OS thread running the task (ThreadBackend), for locating it in a report
+        self.ident: int | None = None
         self.atomic_depth = 0
         self.non_block_depth = 0
         self.srcu_depth: dict[object, int] = {}
@@ -93,9 +97,7 @@ class Backend:
         """A context that makes a primitive's state change atomic."""
         raise NotImplementedError
 
-    def wait_until(
-        self, resource: object, ready: Callable[[], bool], op: str, timeout: float | None = None
-    ) -> bool:
+    def wait_until(self, resource: object, ready: Callable[[], bool], op: str, timeout: float | None = None) -> bool:
         """Block (inside ``critical()``) until ``ready()``; False if ``timeout`` expired."""
         raise NotImplementedError
 
@@ -109,6 +111,30 @@ class Backend:
     def spawn_daemon(self, name: str, fn: Callable[[], None]) -> None:
         """Run ``fn`` in a background task (the model's kworker)."""
         raise NotImplementedError
+
+    def has_waiters(self, resource: object) -> bool:
+        """True when some task is blocked waiting on ``resource`` (for reports; not a hot path)."""
+        return False
+
+    def task_site(self, task: Task) -> str | None:
+        """Where ``task`` is executing now, as ``file:line in function`` outside the core, if known."""
+        return None
+
+
+_CORE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def frame_site(frame: Any) -> str | None:
+    """``file:line in function`` of the first frame at or above ``frame`` outside the core package.
+
+    The driver's, test's or scenario's line that is running (or waiting) there, not the model's
+    internals; ``None`` when every frame is the core's.
+    """
+    while frame is not None and frame.f_code.co_filename.startswith(_CORE_DIR):
+        frame = frame.f_back
+    if frame is None:
+        return None
+    return f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
 
 
 class ThreadBackend(Backend):
@@ -130,14 +156,13 @@ class ThreadBackend(Backend):
             task: Task = self._local.task
         except AttributeError:
             task = self._local.task = Task(threading.current_thread().name)
+            task.ident = threading.get_ident()
         return task
 
     def critical(self) -> AbstractContextManager[Any]:
         return self._lock
 
-    def wait_until(
-        self, resource: object, ready: Callable[[], bool], op: str, timeout: float | None = None
-    ) -> bool:
+    def wait_until(self, resource: object, ready: Callable[[], bool], op: str, timeout: float | None = None) -> bool:
         if ready():
             return True
         key = id(resource)
@@ -164,6 +189,16 @@ class ThreadBackend(Backend):
 
     def spawn_daemon(self, name: str, fn: Callable[[], None]) -> None:
         threading.Thread(target=fn, name=name, daemon=True).start()
+
+    def has_waiters(self, resource: object) -> bool:
+        return id(resource) in self._conditions
+
+    def task_site(self, task: Task) -> str | None:
+        if task.ident is None:
+            return None
+        if task.ident == threading.get_ident():
+            return frame_site(sys._getframe(1))
+        return frame_site(sys._current_frames().get(task.ident))
 
 
 _backend: Backend = ThreadBackend()
@@ -462,14 +497,16 @@ class RWSemaphore:
 class WaitQueue:
     """``wait_queue_head_t`` with ``wait_event`` / ``wake_up_all``.
 
-    The condition is evaluated with the primitive state guarded, so it must
-    only read plain fields (no locks, no model calls).
+    The condition of :meth:`wait_event` is evaluated with the primitive state
+    guarded, so it must only read plain fields (no locks, no model calls). A
+    condition that needs a lock uses :meth:`wait_event_locked`.
     """
 
-    __slots__ = ("name",)
+    __slots__ = ("name", "_wakes")
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self._wakes = 0  # wake-ups so far: a waiter that checked before a wake-up does not sleep through it
 
     def wait_event(self, condition: Callable[[], bool], timeout: float | None = None) -> bool:
         """Sleep until ``condition()``; with ``timeout`` (seconds) return False on expiry."""
@@ -479,10 +516,48 @@ class WaitQueue:
         with b.critical():
             return b.wait_until(self, condition, "wait_event", timeout)
 
+    def wait_event_locked(
+        self, condition: Callable[[], bool], lock: Mutex | SpinLock, timeout: float | None = None
+    ) -> bool:
+        """Sleep until ``condition()`` holds, evaluating it with ``lock`` held; False on timeout.
+
+        Models ``wait_event(wq, cond)`` whose ``cond`` takes a lock itself (the fixed
+        ``mmu_interval_notifier_remove``: ``mmu_interval_seq_released`` reads the sequence under
+        the spinlock). The caller must not hold ``lock``. Each round registers as a waiter
+        (``prepare_to_wait``), takes the lock, checks, drops the lock and sleeps only if no
+        :meth:`wake_up_all` came since registering, so a wake-up between the check and the
+        sleep is not lost. With ``timeout`` the limit applies to each sleep.
+        """
+        if not isinstance(lock, _ExclusiveLock):
+            raise LockingError(f"wait_event_locked({self.name}): {lock!r} is not a Mutex or SpinLock")
+        b = _backend
+        task = b.current()
+        might_sleep(f"wait_event_locked({self.name})")
+        if lock.owner is task:
+            raise DeadlockError(f"task {task.name} calls wait_event_locked({self.name}) holding {lock.name}")
+        while True:
+            b.point("prepare_to_wait", self)
+            with b.critical():
+                seen = self._wakes
+            lock.lock()
+            try:
+                ok = condition()
+            finally:
+                lock.unlock()
+            if ok:
+                return True
+            with b.critical():
+                if not b.wait_until(self, self._woken_since(seen), "wait_event", timeout):
+                    return False
+
+    def _woken_since(self, seen: int) -> Callable[[], bool]:
+        return lambda: self._wakes != seen
+
     def wake_up_all(self) -> None:
         """Wake every waiter so it re-checks its condition."""
         b = _backend
         with b.critical():
+            self._wakes += 1
             b.wake(self)
         b.point("wake_up", self)
 
@@ -583,3 +658,61 @@ class Atomic:
 
     def __repr__(self) -> str:
         return f"<Atomic {self.name}={self.value}>"
+
+
+# -- freeing memory that holds a lock ----------------------------------------------------------
+
+
+def check_no_locks_freed(obj: object, free_site: str) -> None:
+    """Raise :class:`LockFreedError` if ``obj`` embeds a lock that is held or waited for.
+
+    Models lockdep's ``debug_check_no_locks_freed``: freeing memory that contains a held lock
+    (or one a task sleeps on) is a bug, reported with the free site and where the holder (or a
+    waiter) is. Looks at ``obj``'s attributes (its ``__dict__`` and slots), as the kernel checks
+    the freed memory range. Called before anything is freed, so nothing changes on an error.
+    """
+    b = _backend
+    for name, value in _attributes(obj):
+        kind = type(value)  # not isinstance: a freed attribute raises on reading __class__
+        if issubclass(kind, _ExclusiveLock):
+            assert isinstance(value, _ExclusiveLock)
+            holders = [value.owner] if value.owner is not None else []
+        elif issubclass(kind, RWSemaphore):
+            assert isinstance(value, RWSemaphore)
+            holders = ([value.writer] if value.writer is not None else []) + list(value.readers)
+        else:
+            continue
+        waiting = b.has_waiters(value)
+        if not holders and not waiting:
+            continue
+        if holders:
+            holder = holders[0]
+            where = b.task_site(holder) or "?"
+            state = f"held by task {holder.name} (at {where})"
+        else:
+            state = "waited for by a sleeping task"
+        raise LockFreedError(
+            f"{type(obj).__name__}.{name} ({_name(value)}) freed while {state}; freed at {free_site}",
+            lock=value,
+            free_site=free_site,
+        )
+
+
+def _attributes(obj: object) -> list[tuple[str, object]]:
+    found: list[tuple[str, object]] = []
+    try:
+        state = object.__getattribute__(obj, "__dict__")
+    except AttributeError:
+        state = None
+    if isinstance(state, dict):
+        found.extend((str(k), v) for k, v in state.items())
+    for cls in type(obj).__mro__:
+        slots = cls.__dict__.get("__slots__", ())
+        for slot in (slots,) if isinstance(slots, str) else slots:
+            if slot in ("__dict__", "__weakref__"):
+                continue
+            try:
+                found.append((slot, object.__getattribute__(obj, slot)))
+            except AttributeError:
+                continue
+    return found

@@ -62,7 +62,8 @@ def test_an_unknown_name_lists_the_known_ones() -> None:
 def test_the_builtins_are_in_the_registry() -> None:
     names = {s.name for s in scenarios.BUILTIN}
     assert names == {"unregister-no-release", "get-put", "abba-deadlock", "lock-order-inversion",
-                     "sleep-under-spinlock"}
+                     "sleep-under-spinlock", "interval-remove-race", "interval-remove-fixed",
+                     "interval-insert-after-exit", "interval-insert-after-exit-fixed", "interval-oom-reaper-stuck"}
     assert names <= set(scenarios.scenarios())
 
 

@@ -46,6 +46,22 @@ CHECKS: dict[str, str] = {
     "test_race_attach_vs_exit": "PCT over an attach racing the owner's exit finds nothing",
     "test_race_nonblock_vs_access": "PCT over the OOM reaper racing device accesses finds nothing",
     "test_race_invalidation_vs_access": "PCT over madvise and migration racing device accesses finds nothing",
+    "test_interval_sequence_parity": "(interval drivers) the mm's sequence is even when idle, grows through each "
+    "hit and every cur_seq passed to invalidate is odd (inv. 17)",
+    "test_interval_deferred_changes_at_last_end": "(interval drivers) an insert during an active hit is deferred "
+    "and applied by the last active range's end, not before; the tree never changes while the sequence is odd "
+    "(inv. 18)",
+    "test_interval_every_start_counted": "(interval drivers) every start, hit or miss, counts as active until its "
+    "end; the sequence goes even only at the last end (inv. 19)",
+    "test_interval_one_invalidate_per_intersecting_subscription": "(interval drivers) a range calls invalidate "
+    "once on each subscription of the tree as it began whose [start, last] intersects [range.start, "
+    "range.end - 1], in address order, and not on one inserted later (inv. 20)",
+    "test_interval_read_begin_and_retry": "(interval drivers) read_begin waits exactly while an invalidation that "
+    "set its subscription's sequence runs; read_retry is true iff set_seq ran since read_begin (inv. 21)",
+    "test_interval_nothing_after_remove": "(interval drivers) detach removes every interval subscription; no "
+    "invalidate reaches them afterwards and the mm pins are dropped (inv. 22)",
+    "test_interval_release_at_exit": "(interval drivers) at exit each subscription gets exactly one blockable "
+    "RELEASE invalidate over [0, ULONG_MAX) (inv. 23)",
     "test_default_config_valid": "the config model builds from defaults and is a DriverConfig",
     "test_unknown_config_key_rejected": "an unknown key is a ConfigError naming driver and key",
     "test_wrong_config_type_rejected": "a value of the wrong type is a ConfigError naming driver and field",

@@ -70,8 +70,13 @@ def test_capabilities_match_hooks(mmu_driver: DriverUnderTest) -> None:
         problems.append("refuses_nonblock is declared but there is no invalidate_range_start to refuse with")
     if contract.DETACH_BY_EXIT in caps and contract.RELEASE not in caps:
         problems.append("detach_by_exit is declared, but without a release callback nothing drops the reference")
-    if contract.DEVICE_TRANSLATIONS in caps and not (ops.invalidate_range_start or ops.invalidate_range):
-        problems.append("device_translations is declared but neither invalidate_range_start nor invalidate_range "
-                        "is implemented, so nothing can keep the translations coherent")
+    if contract.DEVICE_TRANSLATIONS in caps and not (ops.invalidate_range_start or ops.invalidate_range
+                                                     or ops.invalidate):
+        problems.append("device_translations is declared but none of invalidate_range_start, invalidate_range and "
+                        "invalidate (interval notifiers) is implemented, so nothing can keep the translations coherent")
+    if (contract.INTERVAL in caps) != (ops.invalidate is not None):
+        has = "implements" if ops.invalidate is not None else "does not implement"
+        problems.append(f"the driver {has} the interval notifiers' invalidate hook but "
+                        f"{'declares' if contract.INTERVAL in caps else 'omits'} the capability interval")
     if problems:
         pytest.fail(f"driver {mmu_driver.name!r}: " + "; ".join(problems), pytrace=False)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import importlib.metadata
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ __all__ = [
     "InvariantError",
     "LoadFailure",
     "World",
+    "known_kernel_failures",
     "make_exerciser",
 ]
 
@@ -96,6 +97,18 @@ def make_exerciser(ops: MMUNotifierOps, kernel: Kernel, name: str) -> Exerciser:
     return ex  # type: ignore[no-any-return]
 
 
+def known_kernel_failures(ex: Exerciser, name: str) -> dict[str, str]:
+    """The exerciser's optional ``known_kernel_failures``: test name -> the kernel's reason; checked for shape."""
+    known = getattr(ex, "known_kernel_failures", None) or {}
+    well_formed = isinstance(known, dict) and all(
+        isinstance(k, str) and isinstance(v, str) and v for k, v in known.items()
+    )
+    if not well_formed:
+        raise ContractError(f"driver {name!r}: exerciser.known_kernel_failures must be a dict of test name -> "
+                            f"non-empty reason, not {known!r}")
+    return dict(known)
+
+
 @dataclass
 class DriverUnderTest:
     """One installed driver, loaded once; :meth:`world` builds a fresh machine with it."""
@@ -108,6 +121,8 @@ class DriverUnderTest:
     #: the driver object of the load check (its class attributes are what the kit compares)
     driver: object = None
     ops: MMUNotifierOps | None = None
+    #: conformance test name -> why the modelled kernel itself fails it (the exerciser's ``known_kernel_failures``)
+    known_kernel_failures: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def load(cls, name: str, configs: dict[str, dict[str, Any]] | None = None) -> DriverUnderTest:
@@ -129,7 +144,8 @@ class DriverUnderTest:
             model = getattr(type(driver), "config_model", DriverConfig)
             config = validate(name, model, (configs or {}).get(name, {}))
         factory = entry_points[name].load()
-        dut = cls(name, entry_points[name], factory, config, frozenset(ex.capabilities), driver, ops)
+        known = known_kernel_failures(ex, name)
+        dut = cls(name, entry_points[name], factory, config, frozenset(ex.capabilities), driver, ops, known)
         try:
             ex.unload()
         except Exception as error:

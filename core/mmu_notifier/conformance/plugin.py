@@ -159,6 +159,19 @@ def mmu_options(request: pytest.FixtureRequest) -> KitOptions:
     )
 
 
+def _load_cached(config: pytest.Config, name: str, configs: dict[str, dict[str, Any]] | None) -> Any:
+    """The driver loaded once per session, or the :class:`LoadFailure` that loading it raised."""
+    cache = _cache(config)
+    if name not in cache:
+        try:
+            cache[name] = DriverUnderTest.load(name, configs)
+        except LoadFailure as error:
+            cache[name] = error
+        except Exception as error:  # a crash of the plugin's own code while loading
+            cache[name] = LoadFailure(f"driver {name!r}: loading raised {type(error).__name__}: {error}")
+    return cache[name]
+
+
 @pytest.fixture
 def mmu_entry_point(mmu_driver_name: str) -> EntryPoint:
     """The entry point of the driver under test; fails if it is not installed."""
@@ -176,20 +189,32 @@ def mmu_driver(mmu_driver_name: str, mmu_options: KitOptions, request: pytest.Fi
     """The driver under test, loaded once per session; a driver that cannot load fails here, by name."""
     if mmu_driver_name == NO_DRIVER:
         _no_driver()
-    cache = _cache(request.config)
-    if mmu_driver_name not in cache:
-        try:
-            cache[mmu_driver_name] = DriverUnderTest.load(mmu_driver_name, mmu_options.configs)
-        except LoadFailure as error:
-            cache[mmu_driver_name] = error
-        except Exception as error:  # a crash of the plugin's own code while loading
-            cache[mmu_driver_name] = LoadFailure(f"driver {mmu_driver_name!r}: loading raised "
-                                                 f"{type(error).__name__}: {error}")
-    loaded = cache[mmu_driver_name]
+    loaded = _load_cached(request.config, mmu_driver_name, mmu_options.configs)
     if isinstance(loaded, LoadFailure):
         pytest.fail(f"driver {mmu_driver_name!r} cannot be loaded: {loaded}", pytrace=False)
     assert isinstance(loaded, DriverUnderTest)
     return loaded
+
+
+@pytest.fixture(autouse=True)
+def _mmu_known_kernel_failure(request: pytest.FixtureRequest) -> None:
+    """A check the driver declares as known kernel behaviour is a strict expected failure, with the kernel's reason.
+
+    It must fail (an unexpected pass fails the run: the declaration is stale);
+    every other check must pass as usual.
+    """
+    if "mmu_driver_name" not in request.fixturenames:
+        return
+    driver_name = request.getfixturevalue("mmu_driver_name")
+    if driver_name == NO_DRIVER or driver_name not in {ep.name for ep in available_drivers()}:
+        return
+    loaded = _load_cached(request.config, driver_name, request.getfixturevalue("mmu_options").configs)
+    if not isinstance(loaded, DriverUnderTest):
+        return
+    name = getattr(request.node, "originalname", request.node.name)
+    reason = loaded.known_kernel_failures.get(name)
+    if reason is not None:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=f"known kernel behaviour of {loaded.name}: {reason}"))
 
 
 @pytest.fixture

@@ -33,6 +33,7 @@ is still installed.
 from __future__ import annotations
 
 import contextlib
+import sys
 from bisect import bisect_left, insort
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -551,3 +552,14 @@ class Execution(sync.Backend):
 
     def spawn_daemon(self, name: str, fn: Callable[[], None]) -> None:
         self._spawn(name, fn, daemon=True)
+
+    def has_waiters(self, resource: object) -> bool:
+        return bool(self._blocked.get(id(resource)))
+
+    def task_site(self, task: sync.Task) -> str | None:
+        for th in self._live.values():
+            if th.task is task:
+                if th is self._cur:
+                    return sync.frame_site(sys._getframe(1))
+                return sync.frame_site(getattr(th.glet, "gr_frame", None))
+        return None

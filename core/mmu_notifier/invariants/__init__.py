@@ -23,6 +23,8 @@ The package, by concern:
   pairing), :mod:`.teardown` (frees after the last put), :mod:`.coherence`
   (stale translations), :mod:`.leaks` (what outlives the last detach) and
   :mod:`.kernel_clean` (the kernel's own WARNs);
+* :mod:`.interval`: invariants 17-23 of the 5.5 interval notifiers (their
+  recorder and state checks, used by the kit's interval checks);
 * :mod:`.monitor`: :class:`Monitor` adds what the recorder cannot see from the callbacks: the
   attaches the run holds (through the driver-neutral
   :mod:`mmu_notifier.exerciser` contract), the address spaces, and the

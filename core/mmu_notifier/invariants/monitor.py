@@ -26,6 +26,12 @@ if TYPE_CHECKING:
     from mmu_notifier.mm import MM
 
 
+
+def _references(ex: Exerciser, handle: Handle) -> int:
+    """The users ``handle`` holds: ``ex.references(handle)`` if the exerciser has it, else 1."""
+    references = getattr(ex, "references", None)
+    return 1 if references is None else int(references(handle))
+
 class Monitor:
     """Every invariant of one kernel's run, driven through exercisers.
 
@@ -113,7 +119,7 @@ class Monitor:
         for tracked in self.mms:
             mm = tracked.mm
             held = by_mm.get(id(mm), [])
-            subs = [h.subscription for h in held]
+            subs = [sub for h in held for sub in [h.subscription] * _references(ex, h)]
             found += check_registration(mm, ops, subs, by_exit=by_exit)
             if contract.DEVICE_TRANSLATIONS not in caps:
                 continue

@@ -250,9 +250,10 @@ class Recorder:
                         )
                     else:
                         self.refusals.append((rec.driver, range))
-                else:
+                elif sub.ops.invalidate_range_end is not None:
                     rec.open_ranges[key] = range
                     self.ranges[key].open += 1
+                # a driver without an end op (radeon) pairs nothing: its start is all it gets
             return ret
 
     @hookimpl(wrapper=True)

@@ -8,7 +8,9 @@ scenarios here build kernels, mms and drivers, so they live apart from it:
   fixed in amdkfd's unwind, and the same flow under get/put;
   :mod:`mmu_notifier.scenarios.notifier`), ``abba-deadlock``,
   ``lock-order-inversion`` and ``sleep-under-spinlock`` (the lock detectors;
-  :mod:`mmu_notifier.scenarios.locks`);
+  :mod:`mmu_notifier.scenarios.locks`), and the interval-notifier (5.5)
+  bugs ``interval-remove-race``/``-fixed``, ``interval-insert-after-exit``/
+  ``-fixed`` and ``interval-oom-reaper-stuck`` (:mod:`mmu_notifier.scenarios.interval`);
 * the registry: :func:`scenarios` and :func:`get` by name, with the installed
   plugins' scenarios (the ``explore_scenarios`` hook) when asked;
   :func:`register` for scenarios defined in code;

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from mmu_notifier.explore import Scenario
 from mmu_notifier.kernel import Kernel
-from mmu_notifier.scenarios import locks, notifier
+from mmu_notifier.scenarios import interval, locks, notifier
 
-#: the built-in scenarios: the patch-09 race and its get/put fix, and the lock-rule demonstrations
-BUILTIN: tuple[Scenario, ...] = (*notifier.SCENARIOS, *locks.SCENARIOS)
+#: the built-in scenarios: the patch-09 race and its get/put fix, the interval-notifier (5.5) bugs, and the
+#: lock-rule demonstrations
+BUILTIN: tuple[Scenario, ...] = (*notifier.SCENARIOS, *interval.SCENARIOS, *locks.SCENARIOS)
 
 _registered: dict[str, Scenario] = {}
 

@@ -32,6 +32,8 @@ class DriverStats:
     device_faults: int = 0
     retries: int = 0
     violations: list[str] = field(default_factory=list)
+    #: violations of checks the driver declares as known kernel behaviour (``known_kernel_violations``)
+    known: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -45,6 +47,7 @@ class DriverStats:
             "device_faults": self.device_faults,
             "retries": self.retries,
             "violations": list(self.violations),
+            "known_kernel_behaviour": list(self.known),
         }
 
 

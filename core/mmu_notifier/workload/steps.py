@@ -19,7 +19,7 @@ from mmu_notifier.errors import KernelError
 from mmu_notifier.exerciser import Handle
 from mmu_notifier.mm import MM, RW, Prot
 from mmu_notifier.workload.model import Process, ProcessStep
-from mmu_notifier.workload.world import JobWorld, Region
+from mmu_notifier.workload.world import JobWorld, Region, exit_coherence
 
 __all__ = ["ProcessRunner", "background"]
 
@@ -144,9 +144,11 @@ class ProcessRunner:
 
     def _exit(self) -> None:
         assert self.mm is not None
-        del self.world.live[id(self.mm)]
-        self.mm.exit()
+        mm = self.mm
+        del self.world.live[id(mm)]
+        mm.exit()
         self.mm = None
+        exit_coherence(self.world, mm)
 
     # -- devices ----------------------------------------------------------
     def _op_attach(self, step: ProcessStep) -> bool:

@@ -65,6 +65,10 @@ def render(doc: dict[str, Any]) -> str:
         lines += [f"  - {problem}" for problem in problems]
     else:
         lines.append("no violations")
+    known = [f"{name}: {v}" for name, s in doc["drivers"].items() for v in s.get("known_kernel_behaviour", [])]
+    if known:
+        lines.append(f"known kernel behaviour, not counted as violations ({len(known)}):")
+        lines += [f"  - {entry}" for entry in known]
     return "\n".join(lines)
 
 
@@ -81,6 +85,7 @@ def document(result: RunResult) -> dict[str, Any]:
         totals.device_faults += stats.device_faults
         totals.retries += stats.retries
         totals.violations += stats.violations
+        totals.known += stats.known
     return {
         "workload": result.workload,
         "mode": result.mode,

@@ -81,9 +81,8 @@ class KfdDriver(Driver):
     """The amdkfd module: notifier ops ``release`` and ``free_notifier`` (plus ``alloc_notifier`` from 5.13 on).
 
     A callback of :data:`SCHEME_OPS` that the chosen kernel does not fill is
-    left out of the names the driver lists (``__dir__``), which is where
-    pluggy looks hooks up: it is then absent (``None``) from the ops table, as
-    a NULL member of that kernel's ``struct mmu_notifier_ops``.
+    named by :meth:`null_callbacks`, so the core leaves it absent (``None``)
+    from the ops table, as a NULL member of that kernel's ``struct mmu_notifier_ops``.
     """
 
     name: ClassVar[str] = "amdkfd"
@@ -98,9 +97,9 @@ class KfdDriver(Driver):
         self.scheme = SCHEMES[self.kfd_config.scheme]()
         self._kfds: WeakKeyDictionary[Kernel, Kfd] = WeakKeyDictionary()
 
-    def __dir__(self) -> list[str]:
-        """The driver's names, less the callbacks the kernel leaves NULL (pluggy registers what is listed)."""
-        return [name for name in super().__dir__() if name not in SCHEME_OPS or name in self.scheme.ops]
+    def null_callbacks(self) -> frozenset[str]:
+        """The callbacks of :data:`SCHEME_OPS` the chosen kernel leaves NULL in its ops."""
+        return SCHEME_OPS - self.scheme.ops
 
     def kfd(self, kernel: Kernel, ops: MMUNotifierOps | None = None) -> Kfd:
         """The module's state on ``kernel`` (``kfd_init``), made on first use.

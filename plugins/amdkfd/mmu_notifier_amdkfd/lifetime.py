@@ -56,7 +56,7 @@ class Kfd:
         self.process_wq = Workqueue("kfd_process_wq", kernel.record_bug)
         self.restore_wq = Workqueue("kfd_restore_wq", kernel.record_bug)
         self.system_wq = Workqueue("events", kernel.record_bug)
-        self.faults = FaultInjector(config.faults)
+        self.faults = FaultInjector(config.faults, kernel.faults)
         #: ``get_task_struct`` references on lead threads that processes hold
         self.task_refs = sync.Atomic("kfd.lead_thread_refs", 0)
         #: the kernel's plain RCU, which the 5.3 unwind waited for by mistake (table readers use SRCU)

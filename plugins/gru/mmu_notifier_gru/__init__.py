@@ -58,9 +58,9 @@ class GruDriver(GruDriverBase):
     The build is chosen here, once, from ``config.scheme``: v5.4's table is
     start, end, ``alloc_notifier`` and ``free_notifier``; v5.3's is start, end
     and ``release``. A callback of :data:`SCHEME_OPS` that the build does
-    not fill is left out of the names the driver lists (``__dir__``), which
-    is where pluggy looks hooks up: it is then absent (``None``) from the
-    ops table, as a NULL member of the build's ``struct mmu_notifier_ops``.
+    not fill is named by :meth:`null_callbacks`, so the core leaves it absent
+    (``None``) from the ops table, as a NULL member of the build's
+    ``struct mmu_notifier_ops``.
     """
 
     version = "5.4"
@@ -72,9 +72,9 @@ class GruDriver(GruDriverBase):
         # the module version is the build's ("5.3" or "5.4")
         self.version = self.scheme.version  # type: ignore[misc]
 
-    def __dir__(self) -> list[str]:
-        """The driver's names, less the callbacks the build leaves NULL (pluggy registers what is listed)."""
-        return [name for name in super().__dir__() if name not in SCHEME_OPS or name in self.scheme.ops]
+    def null_callbacks(self) -> frozenset[str]:
+        """The callbacks of :data:`SCHEME_OPS` the chosen kernel leaves NULL in its ops."""
+        return SCHEME_OPS - self.scheme.ops
 
     # -- gru_mmuops (grutlbpurge.c) -----------------------------------------
     @hookimpl
