@@ -17,8 +17,6 @@ from __future__ import annotations
 import sys
 from typing import Any, TextIO
 
-import structlog
-
 #: Every event name the core emits, with what it means. Plugins emit their own
 #: events through the same :data:`LOG`, named ``<driver>.<what>`` (``gru.dropin``).
 EVENTS: dict[str, str] = {
@@ -66,6 +64,8 @@ def configure(fmt: str | None = "json", stream: TextIO | None = None) -> None:
         return
     if fmt not in ("json", "console"):
         raise ValueError(f"log format {fmt!r}: expected 'json' or 'console'")
+    import structlog  # only when logging is turned on: a silent run never imports it
+
     renderer: Any = (
         structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
     )
