@@ -2,9 +2,12 @@
 
 Every sub-command lives in the module of its job and registers itself through
 an ``add_commands(subparsers)`` function, listed in :data:`COMMANDS`; this
-module only parses, dispatches and turns a
-:class:`~mmu_notifier.errors.UsageError` (or a config error) into a one-line
-message with exit code 2. Imports go one way: this module imports the
+module only parses, dispatches and guards: a
+:class:`~mmu_notifier.errors.UsageError` (or a config error) becomes a one-line
+message with exit code 2; Ctrl-C a line and exit code 130; any other exception
+(a bug of the model) one line asking to report it, exit code 70 (``EX_SOFTWARE``),
+with the traceback only under ``--debug``. No user input and no plugin fault
+ever ends in a traceback. Imports go one way: this module imports the
 sub-command modules, which import neither it nor each other (their shared
 checks are in :mod:`mmu_notifier.cli_common`).
 """
@@ -13,17 +16,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from mmu_notifier import __version__
-from mmu_notifier.errors import ConfigError, UsageError
+from mmu_notifier.errors import ConfigError, PluginError, UsageError
 
 
-# The sub-command modules are imported when the parser is built, not when this
-# module is, so ``--version`` starts in a few tens of milliseconds.
+# The sub-command modules (and the model, pydantic, the plugins) are imported
+# when the parser is built, not when this module is, so ``--version`` starts in
+# a few tens of milliseconds.
 def _run_commands(sub: Any) -> None:
     from mmu_notifier.workload import cli as run_cli
 
@@ -46,24 +52,56 @@ def _conformance_commands(sub: Any) -> None:
 COMMANDS: tuple[Callable[[Any], None], ...] = (_run_commands, _explore_commands, _conformance_commands)
 
 
+def one_line(error: BaseException) -> str:
+    """:func:`mmu_notifier.cli_common.one_line`, imported when first needed."""
+    from mmu_notifier.cli_common import one_line as first_line
+
+    return first_line(error)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # argparse's own errors: one line, exit 2
         raise UsageError(message)
 
 
-def _cmd_drivers(args: argparse.Namespace) -> int:
-    from mmu_notifier import config as config_mod
+EX_SOFTWARE = 70
+EX_INTERRUPTED = 130
+
+
+def _schema(name: str, entry_points: dict[str, Any]) -> int:
     from mmu_notifier import plugins
+
+    if name not in entry_points:
+        raise UsageError(f"no installed driver is named {name!r} (installed: {sorted(entry_points)})")
+    try:
+        model = plugins.config_model_of(name, plugins.load_factory(entry_points[name]))
+        schema = model.model_json_schema()
+    except PluginError as error:
+        print(f"mmu-notifier drivers: driver {name!r} is broken: {error.reason}", file=sys.stderr)
+        return 1
+    except Exception as error:  # the plugin's model cannot describe itself
+        print(f"mmu-notifier drivers: driver {name!r} is broken: its config model has no JSON schema: "
+              f"{type(error).__name__}: {one_line(error)}", file=sys.stderr)
+        return 1
+    print(json.dumps(schema, indent=2))
+    return 0
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, ConfigError):
+        return "invalid config: " + "; ".join(error.problems)
+    return error.reason if isinstance(error, PluginError) else one_line(error)
+
+
+def _cmd_drivers(args: argparse.Namespace) -> int:
+    from mmu_notifier import plugins
+    from mmu_notifier.cli_common import driver_settings
     from mmu_notifier.kernel import Kernel
 
     entry_points = {ep.name: ep for ep in plugins.available_drivers()}
     if args.schema:
-        if args.schema not in entry_points:
-            raise UsageError(f"no installed driver is named {args.schema!r} (installed: {sorted(entry_points)})")
-        model = getattr(entry_points[args.schema].load(), "config_model", config_mod.DriverConfig)
-        print(json.dumps(model.model_json_schema(), indent=2))
-        return 0
-    report = Kernel().drivers.load_entry_points(config_mod.driver_configs(args.config))
+        return _schema(args.schema, entry_points)
+    report = Kernel().drivers.load_entry_points(driver_settings(args.config, entry_points))
     rows: list[dict[str, Any]] = []
     for name, ep in entry_points.items():
         ops = report.loaded.get(name)
@@ -71,10 +109,11 @@ def _cmd_drivers(args: argparse.Namespace) -> int:
         if ops is not None:
             caps = sorted(getattr(ops.driver, "capabilities", ()))
             rows.append({"name": name, "version": ops.version, "distribution": dist, "capabilities": caps,
-                         "config": "valid"})
+                         "config": "valid", "status": "ok", "reason": None})
         else:
+            reason = _reason(report.failed[name])
             rows.append({"name": name, "version": ep.dist.version if ep.dist else "?", "distribution": dist,
-                         "capabilities": [], "config": f"invalid: {report.failed[name]}"})
+                         "capabilities": [], "config": f"invalid: {reason}", "status": "broken", "reason": reason})
     if args.json:
         print(json.dumps(rows, indent=2))
     elif not rows:
@@ -82,7 +121,8 @@ def _cmd_drivers(args: argparse.Namespace) -> int:
     else:
         for row in rows:
             shown = ", ".join(row["capabilities"]) or "-"
-            print(f"{row['name']:<10} {row['version']:<8} {row['distribution']:<24} {row['config']}  [{shown}]")
+            state = "valid" if row["status"] == "ok" else f"BROKEN: {row['reason']}"
+            print(f"{row['name']:<10} {row['version']:<8} {row['distribution']:<24} {state}  [{shown}]")
     return 1 if report.failed else 0
 
 
@@ -90,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The full parser with every sub-command."""
     parser = _Parser(prog="mmu-notifier", description="A model of the Linux 5.4 mmu_notifier subsystem.")
     parser.add_argument("--version", action="version", version=f"mmu-notifier {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="print the traceback of an internal error (also accepted after the sub-command)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     drivers = sub.add_parser("drivers", help="list installed driver plugins and whether their config is valid")
     drivers.add_argument("--schema", metavar="NAME", help="print the JSON schema of NAME's config")
@@ -102,16 +144,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``mmu-notifier`` script."""
-    if (sys.argv[1:] if argv is None else list(argv)) == ["--version"]:  # answered before any import
+    """Entry point of the ``mmu-notifier`` script: dispatch, and the guard that never lets a traceback out."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments == ["--version"]:  # answered before anything heavy is imported
         print(f"mmu-notifier {__version__}")
         return 0
+    debug = "--debug" in arguments or bool(os.environ.get("MMU_NOTIFIER_DEBUG"))
+    arguments = [arg for arg in arguments if arg != "--debug"]
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser().parse_args(arguments)
         return int(args.func(args))
     except (UsageError, ConfigError) as error:
-        print(f"mmu-notifier: {error}", file=sys.stderr)
+        print(f"mmu-notifier: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("mmu-notifier: interrupted", file=sys.stderr)
+        return EX_INTERRUPTED
+    except Exception as error:
+        if debug:
+            traceback.print_exc()
+        print(f"mmu-notifier: internal error: {type(error).__name__}: {one_line(error)} "
+              f"(please report this as a bug{'' if debug else '; --debug shows the traceback'})", file=sys.stderr)
+        return EX_SOFTWARE
 
 
 if __name__ == "__main__":

@@ -33,12 +33,71 @@ class DriverConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: the largest input file the model reads (a workload or a ``--config`` file), in bytes
+MAX_FILE_BYTES = 4 << 20
+#: the deepest nesting of tables, lists and mappings an input file may have
+MAX_NESTING = 32
+#: the most values (scalars, tables, lists) an input file may hold, shared ones (YAML aliases) counted each time
+MAX_VALUES = 1_000_000
+
+
+class InputFileError(ValueError):
+    """An input file cannot be read as text or is shaped beyond the limits; the message is one line."""
+
+
+def read_text(path: Path) -> str:
+    """The text of an input file: at most :data:`MAX_FILE_BYTES`, UTF-8 (a BOM is allowed), else
+    :class:`InputFileError` naming the file and the reason (never a ``UnicodeDecodeError``)."""
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as error:
+        raise InputFileError(f"{path}: {error.strerror or error}") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise InputFileError(f"{path}: larger than {MAX_FILE_BYTES} bytes")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        byte = raw[error.start]
+        raise InputFileError(f"{path}: not UTF-8 text (byte 0x{byte:02x} at offset {error.start})") from None
+
+
+def check_nesting(data: Any, origin: object, limit: int = MAX_NESTING) -> None:
+    """Refuse data nested deeper than ``limit`` (walked without recursion), naming the file."""
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    seen = 0
+    while stack:
+        item, depth = stack.pop()
+        seen += 1
+        if seen > MAX_VALUES:
+            raise InputFileError(f"{origin}: more than {MAX_VALUES} values (counting every alias use)")
+        if depth > limit:
+            raise InputFileError(f"{origin}: nested more than {limit} levels deep")
+        if isinstance(item, dict):
+            stack.extend((value, depth + 1) for value in item.values())
+        elif isinstance(item, list):
+            stack.extend((value, depth + 1) for value in item)
+
+
+def parse_toml(path: Path) -> dict[str, Any]:
+    """Read a TOML input file within the limits; :class:`InputFileError` with one line on any problem."""
+    text = read_text(path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise InputFileError(f"{path}: not valid TOML: {error}") from None
+    except RecursionError:
+        raise InputFileError(f"{path}: nested more than {MAX_NESTING} levels deep") from None
+    check_nesting(data, path)
+    return data
+
+
 def read_toml(path: Path) -> dict[str, dict[str, Any]]:
     """The ``[drivers.NAME]`` tables of a TOML file, keyed by driver name."""
     try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as error:
-        raise ConfigError("*", [f"{path}: {error}"]) from error
+        data = parse_toml(path)
+    except InputFileError as error:
+        raise ConfigError("*", [str(error)]) from None
     drivers = data.get("drivers", {})
     if not isinstance(drivers, dict) or not all(isinstance(v, dict) for v in drivers.values()):
         raise ConfigError("*", [f"{path}: [drivers] must hold one table per driver"])
@@ -78,9 +137,23 @@ def driver_configs(config_file: Path | None) -> dict[str, dict[str, Any]]:
 def validate(driver: str, model: type[DriverConfig], raw: Mapping[str, Any]) -> DriverConfig:
     """Build ``model`` from ``raw``; a :class:`ConfigError` names driver, field, value and reason."""
     try:
-        return model.model_validate(dict(raw))
+        config = model.model_validate(dict(raw))
     except ValidationError as error:
         raise ConfigError(driver, [_describe(problem) for problem in error.errors()]) from error
+    _check_defaults(driver, model, config, raw)
+    return config
+
+
+def _check_defaults(driver: str, model: type[DriverConfig], config: DriverConfig, raw: Mapping[str, Any]) -> None:
+    """Pydantic does not validate defaults: a default that breaks its own field's constraint is a
+    :class:`ConfigError` here ("invalid default"), instead of a config reported valid."""
+    try:
+        model.model_validate(config.model_dump())
+    except ValidationError as error:
+        problems = [f"invalid default: {_describe(p)}" for p in error.errors()
+                    if not p["loc"] or p["loc"][0] not in raw]
+        if problems:
+            raise ConfigError(driver, problems) from error
 
 
 def _describe(problem: Mapping[str, Any]) -> str:

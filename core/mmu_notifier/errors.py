@@ -82,6 +82,12 @@ class MisuseError(ModelBug):
     """An API was called in a state where the kernel WARNs or BUGs."""
 
 
+class ParameterError(MisuseError, ValueError):
+    """A model object was built or configured with a value outside its domain (a machine with no
+    memory, a page size that is not a power of two, an unknown log format). Raised before anything is
+    built; also a :class:`ValueError`, which is what such calls raised before it existed."""
+
+
 class LockingError(ModelBug):
     """A lock was released by a task that does not hold it, or taken twice."""
 
@@ -136,6 +142,7 @@ class PluginError(Exception):
     """A driver plugin could not be loaded: import error, bad hooks, bad signature."""
 
     def __init__(self, driver: str, reason: str) -> None:
+        reason = " ".join(reason.split())  # one line, whatever the underlying error printed
         super().__init__(f"driver {driver!r}: {reason}")
         self.driver = driver
         self.reason = reason

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 
 from mmu_notifier import workqueue
+from mmu_notifier.errors import ParameterError
 from mmu_notifier.faults import FaultInjector
 from mmu_notifier.log import LOG
 from mmu_notifier.pagetable import PhysicalMemory
@@ -67,7 +68,7 @@ class Kernel:
         interval_insert_checks_mm_users: bool = False,
     ) -> None:
         if page_size <= 0 or page_size & (page_size - 1):
-            raise ValueError(f"page_size must be a power of two, got {page_size}")
+            raise ParameterError(f"Kernel: page_size must be a power of two, got {page_size}")
         self.page_size = page_size
         self.interval_remove_unlocked_wait = interval_remove_unlocked_wait
         self.interval_insert_checks_mm_users = interval_insert_checks_mm_users

@@ -17,6 +17,8 @@ from __future__ import annotations
 import sys
 from typing import Any, TextIO
 
+from mmu_notifier.errors import ParameterError
+
 #: Every event name the core emits, with what it means. Plugins emit their own
 #: events through the same :data:`LOG`, named ``<driver>.<what>`` (``gru.dropin``).
 EVENTS: dict[str, str] = {
@@ -63,7 +65,7 @@ def configure(fmt: str | None = "json", stream: TextIO | None = None) -> None:
         LOG._logger = None
         return
     if fmt not in ("json", "console"):
-        raise ValueError(f"log format {fmt!r}: expected 'json' or 'console'")
+        raise ParameterError(f"log format {fmt!r}: expected 'json' or 'console'")
     import structlog  # only when logging is turned on: a silent run never imports it
 
     renderer: Any = (

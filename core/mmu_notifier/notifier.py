@@ -226,6 +226,10 @@ def get_locked(driver: object, mm: MM) -> MMUNotifier:
     """
     if not mm.mmap_lock.is_write_locked_by_current():
         raise MisuseError("get_locked needs the mmap lock held for write by the caller")
+    if mm.mm_users.value <= 0:
+        # The kernel would call alloc_notifier and then BUG in __mmu_notifier_register; the model
+        # refuses before the driver allocates anything, so the misuse changes nothing.
+        raise MisuseError(f"get on mm {mm.id} with mm_users == 0 (the kernel BUGs)")
     kernel = mm.kernel
     ops = kernel.drivers.ops_of(driver)
     container = mm.mmu_notifier_mm

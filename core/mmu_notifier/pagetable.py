@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mmu_notifier.errors import MisuseError, NoMemoryError
+from mmu_notifier.errors import MisuseError, NoMemoryError, ParameterError
 
 
 class PhysicalMemory:
@@ -22,7 +22,7 @@ class PhysicalMemory:
 
     def __init__(self, frames: int = 1 << 20) -> None:
         if frames <= 0:
-            raise ValueError(f"frames must be positive, got {frames}")
+            raise ParameterError(f"PhysicalMemory: frames must be positive, got {frames}")
         self.frames = frames
         self._free: list[int] = []
         self._next_unused = 0

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import pluggy
+from pydantic import BaseModel
 
 from mmu_notifier import hookspecs
 from mmu_notifier.config import DriverConfig, validate
@@ -231,7 +232,7 @@ class DriverRegistry:
             raise PluginError(name, "a driver of that name is already loaded")
         try:
             self.pm.register(driver, name=name)
-        except (pluggy.PluginValidationError, ValueError) as error:
+        except (pluggy.PluginValidationError, ValueError, TypeError) as error:
             raise PluginError(name, f"bad hook: {error}") from error
         try:
             self._check_hooks(driver, name)
@@ -261,17 +262,22 @@ class DriverRegistry:
         self,
         configs: Mapping[str, Mapping[str, Any]] | None = None,
         only: Iterable[str] | None = None,
+        skip: Iterable[str] = (),
     ) -> LoadReport:
-        """Load every driver of the ``mmu_notifier.drivers`` group (or the ones named in ``only``).
+        """Load every driver of the ``mmu_notifier.drivers`` group (or the ones named in ``only``, less ``skip``).
 
-        A driver that fails to import, has an invalid config, lacks a required
-        hook or has a wrong hook signature is reported in ``failed`` under its
-        name; the others still load.
+        Models ``modprobe`` of each module on its own: a driver that fails to
+        import (or calls ``sys.exit`` while importing), has a config model that
+        is not a pydantic model, an invalid config or an invalid default, lacks
+        a required hook, has a wrong hook signature or raises while being
+        constructed is reported in ``failed`` under its name, with the reason;
+        the others still load. Only ``KeyboardInterrupt`` goes through.
         """
         report = LoadReport()
         wanted = set(only) if only is not None else None
+        skipped = set(skip)
         for entry_point in available_drivers():
-            if wanted is not None and entry_point.name not in wanted:
+            if (wanted is not None and entry_point.name not in wanted) or entry_point.name in skipped:
                 continue
             try:
                 report.loaded[entry_point.name] = self._load(entry_point, (configs or {}).get(entry_point.name, {}))
@@ -283,18 +289,17 @@ class DriverRegistry:
 
     def _load(self, entry_point: importlib.metadata.EntryPoint, raw: Mapping[str, Any]) -> MMUNotifierOps:
         name = entry_point.name
+        factory = load_factory(entry_point)
+        model = config_model_of(name, factory)
         try:
-            factory = entry_point.load()
-        except Exception as error:
-            raise PluginError(name, f"import failed: {type(error).__name__}: {error}") from error
-        declared = getattr(factory, "name", None)
-        if declared != name:
-            raise PluginError(name, f"declares name {declared!r} but its entry point is {name!r}")
-        model = getattr(factory, "config_model", DriverConfig)
-        config = validate(name, model, raw)
+            config = validate(name, model, raw)
+        except ConfigError:
+            raise
+        except (Exception, SystemExit) as error:  # the plugin's own validators crashed
+            raise PluginError(name, f"its config model raised {type(error).__name__}: {error}") from error
         try:
             driver = factory(config)
-        except Exception as error:
+        except (Exception, SystemExit) as error:
             raise PluginError(name, f"construction failed: {type(error).__name__}: {error}") from error
         return self.add(driver, name)
 
@@ -397,6 +402,47 @@ class DriverRegistry:
     def scenarios(self) -> list[Any]:
         """Every scenario any plugin adds to the explorer (the ``explore_scenarios`` hook)."""
         return [scenario for batch in self.pm.hook.explore_scenarios() for scenario in batch]
+
+    def scenarios_of(self, name: str) -> list[Any]:
+        """The scenarios the loaded driver ``name`` adds (its own ``explore_scenarios`` only).
+
+        Lets a caller isolate one plugin's failure: an exception of this
+        driver's hook propagates, naming no other driver.
+        """
+        driver = self.ops_of(name).driver
+        others = [ops.driver for ops in self._by_name.values() if ops.driver is not driver]
+        caller = self.pm.subset_hook_caller("explore_scenarios", remove_plugins=others)
+        batches = caller()
+        return [scenario for batch in batches for scenario in (batch or ())]
+
+
+def load_factory(entry_point: importlib.metadata.EntryPoint) -> Any:
+    """Import a driver's entry point; :class:`PluginError` naming it if the import fails or exits.
+
+    A plugin calling ``sys.exit`` while it is imported is a failed import like
+    any other (the kernel's ``init_module`` returning an error), never the end
+    of the command that was loading it.
+    """
+    name = entry_point.name
+    try:
+        factory = entry_point.load()
+    except SystemExit as error:
+        raise PluginError(name, f"import failed: it called sys.exit({error.code!r}) while being imported") from None
+    except Exception as error:
+        raise PluginError(name, f"import failed: {type(error).__name__}: {error}") from error
+    declared = getattr(factory, "name", None)
+    if declared != name:
+        raise PluginError(name, f"declares name {declared!r} but its entry point is {name!r}")
+    return factory
+
+
+def config_model_of(name: str, factory: object) -> type[DriverConfig]:
+    """The driver's ``config_model``; :class:`PluginError` unless it is a pydantic model class."""
+    model = getattr(factory, "config_model", DriverConfig)
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        raise PluginError(name, f"config_model is {model!r}, not a pydantic model "
+                                "(a subclass of mmu_notifier.config.DriverConfig)")
+    return model  # type: ignore[return-value]
 
 
 def _unloaded_callback(name: str, callback: str, site: str) -> Callback:

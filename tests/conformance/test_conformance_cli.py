@@ -34,12 +34,19 @@ def test_conformance_command_exit_code_is_pytests() -> None:
     ok = subprocess.run([sys.executable, "-m", "mmu_notifier.conformance", "--help"], capture_output=True, text=True,
                         check=False)
     assert ok.returncode == 0 and "--budget" in ok.stdout
+    # a driver that is not installed is a usage error (issue 16): exit 2, one line, before pytest starts
     missing = subprocess.run(
         [sys.executable, "-m", "mmu_notifier.conformance", "no-such-driver", "-k", "test_driver_loads", "-q"],
         capture_output=True, text=True, check=False, timeout=300,
     )
-    assert missing.returncode == 1, missing.stdout + missing.stderr
-    assert "no-such-driver" in missing.stdout
+    assert missing.returncode == 2, missing.stdout + missing.stderr
+    assert "no-such-driver" in missing.stderr and missing.stderr.count("\n") == 1 and missing.stdout == ""
+    # otherwise the exit code is pytest's: 5 when the -k expression selects no check
+    none = subprocess.run(
+        [sys.executable, "-m", "mmu_notifier.conformance", "-k", "no_such_check_anywhere", "-q"],
+        capture_output=True, text=True, check=False, timeout=300,
+    )
+    assert none.returncode == 5, none.stdout + none.stderr
 
 
 def test_every_check_is_documented() -> None:

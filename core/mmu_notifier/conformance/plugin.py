@@ -16,13 +16,22 @@ command-line options. It acts when pytest collects the kit itself
 
 Tests skip only where a driver's declared capabilities rule a check out, and
 the skip says which capability and why.
+
+With ``--mmu-watchdog SECONDS`` (``mmu-notifier conformance`` passes it), a
+kit test that does not finish in time is a *hang*: the plugin prints one line
+naming the test (so the driver) and the driver callback every stuck thread is
+in, then ends the process with exit code 1, since a thread stuck in a driver
+cannot be unwound.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fnmatch
-from collections.abc import Iterator
+import os
+import sys
+import threading
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint
 from pathlib import Path
@@ -64,8 +73,57 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help=f"PCT schedules per concurrency check (default {KitOptions.budget})")
     group.addoption("--mmu-seed", type=int, default=KitOptions.seed, metavar="N",
                     help="seed of the PCT explorations")
+    group.addoption("--mmu-watchdog", type=float, default=None, metavar="SECONDS",
+                    help="a kit test running longer is reported as a hang and ends the session (exit code 1)")
     group.addoption("--mmu-config", default=None, metavar="FILE",
                     help="TOML file with [drivers.NAME] tables (MMU_NOTIFIER_<DRIVER>__<FIELD> variables apply too)")
+
+
+def _stuck_in() -> list[str]:
+    """Where every thread is stuck: the innermost driver callback (or exerciser call) on its stack."""
+    from mmu_notifier.hookspecs import CALLBACKS
+
+    names = set(CALLBACKS) | {"attach", "detach", "map_range", "access", "unload"}
+    found = []
+    for frame in sys._current_frames().values():
+        innermost = None
+        walk: Any = frame
+        while walk is not None:
+            code = walk.f_code
+            if code.co_name in names and "mmu_notifier/" not in code.co_filename and innermost is None:
+                innermost = f"{code.co_name} ({code.co_filename}:{walk.f_lineno})"
+            walk = walk.f_back
+        if innermost is not None:
+            found.append(innermost)
+    return found
+
+
+def _hang(config: pytest.Config, nodeid: str, seconds: float) -> None:
+    where = "; ".join(_stuck_in()) or "no driver callback on any stack"
+    capture = config.pluginmanager.getplugin("capturemanager")
+    if capture is not None:  # write to the terminal, not into the stuck test's captured output
+        with contextlib.suppress(Exception):
+            capture.suspend_global_capture(in_=True)
+    sys.stdout.flush()
+    sys.stderr.write(f"\nmmu-notifier conformance: hang: {nodeid} did not finish within {seconds:g} s; "
+                     f"stuck in {where}\n")
+    sys.stderr.flush()
+    os._exit(1)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, object, object]:
+    """The watchdog: a kit test running past ``--mmu-watchdog`` seconds ends the session as a hang."""
+    seconds = item.config.getoption("mmu_watchdog")
+    if not seconds or not _is_kit_module(Path(str(item.path))):
+        return (yield)
+    timer = threading.Timer(seconds, _hang, args=(item.config, item.nodeid, seconds))
+    timer.daemon = True
+    timer.start()
+    try:
+        return (yield)
+    finally:
+        timer.cancel()
 
 
 def _is_kit_module(path: Path) -> bool:

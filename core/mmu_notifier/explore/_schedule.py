@@ -31,6 +31,9 @@ _LETTERS = string.ascii_lowercase + string.ascii_uppercase
 _INDEX = {c: i for i, c in enumerate(_LETTERS)}
 _RUN = re.compile(r"([a-zA-Z])(\d*)")
 _NAME = re.compile(r"[A-Za-z0-9_.\-]+")
+#: the longest schedule a string may describe, in steps: checked before any step list is built,
+#: so a count like ``a99999999999`` is refused instead of allocated
+MAX_SCHEDULE_STEPS = 5_000_000
 
 
 class ReplayError(Exception):
@@ -93,9 +96,13 @@ def decode_steps(text: str) -> tuple[int, ...]:
     for m in _RUN.finditer(text):
         if m.start() != pos:
             break
+        if len(m.group(2)) > len(str(MAX_SCHEDULE_STEPS)):
+            raise ScheduleFormatError(f"step run {m.group(0)[:20]!r} is longer than {MAX_SCHEDULE_STEPS} steps")
         count = int(m.group(2)) if m.group(2) else 1
         if count < 1:
             raise ScheduleFormatError(f"step run {m.group(0)!r} has a zero count")
+        if len(steps) + count > MAX_SCHEDULE_STEPS:
+            raise ScheduleFormatError(f"the schedule is longer than {MAX_SCHEDULE_STEPS} steps")
         steps.extend([_INDEX[m.group(1)]] * count)
         pos = m.end()
     if pos != len(text):

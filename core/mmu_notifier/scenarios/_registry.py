@@ -9,6 +9,9 @@ a built-in.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from mmu_notifier.errors import PluginError
 from mmu_notifier.explore import Scenario
 from mmu_notifier.kernel import Kernel
 from mmu_notifier.scenarios import interval, locks, notifier
@@ -40,15 +43,40 @@ def unregister(name: str) -> None:
     _registered.pop(name, None)
 
 
-def plugin_scenarios() -> list[Scenario]:
-    """Scenarios from the installed driver plugins' ``explore_scenarios`` hook."""
+def plugin_scenarios_report(
+    skip: Iterable[str] = (), only: Iterable[str] | None = None
+) -> tuple[list[Scenario], dict[str, Exception]]:
+    """Scenarios of the installed driver plugins (``explore_scenarios``), one plugin at a time, and the
+    plugins left out with the reason: one that fails to load, whose hook raises or returns something
+    that is not a :class:`~mmu_notifier.explore.Scenario`, or that reuses a known scenario's name."""
     kernel = Kernel(frames=16)
-    kernel.drivers.load_entry_points()
-    found = kernel.drivers.scenarios()
-    bad = [s for s in found if not isinstance(s, Scenario)]
-    if bad:
-        raise TypeError(f"explore_scenarios returned {bad[0]!r}, not a mmu_notifier.explore.Scenario")
-    return found
+    report = kernel.drivers.load_entry_points(only=only, skip=skip)
+    failed: dict[str, Exception] = dict(report.failed)
+    taken = {s.name for s in (*BUILTIN, *_registered.values())}
+    found: list[Scenario] = []
+    for name in kernel.drivers.names():
+        try:
+            batch = kernel.drivers.scenarios_of(name)
+        except (Exception, SystemExit) as error:
+            failed[name] = PluginError(name, f"explore_scenarios raised {type(error).__name__}: {error}")
+            continue
+        bad = [s for s in batch if not isinstance(s, Scenario)]
+        clash = sorted({s.name for s in batch if isinstance(s, Scenario)} & taken)
+        if bad:
+            failed[name] = PluginError(name, f"explore_scenarios returned {bad[0]!r}, "
+                                             "not a mmu_notifier.explore.Scenario")
+        elif clash:
+            failed[name] = PluginError(name, f"explore_scenarios reuses the scenario name {clash[0]!r}")
+        else:
+            found.extend(batch)
+            taken.update(s.name for s in batch)
+    return found, failed
+
+
+def plugin_scenarios() -> list[Scenario]:
+    """Scenarios from the installed driver plugins' ``explore_scenarios`` hook (broken plugins left out;
+    :func:`plugin_scenarios_report` says which and why)."""
+    return plugin_scenarios_report()[0]
 
 
 def scenarios(plugins: bool = False) -> dict[str, Scenario]:

@@ -5,7 +5,10 @@
 replay command), 0 when nothing was (with the schedule count); ``replay`` 1
 when the replayed run fails, 0 when it is clean; 2 for bad arguments and for a
 schedule that cannot be replayed (malformed, stale or diverging), with a
-one-line message.
+one-line message. Driver plugins that cannot be loaded (or whose
+``explore_scenarios`` hook fails) are left out with a line on stderr each, the
+command goes on with the rest and exits 1 at the end so CI notices;
+``--driver``/``--skip-driver`` choose which plugins' scenarios are loaded.
 """
 
 from __future__ import annotations
@@ -16,10 +19,17 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from mmu_notifier.cli_common import check_timeline_option
+from mmu_notifier import plugins
+from mmu_notifier.cli_common import (
+    add_driver_selection,
+    check_output_path,
+    check_timeline_option,
+    report_left_out,
+    select_drivers,
+)
 from mmu_notifier.errors import UsageError
-from mmu_notifier.explore import STRATEGIES, ReplayError, Scenario, Stats, explore, replay
-from mmu_notifier.scenarios import UnknownScenarioError, get, scenarios
+from mmu_notifier.explore import STRATEGIES, ReplayError, Scenario, Schedule, Stats, explore, replay
+from mmu_notifier.scenarios import UnknownScenarioError, get, plugin_scenarios_report, scenarios
 
 
 def add_commands(subparsers: Any) -> None:
@@ -41,6 +51,7 @@ def add_commands(subparsers: Any) -> None:
     ex.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON to FILE")
     ex.add_argument("--progress", action="store_true", help="print progress to stderr (default: if a tty)")
     ex.add_argument("--timeline", type=Path, metavar="FILE", help="draw the first finding as swimlanes (.svg/.html)")
+    add_driver_selection(ex)
     ex.set_defaults(func=cmd_explore)
     rp = subparsers.add_parser(
         "replay",
@@ -51,11 +62,13 @@ def add_commands(subparsers: Any) -> None:
     rp.add_argument("schedule", help="schedule string (mx1:...)")
     rp.add_argument("--json", type=Path, metavar="FILE", help="also write the timeline as JSON to FILE")
     rp.add_argument("--timeline", type=Path, metavar="FILE", help="draw the run as swimlanes (.svg/.html)")
+    add_driver_selection(rp)
     rp.set_defaults(func=cmd_replay)
 
 
 def _check_args(args: argparse.Namespace) -> None:
     check_timeline_option(args.timeline)
+    check_output_path("--json", args.json)
     if args.strategy not in STRATEGIES:
         raise UsageError(
             f"explore: unknown strategy {args.strategy!r} (choose from {', '.join(STRATEGIES)})"
@@ -70,11 +83,25 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"explore: --time-budget must be positive, got {args.time_budget}")
 
 
-def _scenario(name: str, command: str) -> Scenario:
+def _plugin_scenarios(args: argparse.Namespace, command: str) -> tuple[dict[str, Scenario], bool]:
+    """The healthy plugins' scenarios by name, and whether a broken plugin was left out (said on stderr)."""
+    only = select_drivers([ep.name for ep in plugins.available_drivers()], args.driver, args.skip_driver)
+    found, failed = plugin_scenarios_report(only=only)
+    report_left_out(failed, command)
+    return {s.name: s for s in found}, bool(failed)
+
+
+def _scenario(name: str, command: str, args: argparse.Namespace) -> tuple[Scenario, bool]:
+    """The scenario called ``name`` (built-ins first, plugins only if needed), and whether a plugin was left out."""
     try:
-        return get(name, plugins=True)
-    except UnknownScenarioError as error:
-        raise UsageError(f"{command}: {error}") from None
+        return get(name), False
+    except UnknownScenarioError:
+        pass
+    extra, broken = _plugin_scenarios(args, command)
+    if name not in extra:
+        known = sorted([*scenarios(), *extra])
+        raise UsageError(f"{command}: unknown scenario {name!r}; known: {', '.join(known)}")
+    return extra[name], broken
 
 
 class _Progress:
@@ -97,22 +124,25 @@ class _Progress:
             self.stream.write("\n")
 
 
-def cmd_list() -> int:
-    """Print every scenario with what it demonstrates."""
-    for name, scenario in sorted(scenarios(plugins=True).items()):
+def cmd_list(args: argparse.Namespace | None = None) -> int:
+    """Print every scenario with what it demonstrates; 1 when a broken plugin's scenarios are left out."""
+    if args is None:
+        args = argparse.Namespace(driver=None, skip_driver=None)
+    extra, broken = _plugin_scenarios(args, "explore")
+    for name, scenario in sorted({**scenarios(), **extra}.items()):
         expect = scenario.expect or "clean"
         print(f"{name:<24} {expect:<22} {scenario.description}")
-    return 0
+    return 1 if broken else 0
 
 
 def cmd_explore(args: argparse.Namespace) -> int:
     """``explore``: run the exploration, print the report, exit 1 if anything was found."""
     if args.list:
-        return cmd_list()
+        return cmd_list(args)
     if not args.scenario:
         raise UsageError("explore: name a scenario, or use --list")
     _check_args(args)
-    scenario = _scenario(args.scenario, "explore")
+    scenario, broken = _scenario(args.scenario, "explore", args)
     progress = _Progress(sys.stderr) if args.progress or sys.stderr.isatty() else None
     result = explore(
         scenario,
@@ -133,13 +163,20 @@ def cmd_explore(args: argparse.Namespace) -> int:
     if args.timeline is not None and result.findings:
         finding = result.findings[0]
         finding.timeline.write(args.timeline, f"{scenario.name}: {finding.problem.kind}")
-    return 1 if result.failed else 0
+    if broken:
+        print("explore: some driver plugins were left out (see above)", file=sys.stderr)
+    return 1 if result.failed or broken else 0
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """``replay``: follow the schedule, print the timeline, exit 1 if the run fails."""
     check_timeline_option(args.timeline)
-    scenario = _scenario(args.scenario, "replay")
+    check_output_path("--json", args.json)
+    try:
+        Schedule.parse(args.schedule)  # malformed or absurdly long: refused before any scenario is loaded
+    except ReplayError as error:
+        raise UsageError(f"replay: schedule {args.schedule[:40]!r}: {error}") from None
+    scenario, broken = _scenario(args.scenario, "replay", args)
     try:
         replayed = replay(scenario, args.schedule)
     except ReplayError as error:
@@ -149,4 +186,4 @@ def cmd_replay(args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps(replayed.timeline.to_json(), indent=2))
     if args.timeline is not None:
         replayed.timeline.write(args.timeline, f"{scenario.name} replay")
-    return 1 if replayed.problem is not None else 0
+    return 1 if replayed.problem is not None or broken else 0

@@ -1,4 +1,12 @@
-"""``mmu-notifier run``: the main job."""
+"""``mmu-notifier run``: the main job.
+
+Everything is checked before the first step: the workload file, ``--config``
+and the environment (settings for a driver that is not installed are refused),
+``--driver``/``--skip-driver``, ``--threads`` (and its conflict with
+``--timeline``), the output file's directory, the watchdog deadline. Exit
+codes: 0 clean, 1 violations, a broken plugin left out or a hang, 2 bad input,
+130 Ctrl-C (after the partial summary).
+"""
 
 from __future__ import annotations
 
@@ -9,12 +17,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mmu_notifier import log
-from mmu_notifier.cli_common import check_timeline_option
-from mmu_notifier.config import driver_configs
+from mmu_notifier import log, plugins
+from mmu_notifier.cli_common import add_driver_selection, check_timeline_option, driver_settings, select_drivers
 from mmu_notifier.errors import UsageError
 from mmu_notifier.workload import model, runner, summary
 from mmu_notifier.workload.default import DEFAULT
+
+#: the most OS threads ``--threads`` may ask for
+MAX_THREADS = 256
 
 
 class Progress:
@@ -49,18 +59,46 @@ def _workload(args: argparse.Namespace) -> model.Workload:
         workload = model.load(args.file) if args.file else DEFAULT
     except model.WorkloadError as error:
         raise UsageError(str(error)) from error
-    configs = driver_configs(args.config)
+    installed = [ep.name for ep in plugins.available_drivers()]
+    origin = f"workload {args.file}" if args.file else "workload"
+    for name in workload.driver_configs:
+        if name not in installed:
+            raise UsageError(f"{origin}: driver_configs.{name}: no installed driver is named {name!r} "
+                             f"(installed: {', '.join(installed) or 'none'})")
+    for index, name in enumerate(workload.drivers or ()):
+        if name not in installed:
+            raise UsageError(f"{origin}: drivers.{index}: no installed driver is named {name!r} "
+                             f"(installed: {', '.join(installed) or 'none'})")
+    configs = driver_settings(args.config, installed)
     if configs:
         merged = {**configs, **workload.driver_configs}
         workload = workload.model_copy(update={"driver_configs": merged})
+    chosen = select_drivers(workload.drivers or installed, args.driver, args.skip_driver)
+    if chosen is not None:
+        workload = workload.model_copy(update={"drivers": chosen})
     return workload
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    workload = _workload(args)
+def _check_flags(args: argparse.Namespace) -> None:
     check_timeline_option(args.timeline)
-    if args.threads is not None and args.threads < 1:
-        raise UsageError("--threads must be at least 1")
+    if args.threads is not None and not 1 <= args.threads <= MAX_THREADS:
+        raise UsageError(f"--threads {args.threads}: must be between 1 and {MAX_THREADS}")
+    if args.threads is not None and args.timeline is not None:
+        raise UsageError("--timeline needs the deterministic scheduler (drop --threads)")
+    if args.watchdog is not None and not 0 < args.watchdog <= 86_400:
+        raise UsageError(f"--watchdog {args.watchdog:g}: must be more than 0 and at most 86400 seconds")
+    if args.seed is not None and not -(2**63) <= args.seed < 2**63:
+        raise UsageError(f"--seed {args.seed}: must fit in 64 bits")
+
+
+def _print(doc: dict[str, Any], as_json: bool) -> None:
+    print(json.dumps(doc, indent=2) if as_json else summary.render(doc))
+    sys.stdout.flush()
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    _check_flags(args)
+    workload = _workload(args)
     try:
         runner.validate_drivers(workload)
     except model.WorkloadError as error:
@@ -70,22 +108,30 @@ def _cmd_run(args: argparse.Namespace) -> int:
     seed = workload.seed if args.seed is None else args.seed
     progress = Progress(workload.total_steps(), enabled=sys.stderr.isatty() and not args.json)
     try:
-        if args.threads is None:
-            result = runner.run_deterministic(workload, seed, on_step=progress, record=args.timeline is not None)
-        else:
-            result = runner.run_threads(workload, args.threads, on_step=progress)
+        result = runner.run(
+            workload, seed, args.threads, on_step=progress, watchdog=args.watchdog, record=args.timeline is not None
+        )
+    except runner.RunInterrupted as stop:
+        progress.close()
+        _print(summary.document(stop.result), args.json)
+        print("mmu-notifier run: interrupted", file=sys.stderr)
+        return 130
     finally:
         progress.close()
         if args.log_format:
             log.configure(None)
+    for name, reason in (result.left_out or {}).items():
+        print(f"mmu-notifier run: driver {name!r} left out (broken plugin): {reason}", file=sys.stderr)
     doc: dict[str, Any] = summary.document(result)
-    if args.timeline is not None:
+    if args.timeline is not None and result.stopped is None:
         timeline = result.timeline
-        if timeline is None:
-            raise UsageError("--timeline needs the deterministic scheduler (drop --threads)")
-        timeline.write(args.timeline, f"{workload.name} seed {seed}")
-        doc["timeline"] = str(args.timeline)
-    print(json.dumps(doc, indent=2) if args.json else summary.render(doc))
+        if timeline is not None:
+            timeline.write(args.timeline, f"{workload.name} seed {seed}")
+            doc["timeline"] = str(args.timeline)
+    _print(doc, args.json)
+    if result.stopped == "hang":
+        print(f"mmu-notifier run: stopped by the watchdog after {args.watchdog:g} s (see the violations)",
+              file=sys.stderr)
     return 0 if result.ok else 1
 
 
@@ -99,4 +145,8 @@ def add_commands(sub: Any) -> None:
     run.add_argument("--log-format", choices=("json", "console"), help="stream structlog events to stderr")
     run.add_argument("--timeline", type=Path, metavar="FILE", help="draw the run as swimlanes (.svg or .html)")
     run.add_argument("--config", type=Path, help="TOML file with [drivers.NAME] tables")
+    run.add_argument("--watchdog", type=float, default=runner.WATCHDOG_SECONDS, metavar="SECONDS",
+                     help=f"a driver call running longer is reported as a hang and stops the run "
+                          f"(default {runner.WATCHDOG_SECONDS:g})")
+    add_driver_selection(run)
     run.set_defaults(func=_cmd_run)

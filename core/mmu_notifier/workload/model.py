@@ -14,7 +14,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mmu_notifier.config import InputFileError, check_nesting, read_text
+
+#: the most processes a workload may start in all (the sum of every ``count``): a limit every mode
+#: of the run handles today (the deterministic scheduler's stack depth grows with the thread count)
+MAX_PROCESSES = 512
+#: the most process steps a whole run may execute (``count * repeat * len(steps)`` summed)
+MAX_TOTAL_STEPS = 5_000_000
+#: the most operations of each kind the background thread may do
+MAX_BACKGROUND = 1_000_000
 
 #: What a step can do. Memory operations act on the process's mm; driver
 #: operations go through each named driver's exerciser.
@@ -46,7 +56,7 @@ class ProcessStep(Strict):
     """One step of a process."""
 
     op: Op
-    region: int = Field(0, ge=0, description="which of the process's regions (modulo their number)")
+    region: int = Field(0, ge=0, le=1_000_000, description="which of the process's regions (modulo their number)")
     pages: int = Field(1, ge=1, le=4096, description="pages to map or to grow by")
     write: bool = Field(False, description="write access (touch, access) or writable again (mprotect)")
     driver: str | None = Field(None, description="only this driver (attach/map/access/detach); default every one")
@@ -55,29 +65,41 @@ class ProcessStep(Strict):
 class Process(Strict):
     """A kind of process: ``count`` of them run ``steps``, ``repeat`` times over."""
 
-    name: str = Field(min_length=1)
-    count: int = Field(1, ge=1, le=1000)
+    name: str = Field(min_length=1, max_length=64)
+    count: int = Field(1, ge=1, le=MAX_PROCESSES)
     repeat: int = Field(1, ge=1, le=10_000)
-    steps: list[ProcessStep] = Field(min_length=1)
+    steps: list[ProcessStep] = Field(min_length=1, max_length=10_000)
 
 
 class Background(Strict):
     """The kernel's own threads: reclaim, migration and page aging on random live pages."""
 
-    reclaim: int = Field(0, ge=0)
-    migrate: int = Field(0, ge=0)
-    age: int = Field(0, ge=0)
+    reclaim: int = Field(0, ge=0, le=MAX_BACKGROUND)
+    migrate: int = Field(0, ge=0, le=MAX_BACKGROUND)
+    age: int = Field(0, ge=0, le=MAX_BACKGROUND)
 
 
 class Workload(Strict):
     """A whole run."""
 
-    name: str = "workload"
-    seed: int = 0
-    drivers: list[str] | None = Field(None, description="drivers to use; default every installed one")
+    name: str = Field("workload", max_length=200)
+    seed: int = Field(0, ge=-(2**63), lt=2**63)
+    drivers: list[str] | None = Field(None, max_length=1000, description="drivers to use; default every installed one")
     driver_configs: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    processes: list[Process] = Field(min_length=1)
+    processes: list[Process] = Field(min_length=1, max_length=MAX_PROCESSES)
     background: Background = Background()
+
+    @model_validator(mode="after")
+    def _bounded(self) -> Workload:
+        """The sums the per-field limits do not cover: processes in all, and steps in all."""
+        processes = sum(p.count for p in self.processes)
+        if processes > MAX_PROCESSES:
+            raise ValueError(f"processes: {processes} processes in all (the sum of every count); "
+                             f"at most {MAX_PROCESSES}")
+        if self.total_steps() > MAX_TOTAL_STEPS:
+            raise ValueError(f"processes: {self.total_steps()} steps in all (count * repeat * steps, summed); "
+                             f"at most {MAX_TOTAL_STEPS}")
+        return self
 
     def total_steps(self) -> int:
         """How many process steps the run executes (for progress)."""
@@ -90,20 +112,25 @@ class WorkloadError(Exception):
 
 def load(path: Path) -> Workload:
     """Read and validate a TOML (``.toml``) or YAML (``.yaml``/``.yml``) workload file."""
+    if path.suffix not in (".toml", ".yaml", ".yml"):
+        raise WorkloadError(f"workload {path}: expected a .toml, .yaml or .yml file")
     try:
-        text = path.read_text()
-    except OSError as error:
-        raise WorkloadError(f"workload {path}: {error.strerror or error}") from error
+        text = read_text(path)
+    except InputFileError as error:
+        raise WorkloadError(f"workload {error}") from None
     try:
         if path.suffix == ".toml":
             data: Any = tomllib.loads(text)
-        elif path.suffix in (".yaml", ".yml"):
-            data = yaml.safe_load(text)
         else:
-            raise WorkloadError(f"workload {path}: expected a .toml, .yaml or .yml file")
+            data = yaml.safe_load(text)
+        check_nesting(data, f"workload {path}")
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as error:
         first = str(error).splitlines()[0]
-        raise WorkloadError(f"workload {path}: not valid {path.suffix[1:].upper()}: {first}") from error
+        raise WorkloadError(f"workload {path}: not valid {path.suffix[1:].upper()}: {first}") from None
+    except RecursionError:
+        raise WorkloadError(f"workload {path}: nested too deeply") from None
+    except InputFileError as error:
+        raise WorkloadError(str(error)) from None
     return parse(data, str(path))
 
 
@@ -113,6 +140,8 @@ def parse(data: Any, origin: str = "<data>") -> Workload:
         return Workload.model_validate(data)
     except ValidationError as error:
         problem = error.errors()[0]
-        where = ".".join(str(part) for part in problem["loc"]) or "<top>"
         more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
-        raise WorkloadError(f"workload {origin}: {where}: {problem['msg']}{more}") from error
+        if problem["type"] == "value_error" and not problem["loc"]:  # a whole-workload rule names its own field
+            raise WorkloadError(f"workload {origin}: {problem['ctx']['error']}{more}") from None
+        where = ".".join(str(part) for part in problem["loc"]) or "<top>"
+        raise WorkloadError(f"workload {origin}: {where}: {problem['msg']}{more}") from None

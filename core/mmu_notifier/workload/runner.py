@@ -7,6 +7,14 @@ end-of-run checks. The deterministic mode executes it once under a seeded
 random walk (same seed, same run, step for step); the threads mode runs the
 same thread bodies on OS threads.
 
+:func:`run` is what ``mmu-notifier run`` calls: the run goes on a worker
+thread while the calling thread supervises it, so a driver call that does not
+return within the watchdog's deadline ends the run with the summary of what
+ran (a *hang* of that driver and call), and Ctrl-C ends it with the partial
+summary (:class:`RunInterrupted`). The kernel would report the first as a
+hung task ("blocked for more than N seconds"); the model stops there, because
+a stuck thread cannot be unwound.
+
 This module is the loop only: the machine a run executes on (drivers,
 exercisers, shared state, end-of-run checks) is :mod:`.world`, what each
 process step does is :mod:`.steps`, the summary document is :mod:`.summary`.
@@ -25,7 +33,10 @@ from mmu_notifier.workload.model import Workload, WorkloadError
 from mmu_notifier.workload.stats import DriverStats
 from mmu_notifier.workload.steps import ProcessRunner, background
 from mmu_notifier.workload.summary import document
-from mmu_notifier.workload.world import JobWorld, check_world, load_drivers, new_world, unload
+from mmu_notifier.workload.world import JobWorld, check_world, count_allocations, load_drivers, new_world, unload
+
+#: the default watchdog deadline of :func:`run`: a driver call in flight for longer is a hang
+WATCHDOG_SECONDS = 60.0
 
 #: the livelock guard of a deterministic run, in scheduler steps: at least this many, and
 #: ``MAX_STEPS_PER_PROCESS`` per process (a run of 10,000 processes is as legitimate as one of 10)
@@ -49,6 +60,12 @@ class RunResult:
     scheduler_steps: int = 0
     #: the deterministic execution, kept to draw its timeline on request
     outcome: Outcome | None = None
+    #: steps in which a driver's code raised
+    failed_steps: int = 0
+    #: drivers left out because their plugin is broken: name -> reason
+    left_out: dict[str, str] | None = None
+    #: the run did not finish: "hang" (the watchdog fired) or "interrupted" (Ctrl-C)
+    stopped: str | None = None
 
     #: the deterministic run kept every step (``record``), so its timeline can be drawn
     recorded: bool = True
@@ -65,8 +82,10 @@ class RunResult:
 
     @property
     def ok(self) -> bool:
-        """No violation anywhere (known kernel behaviour a driver declared does not count)."""
-        return not self.violations and not any(s.violations for s in self.drivers.values())
+        """No violation anywhere (known kernel behaviour a driver declared does not count), no driver left
+        out, and the run finished."""
+        return (not self.violations and not any(s.violations for s in self.drivers.values())
+                and not self.left_out and self.stopped is None)
 
 
 def build(world_box: list[JobWorld], workload: Workload) -> ScenarioInstance:
@@ -92,16 +111,27 @@ def max_steps(workload: Workload) -> int:
     return max(MAX_STEPS, MAX_STEPS_PER_PROCESS * processes)
 
 
+def _result(world: JobWorld, mode: str, seed: int, wall: float, violations: list[str], **more: object) -> RunResult:
+    return RunResult(
+        world.workload.name, mode, seed, world.stats, world.steps, world.skipped, world.tracer.callbacks,
+        wall, violations, failed_steps=world.failed, left_out=dict(world.left_out), **more,  # type: ignore[arg-type]
+    )
+
+
 def run_deterministic(
-    workload: Workload, seed: int, on_step: Callable[[int], None] | None = None, record: bool = True
+    workload: Workload,
+    seed: int,
+    on_step: Callable[[int], None] | None = None,
+    world_box: list[JobWorld] | None = None,
+    record: bool = True,
 ) -> RunResult:
-    """Run once under a seeded random walk: the same seed gives the same run.
+    """Run once under a seeded random walk: the same seed gives the same run (``world_box`` receives the world).
 
     With ``record`` every scheduling step is kept for the timeline; without it
     only counted, so memory does not grow with the run's length (the CLI records
     only for ``--timeline``). The run itself is the same either way.
     """
-    worlds: list[JobWorld] = []
+    worlds: list[JobWorld] = [] if world_box is None else world_box
 
     def build_once() -> ScenarioInstance:
         instance = build(worlds, workload)
@@ -119,15 +149,20 @@ def run_deterministic(
         where = f" in thread {problem.thread}" if problem.thread else ""
         details = "".join(f"; {key}: {value}" for key, value in problem.details.items())
         violations.append(f"{problem.kind}{where}: {problem.message}{details}")
-    return RunResult(
-        workload.name, "deterministic", seed, world.stats, world.steps, world.skipped, world.tracer.callbacks,
-        wall, violations, scheduler_steps=len(outcome.trace), outcome=outcome, recorded=record,
+    return _result(
+        world, "deterministic", seed, wall, violations,
+        scheduler_steps=len(outcome.trace), outcome=outcome, recorded=record,
     )
 
 
-def run_threads(workload: Workload, threads: int, on_step: Callable[[int], None] | None = None) -> RunResult:
+def run_threads(
+    workload: Workload,
+    threads: int,
+    on_step: Callable[[int], None] | None = None,
+    world_box: list[JobWorld] | None = None,
+) -> RunResult:
     """Run the same thread bodies on ``threads`` OS threads (processes shared round-robin)."""
-    worlds: list[JobWorld] = []
+    worlds: list[JobWorld] = [] if world_box is None else world_box
     instance = build(worlds, workload)
     world = worlds[0]
     world.on_step = on_step
@@ -144,7 +179,7 @@ def run_threads(workload: Workload, threads: int, on_step: Callable[[int], None]
                 errors.append(f"exception in {name}: {type(error).__name__}: {error}")
 
     started = time.perf_counter()
-    workers = [threading.Thread(target=lane, args=(bodies,)) for bodies in lanes]
+    workers = [threading.Thread(target=lane, args=(bodies,), daemon=True) for bodies in lanes]
     for worker in workers:
         worker.start()
     for worker in workers:
@@ -154,18 +189,93 @@ def run_threads(workload: Workload, threads: int, on_step: Callable[[int], None]
     for checker in instance.checks:
         checker()
     wall = time.perf_counter() - started
-    return RunResult(
-        workload.name, f"threads({threads})", workload.seed, world.stats, world.steps, world.skipped,
-        world.tracer.callbacks, wall, errors + world.violations,
-    )
+    return _result(world, f"threads({threads})", workload.seed, wall, errors + world.violations)
+
+
+class RunInterrupted(Exception):
+    """Ctrl-C stopped a supervised run; ``result`` is the summary of what ran until then."""
+
+    def __init__(self, result: RunResult) -> None:
+        super().__init__("interrupted")
+        self.result = result
+
+
+def _partial(world: JobWorld, mode: str, seed: int, wall: float, stopped: str, violation: str | None) -> RunResult:
+    count_allocations(world)
+    violations = list(world.violations)
+    if violation is not None:
+        violations.append(violation)
+    return _result(world, mode, seed, wall, violations, stopped=stopped)
+
+
+def run(
+    workload: Workload,
+    seed: int,
+    threads: int | None = None,
+    on_step: Callable[[int], None] | None = None,
+    watchdog: float | None = WATCHDOG_SECONDS,
+    record: bool = True,
+) -> RunResult:
+    """Run on a worker thread, supervised: a driver call in flight for more than ``watchdog`` seconds ends
+    the run as a hang of that driver (the result says ``stopped="hang"``); Ctrl-C raises
+    :class:`RunInterrupted` with the partial result. ``threads=None`` is the deterministic mode
+    (``record``: keep every step for a timeline, see :func:`run_deterministic`)."""
+    box: list[JobWorld] = []
+    done: list[RunResult] = []
+    crashed: list[BaseException] = []
+    mode = "deterministic" if threads is None else f"threads({threads})"
+
+    def body() -> None:
+        try:
+            if threads is None:
+                done.append(run_deterministic(workload, seed, on_step, world_box=box, record=record))
+            else:
+                done.append(run_threads(workload, threads, on_step, world_box=box))
+        except BaseException as error:  # handed to the supervising thread
+            crashed.append(error)
+
+    worker = threading.Thread(target=body, name="mmu-notifier-run", daemon=True)
+    started = time.perf_counter()
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.05)
+            if watchdog is not None and box:
+                late = box[0].tracer.overdue(watchdog)
+                if late is not None:
+                    world = box[0]
+                    message = (f"hang: driver {late.driver!r}: {late.what} did not return within {watchdog:g} s "
+                               f"(thread {late.thread}); the run stopped here")
+                    if late.driver in world.stats:
+                        world.stats[late.driver].violations.append(message)
+                        message = ""
+                    wall = time.perf_counter() - started
+                    return _partial(world, mode, seed, wall, "hang", message or None)
+    except KeyboardInterrupt:
+        if not box:
+            raise
+        raise RunInterrupted(_partial(box[0], mode, seed, time.perf_counter() - started, "interrupted",
+                                      "interrupted (Ctrl-C): the run stopped here")) from None
+    if crashed:
+        raise crashed[0]
+    return done[0]
 
 
 def validate_drivers(workload: Workload) -> list[str]:
-    """The drivers a run of ``workload`` will use; :class:`WorkloadError` before anything runs."""
-    kernel = load_drivers(workload)
+    """The drivers a run of ``workload`` will use (the healthy ones), checked before anything runs:
+    :class:`WorkloadError` if none is installed, or if a step names a driver the run does not have."""
+    kernel, left_out = load_drivers(workload)
     names = kernel.drivers.names()
-    if not names:
+    if not names and not left_out:
         raise WorkloadError("no driver plugin is installed (entry-point group mmu_notifier.drivers)")
+    known = set(names) | set(left_out)
+    for p_index, process in enumerate(workload.processes):
+        for s_index, step in enumerate(process.steps):
+            if step.driver is not None and step.driver not in known:
+                raise WorkloadError(
+                    f"processes.{p_index}.steps.{s_index}.driver: no driver {step.driver!r} in this run "
+                    f"(drivers: {', '.join(sorted(known)) or 'none'})"
+                )
     return names
 
 

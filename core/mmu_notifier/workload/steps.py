@@ -7,12 +7,23 @@ OOM reaping, exit, and the device operations attach, map, access, detach
 through each driver's exerciser). :func:`background` is the kernel's own
 threads (reclaim, migration, aging). The machine they act on is
 :mod:`mmu_notifier.workload.world`.
+
+Every call into a driver's exerciser goes through :meth:`ProcessRunner._device`:
+it is registered for the watchdog, and an exception other than a
+:class:`~mmu_notifier.errors.KernelError` (the driver's own bug, or an
+``alloc_notifier`` that raised) becomes a fault of that driver and fails the
+step; the process goes on with its next step. A callback's exception is
+caught by the tracer (:mod:`mmu_notifier.workload.stats`) and fails the step
+it happened in the same way.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from typing import Any
+
+from greenlet import getcurrent
 
 from mmu_notifier import sync
 from mmu_notifier.errors import KernelError
@@ -62,14 +73,36 @@ class ProcessRunner:
         return [step.driver] if step.driver in names else names if step.driver is None else []
 
     def step(self, step: ProcessStep) -> None:
-        """Do one step; a step whose precondition is missing, or that the kernel refuses, is skipped."""
+        """Do one step; a step whose precondition is missing, or that the kernel refuses, is skipped; a step
+        in which a driver's code raised has failed (the fault is that driver's violation)."""
         action = getattr(self, f"_op_{step.op}")
+        faults = len(self.world.tracer.faults)
+        failed = False
         try:
             done = action(step)
+        except _DeviceFault:
+            done, failed = False, True
         except KernelError:
             done = False
-        if done is False:
+        if failed or (len(self.world.tracer.faults) > faults and self._faulted_since(faults)):
+            self.world.failed += 1
+        elif done is False:
             self.world.skipped += 1
+
+    def _faulted_since(self, index: int) -> bool:
+        me = getcurrent()
+        return any(fault.owner is me for fault in self.world.tracer.faults[index:])
+
+    def _device(self, name: str, what: str, call: Callable[..., Any], *args: Any) -> Any:
+        """Call into ``name``'s exerciser: registered for the watchdog; its own exception is its fault."""
+        try:
+            with self.world.tracer.calling(name, what):
+                return call(*args)
+        except KernelError:
+            raise
+        except Exception as error:
+            self.world.driver_fault(name, what, error)
+            raise _DeviceFault from None
 
     # -- memory -----------------------------------------------------------
     def _op_mmap(self, step: ProcessStep) -> None:
@@ -154,13 +187,22 @@ class ProcessRunner:
     def _op_attach(self, step: ProcessStep) -> bool:
         mm = self._live_mm()
         done = False
+        failed = False
         for name in self._drivers(step):
-            handle = self.world.monitor.attached(name, self.world.exercisers[name].attach(mm))
+            try:
+                opened = self._device(name, "attach", self.world.exercisers[name].attach, mm)
+            except (_DeviceFault, KernelError) as error:  # this driver only: the others still attach
+                failed = failed or isinstance(error, _DeviceFault)
+                continue
+            handle = self.world.monitor.attached(name, opened)
             self.handles.setdefault(name, []).append(handle)
             stats = self.world.stats[name]
+            stats.attaches += 1
             stats.subscriptions.add(handle.subscription)
             stats.peak_users = max(stats.peak_users, handle.subscription.users)
             done = True
+        if failed:
+            raise _DeviceFault
         return done
 
     def _op_map(self, step: ProcessStep) -> bool:
@@ -170,7 +212,10 @@ class ProcessRunner:
         end = region.start + region.pages * self.mm.page_size
         for name in self._drivers(step):
             for handle in self.handles.get(name, ()):
-                self.world.exercisers[name].map_range(handle, region.start, end)
+                try:
+                    self._device(name, "map_range", self.world.exercisers[name].map_range, handle, region.start, end)
+                except _DeviceFault:
+                    break  # recorded; the other drivers still map
         return True
 
     def _op_access(self, step: ProcessStep) -> bool:
@@ -185,9 +230,12 @@ class ProcessRunner:
             stats = self.world.stats[name]
             for page in range(region.pages):
                 try:
-                    pfn = self.world.exercisers[name].access(handle, region.start + page * page_size, step.write)
+                    pfn = self._device(name, "access", self.world.exercisers[name].access, handle,
+                                       region.start + page * page_size, step.write)
                 except KernelError:
                     pfn = None
+                except _DeviceFault:
+                    break  # recorded; the other drivers still access
                 if pfn is None:
                     stats.retries += 1
                 else:
@@ -205,12 +253,20 @@ class ProcessRunner:
                 continue
             while handles:
                 handle = handles.pop()
-                self.world.exercisers[name].detach(handle)
                 self.world.monitor.detached(name, handle)
                 done = True
+                try:
+                    self._device(name, "detach", self.world.exercisers[name].detach, handle)
+                    self.world.stats[name].detaches += 1
+                except (_DeviceFault, KernelError):
+                    pass  # the fault is recorded; what the driver leaked is named by the end-of-run checks
                 if not every:
                     break
         return done
+
+
+class _DeviceFault(Exception):
+    """A driver's exerciser raised (already recorded as that driver's fault): the step failed."""
 
 
 def background(world: JobWorld, rng: random.Random) -> None:

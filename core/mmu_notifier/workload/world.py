@@ -9,6 +9,13 @@ counters the processes share. :func:`unload` is the modules' exit;
 :func:`check_world` the end-of-run rules. What each process does is in
 :mod:`mmu_notifier.workload.steps`; the loop that runs them in
 :mod:`mmu_notifier.workload.runner`.
+
+A driver whose plugin cannot be loaded, or whose exerciser cannot be made, is
+*left out* of the run (:attr:`JobWorld.left_out`, with the reason) while every
+healthy driver runs, as a failing ``modprobe`` leaves the other modules be.
+An exception of a driver's own code (a callback, its exerciser, its unload)
+is a fault of that driver (:meth:`StatsTracer.fault`), never the end of the
+run: teardown, unload and every end-of-run check still happen.
 """
 
 from __future__ import annotations
@@ -16,13 +23,16 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import TracebackType
 
 from mmu_notifier import exerciser as contract
+from mmu_notifier.errors import ConfigError, PluginError
 from mmu_notifier.exerciser import Exerciser
+from mmu_notifier.hookspecs import CALLBACKS
 from mmu_notifier.invariants import InvariantViolation, Monitor, check_exit_coherence
 from mmu_notifier.kernel import Kernel
 from mmu_notifier.mm import MM
-from mmu_notifier.workload.model import Workload, WorkloadError
+from mmu_notifier.workload.model import Workload
 from mmu_notifier.workload.stats import DriverStats, StatsTracer
 
 __all__ = ["JobWorld", "Region", "check_world", "load_drivers", "new_world", "unload"]
@@ -53,6 +63,12 @@ class JobWorld:
     skipped: int = 0
     violations: list[str] = field(default_factory=list)
     on_step: Callable[[int], None] | None = None
+    #: steps during which a driver's code raised (the step did not complete)
+    failed: int = 0
+    #: drivers left out of the run because their plugin is broken: name -> reason
+    left_out: dict[str, str] = field(default_factory=dict)
+    #: the top-level module package of each driver (to attribute an exception to the driver whose code raised)
+    packages: dict[str, str] = field(default_factory=dict)
 
     def count_step(self) -> None:
         """One process step or background operation done."""
@@ -60,35 +76,104 @@ class JobWorld:
         if self.on_step is not None:
             self.on_step(self.steps)
 
+    def driver_fault(self, driver: str, what: str, error: BaseException) -> None:
+        """``driver``'s ``what`` raised ``error``: a fault of that driver (named more precisely by the
+        innermost driver callback on the traceback, e.g. ``alloc_notifier`` under ``attach``)."""
+        callback = _innermost_callback(error.__traceback__)
+        where = f"{callback} (during {what})" if callback and callback != what else what
+        self.tracer.fault(driver, where, error)
 
-def load_drivers(workload: Workload) -> Kernel:
-    """A kernel with the workload's drivers loaded; :class:`WorkloadError` if one cannot be."""
+    def blame(self, error: BaseException) -> str | None:
+        """The driver whose package holds the innermost frame of ``error``'s traceback, if any."""
+        found = None
+        tb = error.__traceback__
+        while tb is not None:
+            module = str(tb.tb_frame.f_globals.get("__name__", ""))
+            for driver, package in self.packages.items():
+                if module == package or module.startswith(package + "."):
+                    found = driver
+            tb = tb.tb_next
+        return found
+
+
+def _innermost_callback(tb: TracebackType | None) -> str | None:
+    found = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name in CALLBACKS and "mmu_notifier/" not in tb.tb_frame.f_code.co_filename:
+            found = tb.tb_frame.f_code.co_name
+        tb = tb.tb_next
+    return found
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, ConfigError):
+        return "invalid config: " + "; ".join(error.problems)
+    return error.reason if isinstance(error, PluginError) else f"{type(error).__name__}: {error}"
+
+
+def load_drivers(workload: Workload) -> tuple[Kernel, dict[str, str]]:
+    """A kernel with the workload's drivers loaded, and the ones that could not be (name -> reason)."""
     kernel = Kernel()
     report = kernel.drivers.load_entry_points(workload.driver_configs, only=workload.drivers)
-    if report.failed:
-        name, error = next(iter(sorted(report.failed.items())))
-        raise WorkloadError(f"driver {name!r} cannot be used: {error}")
-    return kernel
+    return kernel, {name: _reason(error) for name, error in sorted(report.failed.items())}
 
 
 def new_world(workload: Workload) -> JobWorld:
-    """Load the drivers, bind their exercisers and install the counting tracer."""
-    kernel = load_drivers(workload)
-    exercisers = {}
-    for ops in kernel.drivers:
+    """Load the drivers, bind their exercisers and install the counting tracer; broken drivers are left out."""
+    kernel, left_out = load_drivers(workload)
+    exercisers: dict[str, Exerciser] = {}
+    packages: dict[str, str] = {}
+    for ops in list(kernel.drivers):
         if ops.exerciser is None:
-            raise WorkloadError(f"driver {ops.name!r} offers no exerciser, so no workload can drive it")
-        exercisers[ops.name] = ops.exerciser(kernel)
+            left_out[ops.name] = "offers no exerciser, so no workload can drive it"
+            continue
+        try:
+            exerciser = ops.exerciser(kernel)
+        except Exception as error:
+            left_out[ops.name] = f"its exerciser hook raised {type(error).__name__}: {error}"
+            continue
+        if not isinstance(exerciser, Exerciser):
+            left_out[ops.name] = f"its exerciser hook returned {exerciser!r}, not an Exerciser"
+            continue
+        exercisers[ops.name] = exerciser
+        packages[ops.name] = type(ops.driver).__module__.partition(".")[0]
     stats = {name: DriverStats() for name in exercisers}
     tracer = StatsTracer(stats)
     kernel.drivers.add_plugin(tracer, name="workload-stats")
-    return JobWorld(workload, kernel, exercisers, stats, tracer, Monitor(kernel, exercisers.values()))
+    world = JobWorld(workload, kernel, exercisers, stats, tracer, Monitor(kernel, exercisers.values()))
+    world.left_out = dict(sorted(left_out.items()))
+    world.packages = packages
+    return world
 
 
 def unload(world: JobWorld) -> None:
-    """Module unload: every driver drops its device state and calls ``synchronize``."""
-    for exerciser in world.exercisers.values():
-        exerciser.unload()
+    """Module unload: every driver drops its device state and calls ``synchronize``; one that raises is a
+    fault of that driver, and the others still unload."""
+    for name, exerciser in world.exercisers.items():
+        try:
+            with world.tracer.calling(name, "unload"):
+                exerciser.unload()
+        except Exception as error:
+            world.driver_fault(name, "unload", error)
+
+
+def count_allocations(world: JobWorld) -> None:
+    """Fill each driver's ``allocated``: the subscriptions the core received, as the invariants recorder saw
+    them: every ``alloc_notifier`` result, and every subscription a driver registered itself (5.4 amdkfd's
+    ``mmu_notifier_register``). Not the attaches, which mostly reuse a subscription."""
+    recorder = world.monitor.recorder
+    with recorder.lock:
+        records = list(recorder.records.values())
+    counts = dict.fromkeys(world.stats, 0)
+    for record in records:
+        driver = record.driver
+        if driver == "?":
+            ops = getattr(record.sub, "ops", None)
+            driver = getattr(ops, "name", "?")
+        if driver in counts:
+            counts[driver] += 1
+    for name, count in counts.items():
+        world.stats[name].allocated = count
 
 
 def record(world: JobWorld, driver: str, violation: InvariantViolation) -> None:
@@ -108,15 +193,31 @@ def exit_coherence(world: JobWorld, mm: MM) -> None:
     for name, ex in world.exercisers.items():
         caps = ex.capabilities
         if contract.RELEASE in caps and contract.DEVICE_TRANSLATIONS in caps:
-            for violation in check_exit_coherence(mm, ex.translations(mm), name):
+            try:
+                with world.tracer.calling(name, "translations"):
+                    translations = ex.translations(mm)
+            except Exception as error:  # the driver's own bug: its fault, the other drivers are still checked
+                world.driver_fault(name, "translations", error)
+                continue
+            for violation in check_exit_coherence(mm, translations, name):
                 record(world, name, violation)
 
 
 def check_world(world: JobWorld) -> None:
     """End-of-run rules, after every module unloaded: every invariant of the conformance kit
     (:class:`~mmu_notifier.invariants.Monitor`: pairing, frees, release, coherence, leaks,
-    refcounts, WARNs) and no frame left allocated."""
-    for violation in world.monitor.check(settled=True):
+    refcounts, WARNs) and no frame left allocated. A check that a driver's code makes raise is a fault
+    of that driver; the rest of the checks still run."""
+    count_allocations(world)
+    try:
+        found = world.monitor.check(settled=True)
+    except Exception as error:
+        driver = world.blame(error)
+        if driver is None:
+            raise
+        world.driver_fault(driver, "the end-of-run checks", error)
+        found = []
+    for violation in found:
         text = str(violation)
         drivers = [name for name in world.stats if re.search(rf"\b{re.escape(name)}\b", text)]
         for name in drivers:
