@@ -68,7 +68,7 @@ def _assert_clean(result: runner.RunResult) -> None:
     assert result.violations == []
     for name, stats in result.drivers.items():
         assert not stats.violations, (name, stats.violations[:3])
-        assert len(stats.subscriptions) == stats.freed, (name, len(stats.subscriptions), stats.freed)
+        assert stats.allocated == stats.freed, (name, stats.allocated, stats.freed)
 
 
 @pytest.mark.slow
