@@ -34,6 +34,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE_REF = "b286b09"  # main after the house step, before issue 18
+#: the drivers measured (in both cores) and where the baseline's own copies of them live
+DRIVERS = ("amdkfd", "gntdev", "gru", "hmm")
+PLUGIN_DIRS = ("plugins/amdkfd", "plugins/gru", "plugins/hmm", "examples/gntdev")
 
 
 def one(processes: int, mode: str) -> dict[str, float]:
@@ -48,7 +51,8 @@ def one(processes: int, mode: str) -> dict[str, float]:
         count = min(left, 1000)
         specs.append(Process(name=worker.name, count=count, repeat=1, steps=worker.steps))
         left -= count
-    workload = DEFAULT.model_copy(update={"processes": specs})
+    # the drivers both cores have (the old core cannot load plugins written after it)
+    workload = DEFAULT.model_copy(update={"processes": specs, "drivers": list(DRIVERS)})
     cpu = time.process_time()
     if mode == "deterministic":
         try:
@@ -66,8 +70,9 @@ def one(processes: int, mode: str) -> dict[str, float]:
 
 def measure(processes: int, mode: str, src: Path | None) -> dict[str, float]:
     env = dict(os.environ)
-    if src is not None:
-        env["PYTHONPATH"] = f"{src}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    if src is not None:  # the old core and the old plugins first on the path
+        paths = [src / "core", *(src / d for d in PLUGIN_DIRS)]
+        env["PYTHONPATH"] = os.pathsep.join([*map(str, paths), env.get("PYTHONPATH", "")])
     out = subprocess.run(
         [sys.executable, __file__, "--one", str(processes), mode],
         capture_output=True, text=True, env=env, check=False,
@@ -79,9 +84,11 @@ def measure(processes: int, mode: str, src: Path | None) -> dict[str, float]:
 
 
 def baseline_source(ref: str, into: Path) -> Path:
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "core"], capture_output=True, check=True)
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", ref, "core", *PLUGIN_DIRS], capture_output=True, check=True
+    )
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
-    return into / "core"
+    return into
 
 
 def main() -> int:
