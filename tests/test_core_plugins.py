@@ -233,3 +233,23 @@ def test_invalidation_events_are_logged(kernel, driver, mm):
     starts = [r for r in records if r["event"] == "invalidate.start"]
     assert starts and starts[0]["kind"] == "UNMAP" and starts[0]["blockable"] is True
     assert any(r["event"] == "invalidate.end" for r in records)
+
+
+def test_an_environment_variable_is_text_for_a_text_field_and_json_for_others() -> None:
+    """MMU_NOTIFIER_<DRIVER>__SCHEME=5.3 is the string "5.3", not the float 5.3; numbers still parse."""
+    from typing import Literal
+
+    class Model(config.DriverConfig):
+        scheme: Literal["5.3", "5.4"] = "5.4"
+        label: str | None = None
+        chiplets: int = 1
+        ratios: tuple[float, ...] = ()
+
+    environ = {
+        "MMU_NOTIFIER_X__SCHEME": "5.3",
+        "MMU_NOTIFIER_X__LABEL": "12",
+        "MMU_NOTIFIER_X__CHIPLETS": "4",
+        "MMU_NOTIFIER_X__RATIOS": "[0.5, 2]",
+    }
+    built = config.validate("x", Model, config.read_environ(environ)["x"])
+    assert (built.scheme, built.label, built.chiplets, built.ratios) == ("5.3", "12", 4, (0.5, 2.0))

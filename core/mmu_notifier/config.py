@@ -7,8 +7,9 @@ Sources, later ones winning per field:
 
 1. the model's defaults;
 2. a TOML file, one table per driver: ``[drivers.gru]`` with ``chiplets = 4``;
-3. environment variables ``MMU_NOTIFIER_<DRIVER>__<FIELD>`` (value parsed as
-   JSON when it parses, else taken as a string), e.g. ``MMU_NOTIFIER_GRU__CHIPLETS=4``.
+3. environment variables ``MMU_NOTIFIER_<DRIVER>__<FIELD>``, e.g. ``MMU_NOTIFIER_GRU__CHIPLETS=4``:
+   the text as it is for a field that takes text (``MMU_NOTIFIER_GRU__SCHEME=5.3`` is the
+   string ``"5.3"``), else parsed as JSON when it parses (numbers, booleans, lists).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import tomllib
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -111,12 +113,45 @@ def read_environ(environ: Mapping[str, str] | None = None) -> dict[str, dict[str
         if not key.startswith(ENV_PREFIX) or "__" not in key[len(ENV_PREFIX) :]:
             continue
         driver, _, field = key[len(ENV_PREFIX) :].partition("__")
-        try:
-            value: Any = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        found.setdefault(driver.lower(), {})[field.lower()] = value
+        found.setdefault(driver.lower(), {})[field.lower()] = _parse_env(raw)
     return found
+
+
+class _EnvInt(int):
+    """A number read from an environment variable, remembering its text (a text field takes that)."""
+
+    text: str
+
+
+class _EnvFloat(float):
+    """A number read from an environment variable, remembering its text ("5.3" stays "5.3" for a text field)."""
+
+    text: str
+
+
+def _parse_env(raw: str) -> Any:
+    """JSON when the text parses as JSON, else the text; a number keeps its text for a field that takes text."""
+    try:
+        value: Any = json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = _EnvInt(value)
+    elif isinstance(value, float):
+        value = _EnvFloat(value)
+    else:
+        return value
+    value.text = raw
+    return value
+
+
+def _takes_text(annotation: Any) -> bool:
+    if annotation is str:
+        return True
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is typing.Literal:
+        return any(isinstance(arg, str) for arg in args)
+    return any(_takes_text(arg) for arg in args)  # Optional[str], unions, Annotated[str, ...]
 
 
 def merge_sources(*sources: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -136,12 +171,21 @@ def driver_configs(config_file: Path | None) -> dict[str, dict[str, Any]]:
 
 def validate(driver: str, model: type[DriverConfig], raw: Mapping[str, Any]) -> DriverConfig:
     """Build ``model`` from ``raw``; a :class:`ConfigError` names driver, field, value and reason."""
+    fields = model.model_fields
+    typed = {key: _from_text(value, fields.get(key)) for key, value in raw.items()}
     try:
-        config = model.model_validate(dict(raw))
+        config = model.model_validate(typed)
     except ValidationError as error:
         raise ConfigError(driver, [_describe(problem) for problem in error.errors()]) from error
     _check_defaults(driver, model, config, raw)
     return config
+
+
+def _from_text(value: Any, field: Any) -> Any:
+    """A number read from the environment, as its text when its field takes text."""
+    if isinstance(value, _EnvInt | _EnvFloat) and field is not None and _takes_text(field.annotation):
+        return value.text
+    return value
 
 
 def _check_defaults(driver: str, model: type[DriverConfig], config: DriverConfig, raw: Mapping[str, Any]) -> None:
