@@ -116,13 +116,15 @@ class MMUNotifierMM:
     registering N subscriptions costs O(N) in all, not O(N^2).
     """
 
-    __slots__ = ("lock", "_members", "_snapshot", "by_ops", "interval")
+    __slots__ = ("lock", "_members", "_version", "_snapshot", "by_ops", "interval")
 
     def __init__(self) -> None:
         self.lock = sync.SpinLock("mmu_notifier_mm.lock")
         #: linked subscriptions, oldest first (the list is this, newest first)
         self._members: dict[MMUNotifier, None] = {}
-        self._snapshot: tuple[MMUNotifier, ...] | None = ()
+        #: bumped after every change of ``_members``; the snapshot is used only at its version
+        self._version = 0
+        self._snapshot: tuple[int, tuple[MMUNotifier, ...]] = (0, ())
         self.by_ops: dict[MMUNotifierOps, dict[MMUNotifier, None]] = {}
         self.interval: IntervalState | None = None
 
@@ -133,16 +135,25 @@ class MMUNotifierMM:
 
     @property
     def subscriptions(self) -> tuple[MMUNotifier, ...]:
-        """The list as a walker sees it now: newest first, never changed once handed out."""
-        snapshot = self._snapshot
-        if snapshot is None:
-            snapshot = self._snapshot = tuple(reversed(self._members))
+        """The list as a walker sees it now: newest first, never changed once handed out.
+
+        Walkers read without the lock (as RCU walkers do), on real threads too: a
+        snapshot is cached with the version it was built at, and a writer changes
+        the members *before* bumping the version, so a snapshot built while a
+        change is under way is never taken for a later version's.
+        """
+        version = self._version
+        cached = self._snapshot
+        if cached[0] == version:
+            return cached[1]
+        snapshot = tuple(reversed(self._members))
+        self._snapshot = (version, snapshot)
         return snapshot
 
     def link(self, sub: MMUNotifier) -> None:
         """Add at the head (``hlist_add_head_rcu``); caller holds ``lock``."""
         self._members[sub] = None
-        self._snapshot = None
+        self._version += 1
         self.by_ops.setdefault(sub.ops, {})[sub] = None
         sub.linked = True
         sub.ops.linked += 1
@@ -154,7 +165,7 @@ class MMUNotifierMM:
         sub.linked = False
         sub.ops.linked -= 1
         del self._members[sub]
-        self._snapshot = None
+        self._version += 1
         same = self.by_ops[sub.ops]
         del same[sub]
         if not same:
