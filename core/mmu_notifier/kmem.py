@@ -151,6 +151,7 @@ def poison(obj: object, site: str, freed_by: str = "kfree") -> None:
     state["_free_site"] = site
     state["_freed_by"] = freed_by
     obj.__class__ = _poisoned_class(type(obj))
+    sync.backend().touch("kfree", obj)  # the explorer orders frees with the list walks that read them
 
 
 def kfree(obj: object) -> None:

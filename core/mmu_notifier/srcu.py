@@ -41,6 +41,7 @@ class Srcu:
         self._queued = 0
         self._completed = 0
         self._worker_running = False
+        sync.backend().created(self)
 
     # -- readers ---------------------------------------------------------
     def read_lock(self) -> int:
@@ -162,8 +163,10 @@ class Srcu:
                         self._completed += 1
                         self._worker_running = False
                         b.wake(self)
+                    b.touch("srcu_callback_done", self)
                     raise
                 self.on_error(error)
             with b.critical():
                 self._completed += 1
                 b.wake(self)
+            b.touch("srcu_callback_done", self)

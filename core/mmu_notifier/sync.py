@@ -112,6 +112,12 @@ class Backend:
         """Run ``fn`` in a background task (the model's kworker)."""
         raise NotImplementedError
 
+    def created(self, primitive: object) -> None:
+        """A primitive was just constructed (the explorer names it by who created it; others ignore it)."""
+
+    def touch(self, op: str, resource: object) -> None:
+        """The running task changed ``resource``'s state without a scheduling point (recorded by the explorer)."""
+
     def has_waiters(self, resource: object) -> bool:
         """True when some task is blocked waiting on ``resource`` (for reports; not a hot path)."""
         return False
@@ -285,6 +291,7 @@ class _ExclusiveLock:
     def __init__(self, name: str) -> None:
         self.name = name
         self.owner: Task | None = None
+        _backend.created(self)
 
     def lock(self) -> None:
         b = _backend
@@ -380,6 +387,7 @@ class RWSemaphore:
         self.writer: Task | None = None
         self.readers: list[Task] = []
         self.writers_waiting = 0
+        _backend.created(self)
 
     def down_read(self) -> None:
         """Take the read side; may sleep."""
@@ -473,6 +481,7 @@ class RWSemaphore:
             self.writer = None
             self.readers.append(task)
             b.wake(self)
+        b.touch("downgrade_write", self)
 
     def is_write_locked_by_current(self) -> bool:
         """``lockdep_assert_held_write`` for the running task."""
@@ -507,6 +516,7 @@ class WaitQueue:
     def __init__(self, name: str) -> None:
         self.name = name
         self._wakes = 0  # wake-ups so far: a waiter that checked before a wake-up does not sleep through it
+        _backend.created(self)
 
     def wait_event(self, condition: Callable[[], bool], timeout: float | None = None) -> bool:
         """Sleep until ``condition()``; with ``timeout`` (seconds) return False on expiry."""
@@ -575,6 +585,7 @@ class Completion:
     def __init__(self, name: str) -> None:
         self.name = name
         self.done = 0
+        _backend.created(self)
 
     def wait(self, timeout: float | None = None) -> bool:
         """``wait_for_completion``: consumes one ``complete``; False on timeout."""
@@ -598,8 +609,10 @@ class Completion:
 
     def reinit(self) -> None:
         """``reinit_completion``: back to not done."""
-        with _backend.critical():
+        b = _backend
+        with b.critical():
             self.done = 0
+        b.touch("reinit_completion", self)
 
     def is_done(self) -> bool:
         """``completion_done``."""
@@ -624,6 +637,7 @@ class Atomic:
     def __init__(self, name: str, value: int = 0) -> None:
         self.name = name
         self.value = value
+        _backend.created(self)
 
     def read(self) -> int:
         """``atomic_read``."""

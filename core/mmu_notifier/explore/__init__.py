@@ -2,7 +2,8 @@
 
 Model threads run one at a time on greenlets and switch only at the
 scheduling points of :mod:`mmu_notifier.sync`; a strategy (seeded random
-walk, PCT, bounded exhaustive search with sleep sets) decides every switch.
+walk, PCT, bounded exhaustive search with sleep sets, optimal dynamic
+partial-order reduction) decides every switch.
 Detectors report use after free, double free, leaks, deadlocks, sleeping in
 atomic context, lock-order inversions, exceptions and declared invariants;
 every finding comes with a schedule string that replays it step for step.
@@ -29,7 +30,8 @@ Typical use::
 lookup and the exploration in one call.)
 """
 
-from mmu_notifier.explore._dfs import BoundedDFS
+from mmu_notifier.explore._dfs import BoundedDFS, Exhaustive
+from mmu_notifier.explore._dpor import DPOR
 from mmu_notifier.explore._explorer import (
     STRATEGIES,
     Exploration,
@@ -55,9 +57,11 @@ from mmu_notifier.explore._strategies import PCT, RandomWalk, Strategy
 from mmu_notifier.explore._timeline import Step, Timeline
 
 __all__ = [
+    "DPOR",
     "PCT",
     "STRATEGIES",
     "BoundedDFS",
+    "Exhaustive",
     "DivergenceError",
     "Execution",
     "Exploration",

@@ -187,3 +187,20 @@ class BoundedDFS(Strategy):
     def describe(self) -> str:
         reduction = "sleep sets" if self.reduction else "no reduction"
         return f"dfs (preemption bound {self.bound}, {reduction})"
+
+
+class Exhaustive(BoundedDFS):
+    """Every interleaving, without reduction or bound, each execution run past failures to its end.
+
+    The reference the partial-order reduction is tested against: it explores
+    every schedule, so it finds every outcome (slowly).
+    """
+
+    name = "exhaustive"
+    run_past_failures = True
+
+    def __init__(self) -> None:
+        super().__init__(preemptions=1 << 30, reduction=False)
+
+    def describe(self) -> str:
+        return "exhaustive (every interleaving, no reduction)"

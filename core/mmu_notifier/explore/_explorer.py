@@ -15,8 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from mmu_notifier import sync
 from mmu_notifier.errors import UsageError
-from mmu_notifier.explore._dfs import BoundedDFS
+from mmu_notifier.explore._dfs import BoundedDFS, Exhaustive
+from mmu_notifier.explore._dpor import DPOR
 from mmu_notifier.explore._findings import Problem
 from mmu_notifier.explore._minimise import minimise
 from mmu_notifier.explore._scenario import Scenario
@@ -32,21 +34,29 @@ from mmu_notifier.explore._stats import Stats
 from mmu_notifier.explore._strategies import PCT, RandomWalk, Replay, Strategy
 from mmu_notifier.explore._timeline import Timeline
 
-STRATEGIES = ("random", "pct", "dfs")
+STRATEGIES = ("random", "pct", "dfs", "dpor", "exhaustive")
 
 
 class NondeterministicScenarioError(RuntimeError):
     """The same decisions led to different choices: the scenario depends on something outside the model."""
 
 
-def make_strategy(name: str, seed: int = 0, depth: int = 2, preemptions: int = 2) -> Strategy:
-    """A strategy by its CLI name."""
+def make_strategy(name: str, seed: int = 0, depth: int = 2, preemptions: int | None = None) -> Strategy:
+    """A strategy by its CLI name.
+
+    ``preemptions`` bounds ``dfs`` (default 2) and, if given, ``dpor``
+    (default unbounded).
+    """
     if name == "random":
         return RandomWalk(seed)
     if name == "pct":
         return PCT(depth, seed)
     if name == "dfs":
-        return BoundedDFS(preemptions)
+        return BoundedDFS(2 if preemptions is None else preemptions)
+    if name == "dpor":
+        return DPOR(preemptions)
+    if name == "exhaustive":
+        return Exhaustive()
     raise ValueError(f"unknown strategy {name!r}; expected one of {', '.join(STRATEGIES)}")
 
 
@@ -152,6 +162,41 @@ class Exploration:
     findings: list[Finding] = field(default_factory=list)
     #: the strategy had nothing left (an exhausted DFS): the bounded search is complete
     complete: bool = False
+    #: DPOR: the explored traces (one execution each); None for other strategies
+    traces: int | None = None
+    #: a preemption bound cut the search (a complete search is then complete only within the bound)
+    bounded: bool = False
+    #: DPOR: planned steps that could not run (the scenario breaks the reduction's assumptions)
+    unfollowed: int = 0
+
+    @property
+    def verdict(self) -> str:
+        """One line saying what the exploration proves.
+
+        DPOR: "all N traces explored: clean" (a proof under the model's
+        conventions), "budget spent after N traces: not complete", or the
+        same qualified by the preemption bound. Other strategies: the schedule
+        count, complete (a bounded DFS that finished) or within budget.
+        """
+        found = f"{len(self.bugs)} bug(s)" if self.bugs else ("predicted problem(s)" if self.findings else "clean")
+        if self.traces is None:
+            scope = "complete" if self.complete else "budget"
+            return f"{self.stats.schedules} schedules ({scope}): {found}"
+        n = self.traces
+        if self.unfollowed:
+            return (
+                f"{found} after {n} traces, but {self.unfollowed} planned step(s) could not run (the scenario "
+                f"touches shared state the reduction does not see): not complete"
+            )
+        if self.bounded:
+            if self.complete:
+                return f"bounded: all {n} traces within the preemption bound explored: {found} within the bound"
+            return f"bounded: stopped after {n} traces: {found}, not complete"
+        if self.complete:
+            return f"all {n} traces explored: {found}"
+        if self.findings:
+            return f"{found} after {n} traces: not complete"
+        return f"budget spent after {n} traces: not complete"
 
     @property
     def bugs(self) -> list[Finding]:
@@ -165,8 +210,7 @@ class Exploration:
 
     def text(self) -> str:
         """The whole report."""
-        scope = "complete" if self.complete else "budget"
-        head = f"explored {self.scenario} with {self.strategy}: {self.stats.schedules} schedules ({scope})"
+        head = f"explored {self.scenario} with {self.strategy}: {self.verdict}"
         parts = [head, self.stats.text()]
         if not self.findings:
             parts.append(f"no problem found in {self.stats.schedules} schedules")
@@ -180,6 +224,10 @@ class Exploration:
             "scenario": self.scenario,
             "strategy": self.strategy,
             "complete": self.complete,
+            "traces": self.traces,
+            "bounded": self.bounded,
+            "unfollowed": self.unfollowed,
+            "verdict": self.verdict,
             "stats": self.stats.to_json(),
             "findings": [f.to_json() for f in self.findings],
         }
@@ -193,7 +241,7 @@ def explore(
     time_budget: float | None = None,
     *,
     depth: int = 2,
-    preemptions: int = 2,
+    preemptions: int | None = None,
     stop_on_first: bool = True,
     minimise_budget: int = 2000,
     reproduce: int = 5,
@@ -204,8 +252,10 @@ def explore(
     """Explore ``scenario`` and return the statistics and findings.
 
     ``strategy`` is ``"random"`` (seeded by ``seed``), ``"pct"`` (bug depth
-    ``depth``), ``"dfs"`` (preemption bound ``preemptions``) or a
-    :class:`Strategy`. At most ``budget`` schedules run, and none starts after
+    ``depth``), ``"dfs"`` (preemption bound ``preemptions``, default 2),
+    ``"dpor"`` (optimal DPOR: every Mazurkiewicz trace once; bounded only if
+    ``preemptions`` is given), ``"exhaustive"`` (every interleaving, no
+    reduction) or a :class:`Strategy`. At most ``budget`` schedules run, and none starts after
     ``time_budget`` seconds. Each real bug is minimised with up to
     ``minimise_budget`` extra schedules (0: not at all) and replayed
     ``reproduce`` times. ``progress`` is called with the running statistics
@@ -218,8 +268,11 @@ def explore(
     if budget < 1:
         raise ValueError(f"budget must be at least 1 schedule, got {budget}")
     strat = strategy if isinstance(strategy, Strategy) else make_strategy(strategy, seed, depth, preemptions)
+    if strat.records:
+        warm_up(sc, strat)
     stats = Stats()
-    found: dict[tuple[str, str], tuple[Problem, Outcome, int]] = {}
+    found: dict[tuple[str, str], tuple[Problem, Outcome, tuple[int, ...] | None, int]] = {}
+    report = getattr(strat, "report", None)
     distinct: set[int] = set()
     start = time.perf_counter()
     deadline = start + time_budget if time_budget is not None else None
@@ -239,11 +292,14 @@ def explore(
         choices = outcome.choices
         distinct.add(hash(choices))
         stats.count(len(choices), outcome.status == STEP_BOUND)
-        problems = [p for p in (outcome.problem, outcome.predicted) if p is not None]
-        if problems:
+        if outcome.problem is not None or outcome.predicted is not None:
             stats.failing += 1
-            for p in problems:
-                found.setdefault(p.signature, (p, outcome, stats.schedules))
+            # a strategy with its own scheduler modes says which schedule shows each problem
+            shown = report(outcome) if report is not None else [
+                (p, None) for p in (outcome.problem, outcome.predicted) if p is not None
+            ]
+            for p, steps in shown:
+                found.setdefault(p.signature, (p, outcome, steps, stats.schedules))
             if stop_on_first and outcome.problem is not None:
                 break
     if strat.nondeterminism:
@@ -251,9 +307,54 @@ def explore(
     stats.distinct = len(distinct)
     stats.pruned = strat.pruned
     stats.elapsed = time.perf_counter() - start
-    ordered = sorted(found.values(), key=lambda f: (f[0].predictive, f[2]))
-    findings = [_finding(sc, p, out, n, minimise_budget, reproduce, max_steps) for p, out, n in ordered]
-    return Exploration(sc.name, strat.describe(), stats, findings, strat.exhausted)
+    ordered = sorted(found.values(), key=lambda f: (f[0].predictive, f[3]))
+    findings = [
+        _finding(sc, p, _shown(sc, p, out, steps, max_steps), n, minimise_budget, reproduce, max_steps)
+        for p, out, steps, n in ordered
+    ]
+    traces = getattr(strat, "traces", None)
+    bounded = bool(getattr(strat, "bounded", False))
+    unfollowed = int(getattr(strat, "unexecutable", 0))
+    complete = strat.exhausted and not unfollowed
+    return Exploration(sc.name, strat.describe(), stats, findings, complete, traces, bounded, unfollowed)
+
+
+def warm_up(sc: Scenario, strategy: Strategy) -> None:
+    """Build ``sc`` once, untimed and unrun, before a strategy that names objects by their creation.
+
+    Scenarios fill per-process caches on their first build (a driver loaded
+    once, with its own primitives); built for the first time inside the first
+    recorded execution, those would shift the names of that execution's
+    primitives against every later one.
+    """
+    with sync.use_backend(Execution(sc, strategy)):
+        sc.build()
+
+
+def _shown(
+    sc: Scenario, problem: Problem, found: Outcome, steps: tuple[int, ...] | None, max_steps: int | None
+) -> Outcome:
+    """The execution to report: ``found``, or the replay of the schedule the strategy gave for it.
+
+    A strategy running the scheduler in its own modes (DPOR) gives a schedule
+    for the default scheduler; if that does not show the problem again (a
+    scenario breaking the reduction's assumptions), the execution as found is
+    reported, with a note that its schedule may not replay.
+    """
+    if steps is None:
+        return found
+    strat = Replay(steps)
+    limit = max(max_steps or sc.max_steps, len(steps))
+    outcome = Execution(sc, strat, limit).run()
+    strat.finish(outcome)
+    shown = [p for p in (outcome.problem, outcome.predicted) if p is not None]
+    if strat.divergence is None and any(p.signature == problem.signature for p in shown):
+        return outcome
+    problem.details["note"] = (
+        f"found under the reduction's scheduler modes; the default scheduler does not show it again "
+        f"({strat.divergence or 'another outcome'}), so the schedule may not replay"
+    )
+    return found
 
 
 def _finding(
@@ -266,6 +367,10 @@ def _finding(
     max_steps: int | None,
 ) -> Finding:
     schedule = schedule_of(sc, outcome)
+    problem = next(
+        (p for p in (outcome.problem, outcome.predicted) if p is not None and p.signature == problem.signature),
+        problem,
+    )
     finding = Finding(
         problem, sc.name, schedule, len(outcome.trace), outcome.preemptions, found_after, Timeline.of(outcome)
     )

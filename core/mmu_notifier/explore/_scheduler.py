@@ -22,6 +22,22 @@ nobody woke is a lost wake-up, reported with the deadlock. Timed waits expire
 only when no other thread can run (virtual time stands still while any thread
 has work), which keeps them deterministic.
 
+For the partial-order reduction (:mod:`._dpor`) an execution can also *record*
+what every step did, as raw facts the reduction interprets: the step's label,
+the wait checks that passed or blocked, the wakes, the state changes without a
+point (``Backend.touch``), the op of the point the step ended at (a release
+op's effect belongs to the step that ends there), thread spawns, whether the
+thread held a lock. Primitives are named by who created them
+(``Backend.created``), so the names agree across executions. Two more modes
+serve the reduction: with ``retry_steps`` a woken waiter becomes runnable
+whatever its condition, and its retry is a step of its own (a *failed retry*
+when the condition does not hold: it sleeps again), so no step ever disables
+another; with ``lazy_waits`` a thread whose next step would only go to sleep on
+a mutex, a spinlock, the read side of an rw-semaphore or a completion (a wait
+that changes nothing) is not offered until it can get through, so such waits
+are no steps at all; with ``run_past_failures`` a thread that fails is retired and the
+others run on, so every execution is maximal.
+
 The run ends when every non-daemon thread (and the scenario's finale) has
 finished, when no thread can run (deadlock), when a thread raised, when the
 chooser gives up (a pruned or diverging schedule) or at the step bound (the
@@ -38,7 +54,7 @@ from bisect import bisect_left, insort
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from greenlet import getcurrent, greenlet
 
@@ -123,6 +139,7 @@ class ModelThread:
     __slots__ = (
         "idx",
         "name",
+        "base",
         "daemon",
         "task",
         "glet",
@@ -132,11 +149,16 @@ class ModelThread:
         "ready",
         "timeout",
         "timed_out",
+        "last",
+        "blocked_at",
+        "parents",
     )
 
-    def __init__(self, idx: int, name: str, daemon: bool) -> None:
+    def __init__(self, idx: int, name: str, daemon: bool, base: str = "") -> None:
         self.idx = idx
         self.name = name
+        #: the name it was spawned with (``name`` may add ``#idx`` to tell apart threads of one name)
+        self.base = base or name
         self.daemon = daemon
         self.task = sync.Task(name)
         self.glet: Any = None
@@ -146,6 +168,12 @@ class ModelThread:
         self.ready: Callable[[], bool] | None = None
         self.timeout = False
         self.timed_out = False
+        #: index of the thread's latest step (-1: none yet)
+        self.last = -1
+        #: index of the step in which the thread went to sleep (-1: it did not)
+        self.blocked_at = -1
+        #: steps its creation waited for (the spawning step; for the finale every thread's last step)
+        self.parents: tuple[int, ...] = ()
 
     def __repr__(self) -> str:
         return f"<ModelThread {self.idx} {self.name} {self.op} {describe(self.res)}>"
@@ -174,6 +202,37 @@ class Chooser(Protocol):
         ...
 
 
+class StepRecord:
+    """What one step did, as raw facts for the partial-order reduction (see :mod:`._dpor`).
+
+    ``facts`` are ``(kind, op, key)`` with kind ``label`` (the op the step
+    started with), ``check`` (a wait that found its condition true), ``block``
+    (a wait that went to sleep), ``wake``, ``touch`` (a change without a
+    point), ``end`` (the op of the point the step ended at) and ``spawn``;
+    ``key`` names the resource the same way in every execution.
+    """
+
+    __slots__ = ("facts", "locked", "retry_of", "failed", "timeout", "parents", "before")
+
+    def __init__(self, facts: list[tuple[str, str, object]], locked: bool, retry_of: int, parents: tuple[int, ...]):
+        self.facts = facts
+        #: the thread held a lock when the step started
+        self.locked = locked
+        #: a waiter's retry: the index of the step in which it went to sleep (-1 otherwise)
+        self.retry_of = retry_of
+        #: a retry whose condition did not hold (the thread slept again)
+        self.failed = False
+        #: a timed wait that expired because no thread could run
+        self.timeout = False
+        self.parents = parents
+        #: ``lazy_waits``: for each lock, rw-semaphore and completion seen so far, whether a wait on it
+        #: would get through when the step starts (lock free, read side open, completion done)
+        self.before: dict[object, bool] = {}
+
+    def __repr__(self) -> str:
+        return f"<StepRecord {self.facts} retry_of={self.retry_of} failed={self.failed}>"
+
+
 @dataclass(slots=True)
 class Outcome:
     """What one execution did and found."""
@@ -187,11 +246,45 @@ class Outcome:
     preemptions: int
     problem: Problem | None
     predicted: Problem | None
+    #: every real problem, in order (more than one only when the run went on past failures)
+    problems: tuple[Problem, ...] = ()
+    #: per step, what it did (only when the chooser asked for records)
+    records: list[StepRecord] | None = None
 
     @property
     def choices(self) -> tuple[int, ...]:
         """The schedule: the thread index of every step."""
         return tuple(step[0] for step in self.trace)
+
+
+#: waits ``lazy_waits`` turns into "not offered until it can get through"
+LAZY_WAITS = frozenset({"mutex_lock", "spin_lock", "down_read", "wait_for_completion"})
+
+
+def passable(primitive: object) -> bool | None:
+    """Whether a lazy wait on ``primitive`` would get through now (None: not such a primitive)."""
+    kind = type(primitive)  # not isinstance: a freed (poisoned) object must not be touched
+    if kind is sync.Mutex or kind is sync.SpinLock:
+        return cast("sync.Mutex", primitive).owner is None
+    if kind is sync.Completion:
+        return cast("sync.Completion", primitive).done > 0
+    if kind is sync.RWSemaphore:
+        rwsem = cast("sync.RWSemaphore", primitive)
+        return rwsem.writer is None and rwsem.writers_waiting == 0
+    return None
+
+
+_PASSABLE: dict[type, Callable[[Any], bool]] = {
+    sync.Mutex: lambda lock: lock.owner is None,
+    sync.SpinLock: lambda lock: lock.owner is None,
+    sync.Completion: lambda done: done.done > 0,
+    sync.RWSemaphore: lambda rwsem: rwsem.writer is None and rwsem.writers_waiting == 0,
+}
+
+
+def _parked(th: ModelThread) -> bool:
+    """``lazy_waits``: the thread's next step would only go to sleep."""
+    return th.op in LAZY_WAITS and not passable(th.res)
 
 
 class _NoLock:
@@ -253,6 +346,17 @@ class Execution(sync.Backend):
         self._hub: Any = None
         self._stopping = False
         self._finale: Callable[[], object] | None = None
+        self.problems: list[Problem] = []
+        # modes the chooser asks for (see the module docstring)
+        self._retry = getattr(chooser, "retry_steps", False)
+        self._past = getattr(chooser, "run_past_failures", False)
+        self._lazy = getattr(chooser, "lazy_waits", False)
+        self._objs: dict[object, tuple[Any, Callable[[Any], bool]]] = {}
+        self._plain: set[object] = set()
+        self._rec = getattr(chooser, "records", False)
+        self.records: list[StepRecord] = []
+        self._keys: dict[int, tuple[int, int]] = {}
+        self._made: dict[int, int] = {}
 
     @property
     def live(self) -> list[ModelThread]:
@@ -274,7 +378,10 @@ class Execution(sync.Backend):
                 self._finale = None
             self._loop()
             if self.status == FINISHED:
-                self._check(instance.checks)
+                if self.problems:
+                    self.status = FAILED
+                else:
+                    self._check(instance.checks)
             self._teardown()
         return Outcome(
             self.status,
@@ -284,6 +391,8 @@ class Execution(sync.Backend):
             self.preemptions,
             self.problem,
             self.lock_order.cycle,
+            tuple(self.problems),
+            self.records if self._rec else None,
         )
 
     def _loop(self) -> None:
@@ -322,10 +431,11 @@ class Execution(sync.Backend):
     # -- threads -------------------------------------------------------------
     def _spawn(self, name: str, fn: Callable[[], object], daemon: bool) -> ModelThread:
         idx = len(self.threads)
+        base = name
         if name in self._names:
             name = f"{name}#{idx}"
         self._names.add(name)
-        th = ModelThread(idx, name, daemon)
+        th = ModelThread(idx, name, daemon, base)
         th.glet = greenlet(partial(self._body, th, fn), self._hub)
         self.threads.append(th)
         self._live[idx] = th
@@ -340,10 +450,28 @@ class Execution(sync.Backend):
             return
         except Exception as error:
             if not self._stopping:
-                self._fail(findings.from_exception(error, th.name, len(self.trace) - 1))
+                self._fail(findings.from_exception(error, th.name, len(self.trace) - 1), end=not self._past)
+                if self._past:
+                    self._retire(th)
             return
         if not self._stopping:
             self._exit(th)
+
+    def _retire(self, th: ModelThread) -> None:
+        """A thread that failed is done; the others run on (``run_past_failures``)."""
+        th.state = DONE
+        del self._live[th.idx]
+        if th in self._runnable:
+            _remove(self._runnable, th)
+            self._merged_ready = None
+        self._maybe_finale(th)
+
+    def _maybe_finale(self, th: ModelThread) -> None:
+        """Start the finale once the last non-daemon thread is done."""
+        if not th.daemon and self._finale is not None and all(t.daemon for t in self._live.values()):
+            fn, self._finale = self._finale, None
+            finale = self._spawn("finale", fn, daemon=False)
+            finale.parents = tuple(t.last for t in self.threads if not t.daemon and t.last >= 0)
 
     def _exit(self, th: ModelThread) -> None:
         th.state = DONE
@@ -364,16 +492,20 @@ class Execution(sync.Backend):
                     f"thread {th.name} exited still holding {', '.join(left)}",
                     th.name,
                     len(self.trace) - 1,
-                )
+                ),
+                end=not self._past,
             )
-        elif not th.daemon and self._finale is not None and all(t.daemon for t in self._live.values()):
-            fn, self._finale = self._finale, None
-            self._spawn("finale", fn, daemon=False)
+            if self._past:
+                self._maybe_finale(th)
+        else:
+            self._maybe_finale(th)
 
-    def _fail(self, problem: Problem) -> None:
+    def _fail(self, problem: Problem, end: bool = True) -> None:
         if self.problem is None:
             self.problem = problem
-        self.status = FAILED
+        self.problems.append(problem)
+        if end:
+            self.status = FAILED
 
     # -- choosing the next step ----------------------------------------------
     def _next(self, cur: ModelThread | None) -> ModelThread | None:
@@ -384,53 +516,121 @@ class Execution(sync.Backend):
         if len(trace) >= self.max_steps:
             self.status = STEP_BOUND
             return None
-        runnable = self._runnable
-        ready = self._recheck_woken() if self._woken else None
-        if not ready:
+        nxt: ModelThread | None
+        if self._pick is not None and self._woken and not (self._lazy or self._retry) and self._runnable:
+            # the random walk with woken threads: the choice is an index, found in the merge of
+            # runnable and ready threads without building it (a few ready: binary searches; many, a
+            # contended global lock's herd: the merged list, built once and reused while unchanged)
+            runnable = self._runnable
+            ready = self._recheck_woken()
+            if ready:
+                k = self._pick(len(runnable) + len(ready))
+                nxt = _merged_at(runnable, ready, k) if len(ready) <= 8 else self._merge(runnable, ready)[k]
+                if nxt is not cur and cur is not None and cur.state == RUN:
+                    self.preemptions += 1
+                return self._take(nxt, trace)
             cands = runnable
-        elif self._pick is not None and runnable:
-            # the choice is an index (two or more candidates): find it in the merge without building it
-            k = self._pick(len(runnable) + len(ready))
-            # a few ready threads: binary searches; many (a contended global lock's herd): the
-            # merged list, built once and reused while neither list changes
-            picked = _merged_at(runnable, ready, k) if len(ready) <= 8 else self._merge(runnable, ready)[k]
-            if picked is not cur and cur is not None and cur.state == RUN:
-                self.preemptions += 1
-            if picked.state != RUN:
-                self._resume(picked)
-            trace.append((picked.idx, picked.op, picked.res))
-            return picked
         else:
-            cands = self._merge(runnable, ready)
+            cands = self._candidates()
         if not cands:
             idle = self._idle()
             if idle is None:
                 return None
             cands = [idle]
         if len(cands) == 1 and not self._always:
-            nxt: ModelThread | None = cands[0]
+            nxt = cands[0]
         else:
             nxt = self.chooser.choose(cands, cur, self)
             if nxt is None:
                 self.status = ABORTED
                 return None
-            if nxt is not cur and cur is not None and cur.state == RUN:
+            if nxt is not cur and cur is not None and cur.state == RUN and (not self._lazy or not _parked(cur)):
                 self.preemptions += 1
-        assert nxt is not None
+        return self._take(nxt, trace)
+
+    def _take(self, nxt: ModelThread, trace: list[tuple[int, str, object]]) -> ModelThread:
+        """Record the step ``nxt`` performs next."""
         if nxt.state != RUN:  # a woken (or timed-out) waiter goes on: it is runnable again
             self._resume(nxt)
+        if self._rec:
+            self._record(nxt)
+        nxt.last = len(trace)
         trace.append((nxt.idx, nxt.op, nxt.res))
         return nxt
+
+    # -- records for the partial-order reduction ---------------------------------
+    def _key(self, resource: object) -> object:
+        """The name of ``resource`` that every execution agrees on.
+
+        A primitive made during the execution is named (creator, n): the n-th
+        primitive its creating thread (-1: the scenario's build) made, which
+        does not depend on how threads interleave. Anything else keeps its
+        identity (it outlives the execution, or only global ops use it).
+        """
+        if resource is None:
+            return None
+        key = self._keys.get(id(resource)) or ("object", id(resource))
+        if self._lazy and key not in self._objs and key not in self._plain:
+            test = _PASSABLE.get(type(resource))  # not isinstance: a freed (poisoned) object must not be touched
+            if test is None:
+                self._plain.add(key)
+            else:
+                self._objs[key] = (resource, test)
+        return key
+
+    def _record(self, th: ModelThread) -> None:
+        rec = StepRecord([("label", th.op, self._key(th.res))], bool(th.task.held), th.blocked_at, ())
+        if self._lazy:
+            rec.before = {k: test(o) for k, (o, test) in self._objs.items()}
+        if th.op == "start":
+            rec.parents = th.parents
+        if th.timed_out:
+            rec.timeout = True
+        th.blocked_at = -1
+        self.records.append(rec)
+
+    def _fact(self, kind: str, op: str, resource: object) -> None:
+        """Add a fact to the running thread's current step."""
+        cur = self._cur
+        if cur is not None and not self._stopping and cur.last >= 0 and cur.last == len(self.trace) - 1:
+            self.records[-1].facts.append((kind, op, self._key(resource)))
+
+    def created(self, primitive: object) -> None:
+        if self._rec:
+            creator = self._cur.idx if self._cur is not None else -1
+            n = self._made.get(creator, 0)
+            self._made[creator] = n + 1
+            self._keys[id(primitive)] = (creator, n)
+
+    def touch(self, op: str, resource: object) -> None:
+        if self._rec:
+            self._fact("touch", op, resource)
 
     def _candidates(self) -> list[ModelThread]:
         """Runnable threads plus woken ones whose condition holds, in index order.
 
         Without woken threads the candidates are the runnable list itself (not a
         copy: a chooser reads it and keeps nothing), so a step costs the same with
-        2 or 10,000 live threads.
+        2 or 10,000 live threads. With ``retry_steps`` every woken thread is a
+        candidate: its retry checks the condition.
         """
-        ready = self._recheck_woken() if self._woken else None
-        return self._merge(self._runnable, ready) if ready else self._runnable
+        woken = self._woken
+        if self._lazy:
+            runnable = [t for t in self._runnable if t.op not in LAZY_WAITS or passable(t.res)]
+            if not woken:
+                return runnable
+        elif not woken:
+            return self._runnable
+        else:
+            runnable = self._runnable
+        if self._retry:
+            return sorted(runnable + woken, key=_index)
+        ready = self._recheck_woken()
+        if not ready:
+            return runnable
+        if runnable is self._runnable:
+            return self._merge(runnable, ready)
+        return sorted(runnable + ready, key=_index)
 
     def _recheck_woken(self) -> list[ModelThread]:
         """Woken threads whose condition holds, in index order; the others sleep again."""
@@ -501,6 +701,10 @@ class Execution(sync.Backend):
         cur = self._cur
         if cur is None or self._stopping:
             return
+        if self._rec:
+            self._fact("end", op, resource)
+        cur.op = op
+        cur.res = resource
         if op in ACQUIRE_OPS:
             held = cur.task.held
             if held:
@@ -518,32 +722,45 @@ class Execution(sync.Backend):
         self, resource: object, ready: Callable[[], bool], op: str, timeout: float | None = None
     ) -> bool:
         if ready():
+            if self._rec:
+                self._fact("check", op, resource)
             return True
         cur = self._cur
         if cur is None:
             raise RuntimeError(f"{op} on {describe(resource)} would block outside a model thread")
         if self._stopping:
             raise Abandon
-        cur.state = BLOCKED
-        _remove(self._runnable, cur)
-        self._merged_ready = None
-        self._blocked.setdefault(id(resource), []).append(cur)
-        cur.ready = ready
-        cur.op = op
-        cur.res = resource
-        cur.timeout = timeout is not None
         task = cur.task
-        task.blocked_on = resource
-        self._switch(self._next(cur))
-        task.blocked_on = None  # chosen again: _next made it RUN
-        cur.ready = None
-        cur.timeout = False
-        if cur.timed_out:
-            cur.timed_out = False
-            return False
-        return True
+        while True:
+            if self._rec:
+                self._fact("block", op, resource)
+                cur.blocked_at = len(self.trace) - 1
+            cur.state = BLOCKED
+            _remove(self._runnable, cur)
+            self._merged_ready = None
+            self._blocked.setdefault(id(resource), []).append(cur)
+            cur.ready = ready
+            cur.op = op
+            cur.res = resource
+            cur.timeout = timeout is not None
+            task.blocked_on = resource
+            self._switch(self._next(cur))
+            task.blocked_on = None  # chosen again: _next made it RUN
+            cur.ready = None
+            cur.timeout = False
+            if cur.timed_out:
+                cur.timed_out = False
+                return False
+            if not self._retry or ready():
+                if self._rec:
+                    self._fact("check", op, resource)
+                return True
+            if self._rec:  # a failed retry: the condition does not hold, sleep again
+                self.records[-1].failed = True
 
     def wake(self, resource: object) -> None:
+        if self._rec:
+            self._fact("wake", "", resource)
         waiting = self._blocked.pop(id(resource), None)
         if waiting:
             for t in waiting:
@@ -551,7 +768,11 @@ class Execution(sync.Backend):
             self._woken += waiting
 
     def spawn_daemon(self, name: str, fn: Callable[[], None]) -> None:
-        self._spawn(name, fn, daemon=True)
+        if self._rec:
+            self._fact("spawn", "", None)
+        th = self._spawn(name, fn, daemon=True)
+        if self._cur is not None and self._cur.last >= 0:
+            th.parents = (self._cur.last,)
 
     def has_waiters(self, resource: object) -> bool:
         return bool(self._blocked.get(id(resource)))

@@ -3,8 +3,8 @@
 A strategy drives many executions. Per execution the explorer calls
 :meth:`Strategy.start` (False: nothing left to explore), then the scheduler
 calls :meth:`Strategy.choose` at every decision, then :meth:`Strategy.finish`
-with the outcome. The systematic strategy (bounded DFS with sleep sets) lives
-in :mod:`.dfs`.
+with the outcome. The systematic strategies live in :mod:`._dfs` (bounded DFS
+with sleep sets, the exhaustive reference) and :mod:`._dpor` (optimal DPOR).
 """
 
 from __future__ import annotations
@@ -26,6 +26,13 @@ class Strategy:
     pruned = 0
     #: why the scenario was found not to be deterministic, if it was
     nondeterminism: str | None = None
+    #: scheduler modes a strategy may ask for (see :mod:`._scheduler`): a woken waiter's retry is a
+    #: step; a wait that changes nothing is not offered until it gets through; a failing thread is
+    #: retired and the others run on; every step's accesses are recorded
+    retry_steps = False
+    lazy_waits = False
+    run_past_failures = False
+    records = False
 
     def start(self) -> bool:
         """Prepare the next execution; False when the strategy has nothing left."""

@@ -1,14 +1,17 @@
-"""The explorer's sub-commands: ``explore SCENARIO``, ``explore --list``, ``replay SCENARIO SCHEDULE``.
+"""The explorer's sub-commands: ``explore SCENARIO``, ``explore --list``, ``explore --all``, ``replay``.
 
 ``mmu-notifier`` wires them in with :func:`add_commands`. Exit codes:
 ``explore`` 1 when anything was found (the report prints the schedule and the
-replay command), 0 when nothing was (with the schedule count); ``replay`` 1
-when the replayed run fails, 0 when it is clean; 2 for bad arguments and for a
-schedule that cannot be replayed (malformed, stale or diverging), with a
-one-line message. Driver plugins that cannot be loaded (or whose
-``explore_scenarios`` hook fails) are left out with a line on stderr each, the
-command goes on with the rest and exits 1 at the end so CI notices;
-``--driver``/``--skip-driver`` choose which plugins' scenarios are loaded.
+replay command), 0 when nothing was (with the schedule count); ``explore
+--all`` 1 when some scenario's outcome is not the one it declares, 0 otherwise
+(a clean scenario whose search ran out of budget is reported as not complete,
+with its count, and is no mismatch); ``replay`` 1 when the replayed run fails,
+0 when it is clean; 2 for bad arguments and for a schedule that cannot be
+replayed (malformed, stale or diverging), with a one-line message. Driver
+plugins that cannot be loaded (or whose ``explore_scenarios`` hook fails) are
+left out with a line on stderr each, the command goes on with the rest and
+exits 1 at the end so CI notices; ``--driver``/``--skip-driver`` choose which
+plugins' scenarios are loaded.
 """
 
 from __future__ import annotations
@@ -41,11 +44,22 @@ def add_commands(subparsers: Any) -> None:
     )
     ex.add_argument("scenario", nargs="?", help="scenario name (see --list)")
     ex.add_argument("--list", action="store_true", help="list the scenarios and exit")
-    ex.add_argument("--strategy", default="random", help=f"one of {', '.join(STRATEGIES)} (default random)")
+    ex.add_argument(
+        "--all",
+        action="store_true",
+        help="run every scenario against its declared outcome (dpor for the clean ones; for the others "
+        "--strategy, by default dpor, then pct, then random until the declared finding shows)",
+    )
+    ex.add_argument("--strategy", help=f"one of {', '.join(STRATEGIES)} (default random)")
     ex.add_argument("--budget", type=int, default=1000, help="most schedules to run (default 1000)")
     ex.add_argument("--seed", type=int, default=0, help="seed of random and pct (default 0)")
     ex.add_argument("--depth", type=int, default=2, help="PCT bug depth d (default 2)")
-    ex.add_argument("--preemptions", type=int, default=2, help="DFS preemption bound k (default 2)")
+    ex.add_argument(
+        "--preemptions",
+        type=int,
+        default=None,
+        help="preemption bound k: dfs (default 2); dpor (default unbounded; a bounded dpor proves nothing)",
+    )
     ex.add_argument("--time-budget", type=float, help="stop starting schedules after this many seconds")
     ex.add_argument("--keep-going", action="store_true", help="do not stop at the first bug")
     ex.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON to FILE")
@@ -69,7 +83,7 @@ def add_commands(subparsers: Any) -> None:
 def _check_args(args: argparse.Namespace) -> None:
     check_timeline_option(args.timeline)
     check_output_path("--json", args.json)
-    if args.strategy not in STRATEGIES:
+    if args.strategy is not None and args.strategy not in STRATEGIES:
         raise UsageError(
             f"explore: unknown strategy {args.strategy!r} (choose from {', '.join(STRATEGIES)})"
         )
@@ -77,7 +91,7 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"explore: --budget must be at least 1, got {args.budget}")
     if args.depth < 1:
         raise UsageError(f"explore: --depth must be at least 1, got {args.depth}")
-    if args.preemptions < 0:
+    if args.preemptions is not None and args.preemptions < 0:
         raise UsageError(f"explore: --preemptions must be at least 0, got {args.preemptions}")
     if args.time_budget is not None and args.time_budget <= 0:
         raise UsageError(f"explore: --time-budget must be positive, got {args.time_budget}")
@@ -135,18 +149,66 @@ def cmd_list(args: argparse.Namespace | None = None) -> int:
     return 1 if broken else 0
 
 
+def cmd_all(args: argparse.Namespace) -> int:
+    """``explore --all``: every scenario against its declared outcome; exit 1 on a mismatch.
+
+    A scenario declared clean is explored with DPOR (``--preemptions`` bounds
+    it, ``--budget`` caps it): it passes proved clean when every trace was
+    explored, and is reported "not complete" with its trace count when the
+    budget ran out first. A scenario declared to show a finding is explored
+    with ``--strategy`` (by default DPOR, then PCT, then random, until the
+    finding shows; each goes on past other findings) and passes when a
+    finding of that kind shows.
+    """
+    _check_args(args)
+    mismatches = 0
+    for name, scenario in sorted(scenarios(plugins=True).items()):
+        searches = [args.strategy] if args.strategy else ["dpor", "pct", "random"]
+        chain = ["dpor"] if scenario.expect is None else searches
+        for strategy in chain:
+            result = explore(
+                scenario,
+                strategy,
+                args.budget,
+                args.seed,
+                args.time_budget,
+                depth=args.depth,
+                preemptions=args.preemptions,
+                stop_on_first=scenario.expect is None,
+                minimise_budget=0,
+                reproduce=0,
+            )
+            kinds = {f.problem.kind.value for f in result.findings}
+            if scenario.expect in kinds:
+                break
+        ok = scenario.expect in kinds if scenario.expect else not kinds
+        proved = scenario.expect is not None or (result.complete and not result.bounded)
+        verdict = "MISMATCH" if not ok else "ok" if proved else "ok, not complete"
+        mismatches += not ok
+        shown = ", ".join(sorted(kinds)) or "clean"
+        expect = scenario.expect or "clean"
+        print(f"{name:<34} expect {expect:<22} {strategy:<7} {verdict:<17} {result.verdict} [{shown}]")
+    total = len(scenarios(plugins=True))
+    print(f"{total - mismatches}/{total} scenarios show their declared outcome")
+    return 1 if mismatches else 0
+
+
 def cmd_explore(args: argparse.Namespace) -> int:
     """``explore``: run the exploration, print the report, exit 1 if anything was found."""
     if args.list:
         return cmd_list(args)
+    if args.all:
+        if args.scenario:
+            raise UsageError("explore: --all runs every scenario; do not name one")
+        return cmd_all(args)
     if not args.scenario:
-        raise UsageError("explore: name a scenario, or use --list")
+        raise UsageError("explore: name a scenario, or use --list or --all")
     _check_args(args)
     scenario, broken = _scenario(args.scenario, "explore", args)
     progress = _Progress(sys.stderr) if args.progress or sys.stderr.isatty() else None
     result = explore(
         scenario,
-        args.strategy,
+        args.strategy or "random",
         args.budget,
         args.seed,
         args.time_budget,

@@ -189,7 +189,14 @@ def record(world: JobWorld, driver: str, violation: InvariantViolation) -> None:
 
 def exit_coherence(world: JobWorld, mm: MM) -> None:
     """Right after an exit: a driver with a release callback translates nothing of the mm (checked at once, since
-    the process's files, and so its attaches, are closed only afterwards)."""
+    the process's files, and so its attaches, are closed only afterwards).
+
+    Only once the mm is torn down: while another task (reclaim, a driver's worker) still holds
+    ``mm_users``, ``exit_mmap`` and so ``release`` have not run yet and a translation is legal;
+    the end-of-run checks cover that mm.
+    """
+    if mm.alive:
+        return
     for name, ex in world.exercisers.items():
         caps = ex.capabilities
         if contract.RELEASE in caps and contract.DEVICE_TRANSLATIONS in caps:

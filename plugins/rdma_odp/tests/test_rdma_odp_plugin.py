@@ -49,15 +49,7 @@ def test_main_job_drives_the_plugin_with_zero_violations() -> None:
     assert odp["peak_users"] >= 2, "attaches of one mm share the per_mm"
 
 
-#: The main job checks exit coherence right after a process's ``mm.exit()`` even when another task (the
-#: background reclaim) still holds ``mm_users``, so exit_mmap and ``release`` have not run yet and the
-#: attach legitimately still translates: a false positive of the core's check (reported to the lead).
-#: Strict, so the run passing once the core checks only torn-down mms fails here and gets noticed.
-CORE_EXIT_CHECK = pytest.mark.xfail(strict=True, reason="core: exit coherence checked before exit_mmap ran")
-WORKLOADS = [
-    pytest.param(p, marks=CORE_EXIT_CHECK) if p.stem == "exit-before-detach" else p
-    for p in sorted((Path(__file__).parents[3] / "examples" / "workloads").glob("*.*"))
-]
+WORKLOADS = sorted((Path(__file__).parents[3] / "examples" / "workloads").glob("*.*"))
 
 
 @pytest.mark.parametrize("workload", WORKLOADS, ids=lambda p: p.name if isinstance(p, Path) else str(p))
