@@ -25,56 +25,119 @@ The public API, by kernel concept:
   objects report use after free and double free with their free site).
 """
 
-from mmu_notifier import kmem
-from mmu_notifier.config import DriverConfig
-from mmu_notifier.errors import (
-    ActiveObjectFreedError,
-    BadAddressError,
-    BusyError,
-    ConfigError,
-    DeadlockError,
-    DoubleFreeError,
-    InterruptedCallError,
-    InvalidArgumentError,
-    KernelError,
-    MisuseError,
-    ModelBug,
-    NoMemoryError,
-    PluginError,
-    PluginWarning,
-    RangeOverflowError,
-    RefcountOverflowError,
-    SleepInAtomicError,
-    TryAgainError,
-    UseAfterFreeError,
-)
-from mmu_notifier.exerciser import Capability, Exerciser, Handle
-from mmu_notifier.hookspecs import hookimpl
-from mmu_notifier.interval import (
-    MMUIntervalNotifier,
-    interval_check_retry,
-    interval_notifier_insert,
-    interval_notifier_insert_locked,
-    interval_notifier_remove,
-    interval_read_begin,
-    interval_read_retry,
-    interval_set_seq,
-)
-from mmu_notifier.kernel import Kernel, default_kernel
-from mmu_notifier.mm import MM, RW, VMA, Prot
-from mmu_notifier.notifier import (
-    MMUNotifier,
-    get,
-    get_locked,
-    put,
-    register,
-    register_locked,
-    synchronize,
-    unregister,
-)
-from mmu_notifier.pagetable import PTE
-from mmu_notifier.plugins import Driver, MMUNotifierOps
-from mmu_notifier.range import Event, Range
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mmu_notifier import kmem
+    from mmu_notifier.config import DriverConfig
+    from mmu_notifier.errors import (
+        ActiveObjectFreedError,
+        BadAddressError,
+        BusyError,
+        ConfigError,
+        DeadlockError,
+        DoubleFreeError,
+        InterruptedCallError,
+        InvalidArgumentError,
+        KernelError,
+        MisuseError,
+        ModelBug,
+        NoMemoryError,
+        PluginError,
+        PluginWarning,
+        RangeOverflowError,
+        RefcountOverflowError,
+        SleepInAtomicError,
+        TryAgainError,
+        UseAfterFreeError,
+    )
+    from mmu_notifier.exerciser import Capability, Exerciser, Handle
+    from mmu_notifier.hookspecs import hookimpl
+    from mmu_notifier.interval import (
+        MMUIntervalNotifier,
+        interval_check_retry,
+        interval_notifier_insert,
+        interval_notifier_insert_locked,
+        interval_notifier_remove,
+        interval_read_begin,
+        interval_read_retry,
+        interval_set_seq,
+    )
+    from mmu_notifier.kernel import Kernel, default_kernel
+    from mmu_notifier.mm import MM, RW, VMA, Prot
+    from mmu_notifier.notifier import (
+        MMUNotifier,
+        get,
+        get_locked,
+        put,
+        register,
+        register_locked,
+        synchronize,
+        unregister,
+    )
+    from mmu_notifier.pagetable import PTE
+    from mmu_notifier.plugins import Driver, MMUNotifierOps
+    from mmu_notifier.range import Event, Range
+
+#: where each public name lives. Importing the package imports none of them: a
+#: name's module is imported on first use (module ``__getattr__``), so
+#: ``import mmu_notifier`` and ``mmu-notifier --version`` do not pay for
+#: pydantic, structlog, pluggy or the model (issue 18). The API is unchanged:
+#: ``from mmu_notifier import MM`` and ``mmu_notifier.MM`` work as before.
+_LAZY: dict[str, str] = {
+    "kmem": "mmu_notifier.kmem",
+    "DriverConfig": "mmu_notifier.config",
+    **dict.fromkeys(
+        (
+            "ActiveObjectFreedError", "BadAddressError", "BusyError", "ConfigError", "DeadlockError",
+            "DoubleFreeError", "InterruptedCallError", "InvalidArgumentError", "KernelError", "MisuseError",
+            "ModelBug", "NoMemoryError", "PluginError", "PluginWarning", "RangeOverflowError", "RefcountOverflowError",
+            "SleepInAtomicError", "TryAgainError", "UseAfterFreeError",
+        ),
+        "mmu_notifier.errors",
+    ),
+    **dict.fromkeys(("Capability", "Exerciser", "Handle"), "mmu_notifier.exerciser"),
+    "hookimpl": "mmu_notifier.hookspecs",
+    **dict.fromkeys(
+        (
+            "MMUIntervalNotifier", "interval_check_retry", "interval_notifier_insert",
+            "interval_notifier_insert_locked", "interval_notifier_remove", "interval_read_begin",
+            "interval_read_retry", "interval_set_seq",
+        ),
+        "mmu_notifier.interval",
+    ),
+    **dict.fromkeys(("Kernel", "default_kernel"), "mmu_notifier.kernel"),
+    **dict.fromkeys(("MM", "RW", "VMA", "Prot"), "mmu_notifier.mm"),
+    **dict.fromkeys(
+        (
+            "MMUNotifier", "get", "get_locked", "put", "register", "register_locked", "synchronize",
+            "unregister",
+        ),
+        "mmu_notifier.notifier",
+    ),
+    "PTE": "mmu_notifier.pagetable",
+    **dict.fromkeys(("Driver", "MMUNotifierOps"), "mmu_notifier.plugins"),
+    **dict.fromkeys(("Event", "Range"), "mmu_notifier.range"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module on first use and cache the name here."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mmu_notifier' has no attribute {name!r}")
+    imported = importlib.import_module(module)
+    value = imported if module == f"mmu_notifier.{name}" else getattr(imported, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __version__ = "0.1.0"
 

@@ -23,22 +23,48 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mmu_notifier import plugins
-from mmu_notifier.cli_common import driver_settings, one_line, table
-from mmu_notifier.conformance import cli as conformance_cli
+from mmu_notifier import __version__
 from mmu_notifier.errors import ConfigError, PluginError, UsageError
-from mmu_notifier.kernel import Kernel
-from mmu_notifier.scaffold import cli as scaffold_cli
-from mmu_notifier.scenarios import cli as explore_cli
-from mmu_notifier.workload import cli as run_cli
+
+
+# The sub-command modules (and the model, pydantic, the plugins) are imported
+# when the parser is built, not when this module is, so ``--version`` starts in
+# a few tens of milliseconds.
+def _run_commands(sub: Any) -> None:
+    from mmu_notifier.workload import cli as run_cli
+
+    run_cli.add_commands(sub)
+
+
+def _explore_commands(sub: Any) -> None:
+    from mmu_notifier.scenarios import cli as explore_cli
+
+    explore_cli.add_commands(sub)
+
+
+def _conformance_commands(sub: Any) -> None:
+    from mmu_notifier.conformance import cli as conformance_cli
+
+    conformance_cli.add_commands(sub)
+
+
+def _scaffold_commands(sub: Any) -> None:
+    from mmu_notifier.scaffold import cli as scaffold_cli
+
+    scaffold_cli.add_commands(sub)
+
 
 #: the sub-command modules' ``add_commands``, in the order ``--help`` lists them (after ``drivers``)
 COMMANDS: tuple[Callable[[Any], None], ...] = (
-    run_cli.add_commands,
-    explore_cli.add_commands,
-    conformance_cli.add_commands,
-    scaffold_cli.add_commands,
+    _run_commands, _explore_commands, _conformance_commands, _scaffold_commands,
 )
+
+
+def one_line(error: BaseException) -> str:
+    """:func:`mmu_notifier.cli_common.one_line`, imported when first needed."""
+    from mmu_notifier.cli_common import one_line as first_line
+
+    return first_line(error)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,6 +77,8 @@ EX_INTERRUPTED = 130
 
 
 def _schema(name: str, entry_points: dict[str, Any]) -> int:
+    from mmu_notifier import plugins
+
     if name not in entry_points:
         raise UsageError(f"no installed driver is named {name!r} (installed: {sorted(entry_points)})")
     try:
@@ -74,6 +102,10 @@ def _reason(error: Exception) -> str:
 
 
 def _cmd_drivers(args: argparse.Namespace) -> int:
+    from mmu_notifier import plugins
+    from mmu_notifier.cli_common import driver_settings, table
+    from mmu_notifier.kernel import Kernel
+
     entry_points = {ep.name: ep for ep in plugins.available_drivers()}
     if args.schema:
         return _schema(args.schema, entry_points)
@@ -108,6 +140,7 @@ def _cmd_drivers(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The full parser with every sub-command."""
     parser = _Parser(prog="mmu-notifier", description="A model of the Linux 5.4 mmu_notifier subsystem.")
+    parser.add_argument("--version", action="version", version=f"mmu-notifier {__version__}")
     parser.add_argument("--debug", action="store_true",
                         help="print the traceback of an internal error (also accepted after the sub-command)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -132,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mmu-notifier`` script: dispatch, and the guard that never lets a traceback out."""
     arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments == ["--version"]:  # answered before anything heavy is imported
+        print(f"mmu-notifier {__version__}")
+        return 0
     debug = "--debug" in arguments or bool(os.environ.get("MMU_NOTIFIER_DEBUG"))
     arguments = [arg for arg in arguments if arg != "--debug"]
     try:

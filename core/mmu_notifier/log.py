@@ -18,8 +18,6 @@ import sys
 from collections.abc import MutableMapping
 from typing import Any, TextIO
 
-import structlog
-
 from mmu_notifier.errors import ParameterError
 
 #: Every event name the core emits, with what it means. Plugins emit their own
@@ -84,6 +82,8 @@ def configure(fmt: str | None = "json", stream: TextIO | None = None) -> None:
         return
     if fmt not in ("json", "console"):
         raise ParameterError(f"log format {fmt!r}: expected 'json' or 'console'")
+    import structlog  # only when logging is turned on: a silent run never imports it
+
     renderer: Any = (
         structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
     )

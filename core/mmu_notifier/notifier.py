@@ -100,7 +100,7 @@ class MMUNotifier:
 class MMUNotifierMM:
     """The per-mm container (``struct mmu_notifier_mm``).
 
-    ``subscriptions`` is replaced, never mutated, under ``lock``: a walker
+    ``subscriptions`` is a tuple that is replaced, never mutated: a walker
     reads it once and sees a consistent snapshot, as an RCU list walker does.
     It is ordered head first, so the most recent registration comes first.
     ``by_ops`` indexes the linked subscriptions per driver (in registration
@@ -108,13 +108,24 @@ class MMUNotifierMM:
     ``interval`` is the 5.5 interval-notifier state
     (:class:`~mmu_notifier.interval.IntervalState`), made by the first
     interval insert; ``has_itree`` is "it exists".
+
+    Deliberate difference in cost, not behaviour: the kernel's
+    ``hlist_add_head_rcu``/``hlist_del_init_rcu`` are O(1); so are
+    :meth:`link` and :meth:`unlink` here. Membership is an insertion-ordered
+    dict; the snapshot tuple is built on the first read after a change (a
+    walk pays for it once, and it walks every element anyway), so
+    registering N subscriptions costs O(N) in all, not O(N^2).
     """
 
-    __slots__ = ("lock", "subscriptions", "by_ops", "interval")
+    __slots__ = ("lock", "_members", "_version", "_snapshot", "by_ops", "interval")
 
     def __init__(self) -> None:
         self.lock = sync.SpinLock("mmu_notifier_mm.lock")
-        self.subscriptions: tuple[MMUNotifier, ...] = ()
+        #: linked subscriptions, oldest first (the list is this, newest first)
+        self._members: dict[MMUNotifier, None] = {}
+        #: bumped after every change of ``_members``; the snapshot is used only at its version
+        self._version = 0
+        self._snapshot: tuple[int, tuple[MMUNotifier, ...]] = (0, ())
         self.by_ops: dict[MMUNotifierOps, dict[MMUNotifier, None]] = {}
         self.interval: IntervalState | None = None
 
@@ -123,9 +134,27 @@ class MMUNotifierMM:
         """Interval mode is enabled on this mm (5.5's ``has_itree``; never cleared)."""
         return self.interval is not None
 
+    @property
+    def subscriptions(self) -> tuple[MMUNotifier, ...]:
+        """The list as a walker sees it now: newest first, never changed once handed out.
+
+        Walkers read without the lock (as RCU walkers do), on real threads too: a
+        snapshot is cached with the version it was built at, and a writer changes
+        the members *before* bumping the version, so a snapshot built while a
+        change is under way is never taken for a later version's.
+        """
+        version = self._version
+        cached = self._snapshot
+        if cached[0] == version:
+            return cached[1]
+        snapshot = tuple(reversed(self._members))
+        self._snapshot = (version, snapshot)
+        return snapshot
+
     def link(self, sub: MMUNotifier) -> None:
         """Add at the head (``hlist_add_head_rcu``); caller holds ``lock``."""
-        self.subscriptions = (sub, *self.subscriptions)
+        self._members[sub] = None
+        self._version += 1
         self.by_ops.setdefault(sub.ops, {})[sub] = None
         sub.linked = True
         sub.ops.linked += 1
@@ -136,7 +165,8 @@ class MMUNotifierMM:
             return False
         sub.linked = False
         sub.ops.linked -= 1
-        self.subscriptions = tuple(s for s in self.subscriptions if s is not sub)
+        del self._members[sub]
+        self._version += 1
         same = self.by_ops[sub.ops]
         del same[sub]
         if not same:

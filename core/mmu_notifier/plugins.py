@@ -10,7 +10,13 @@ Dispatch calls an ops field directly. With no wrapper plugin installed that
 field is the driver's own bound method (or a tiny argument adapter), so the
 cost of a callback does not grow with the number of installed drivers. When a
 wrapper is registered, every driver is re-resolved so that its fields go
-through pluggy with the wrappers around that driver's implementation only.
+through the wrappers around that driver's implementation only. New-style
+wrappers (``@hookimpl(wrapper=True)``, what tracers and the invariants
+recorder use) are resolved once too, into a direct chain that runs each
+generator as pluggy's ``_multicall`` would (outermost = last registered;
+exceptions thrown into the generators innermost first), so a traced callback
+costs the wrappers themselves, not a keyword-argument hook call per callback.
+Only an old-style ``hookwrapper`` still goes through pluggy's subset caller.
 """
 
 from __future__ import annotations
@@ -161,6 +167,51 @@ def _adapter(function: Callback, spec_args: tuple[str, ...], impl_args: tuple[st
     return lambda *args: function(*(args[i] for i in positions))
 
 
+def _wrapped(inner: Callback, wrappers: list[tuple[Callback, tuple[int, ...] | None]], name: str) -> Callback:
+    """``inner`` inside new-style generator ``wrappers`` (outermost first), as pluggy runs them.
+
+    Each wrapper is called with the spec arguments it declares (``None``: all of
+    them, in order), runs to its ``yield``, gets the inner result sent in (or the
+    inner exception thrown in), and its return value (or exception) is what the
+    next outer wrapper sees.
+    """
+
+    def call(*args: Any) -> Any:
+        gens: list[Any] = []
+        result: Any = None
+        failure: BaseException | None = None
+        try:
+            for function, positions in wrappers:
+                gen = function(*args) if positions is None else function(*[args[i] for i in positions])
+                try:
+                    next(gen)
+                except StopIteration:
+                    raise RuntimeError(f"wrapper {function!r} of {name} did not yield") from None
+                gens.append(gen)
+            result = inner(*args)
+        except BaseException as error:
+            failure = error
+        for gen in reversed(gens):
+            try:
+                if failure is not None:
+                    gen.throw(failure)
+                else:
+                    gen.send(result)
+                gen.close()
+            except StopIteration as stop:
+                result, failure = stop.value, None
+                continue
+            except BaseException as error:
+                failure = error
+                continue
+            failure = RuntimeError(f"wrapper of {name} has a second yield")
+        if failure is not None:
+            raise failure
+        return result
+
+    return call
+
+
 class DriverRegistry:
     """The drivers loaded into one :class:`~mmu_notifier.kernel.Kernel`, and its pluggy manager."""
 
@@ -290,8 +341,17 @@ class DriverRegistry:
             return None
         spec_args = tuple(caller.spec.argnames)
         foreign = [impl for impl in impls if impl.plugin is not driver and impl.plugin not in others]
+        direct = _adapter(own[0].function, spec_args, tuple(own[0].argnames))
         if not foreign:
-            return _adapter(own[0].function, spec_args, tuple(own[0].argnames))
+            return direct
+        if all(impl.wrapper and not impl.kwargnames for impl in foreign):
+            # pluggy calls the implementations last to first: the last registered wrapper is outermost
+            chain = [
+                (impl.function, None if tuple(impl.argnames) == spec_args
+                 else tuple(spec_args.index(arg) for arg in impl.argnames))
+                for impl in reversed(foreign)
+            ]
+            return _wrapped(direct, chain, callback)
         subset = self.pm.subset_hook_caller(callback, remove_plugins=others)
         return lambda *args: subset(**dict(zip(spec_args, args, strict=True)))
 

@@ -18,6 +18,7 @@ without ``on_error`` it propagates out of the worker task.
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -34,6 +35,8 @@ class Srcu:
         self.on_error = on_error
         self._next_ticket = 0
         self._readers: dict[int, sync.Task] = {}
+        #: tickets of open read sections, a min-heap with lazy deletion (the oldest reader in O(log n))
+        self._tickets: list[int] = []
         self._callbacks: deque[tuple[int, Callable[[], None]]] = deque()
         self._queued = 0
         self._completed = 0
@@ -50,6 +53,7 @@ class Srcu:
             ticket = self._next_ticket
             self._next_ticket = ticket + 1
             self._readers[ticket] = task
+            heapq.heappush(self._tickets, ticket)
         task.srcu_depth[self] = task.srcu_depth.get(self, 0) + 1
         return ticket
 
@@ -61,7 +65,14 @@ class Srcu:
             if self._readers.get(index) is not task:
                 raise LockingError(f"task {task.name} leaves {self.name} read section {index} it did not enter")
             del self._readers[index]
-            b.wake(self)
+            tickets = self._tickets
+            if tickets[0] == index:
+                # The oldest reader left: grace periods may end now. Pruning is amortised
+                # O(log n). Leaving any other reader changes no waiter's condition (it
+                # depends on the oldest reader only), so nobody is woken for nothing.
+                while tickets and tickets[0] not in self._readers:
+                    heapq.heappop(tickets)
+                b.wake(self)
         depth = task.srcu_depth[self] - 1
         if depth:
             task.srcu_depth[self] = depth
@@ -127,7 +138,8 @@ class Srcu:
         return self._queued - self._completed
 
     def _grace_period_over(self, ticket: int) -> bool:
-        return not self._readers or min(self._readers) >= ticket
+        tickets = self._tickets  # pruned at every read_unlock: its head is the oldest open reader
+        return not tickets or tickets[0] >= ticket
 
     def _head_ready(self) -> bool:
         return self._grace_period_over(self._callbacks[0][0])

@@ -290,6 +290,10 @@ class _ExclusiveLock:
     __slots__ = ("name", "owner")
     _sleeps = True
     _kind = "mutex"
+    # the scheduling-point ops, spelt once (not formatted on every call)
+    _op_lock = "mutex_lock"
+    _op_trylock = "mutex_trylock"
+    _op_unlock = "mutex_unlock"
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -299,14 +303,14 @@ class _ExclusiveLock:
     def lock(self) -> None:
         b = _backend
         task = b.current()
-        if self._sleeps:
+        if self._sleeps and (task.atomic_depth or task.non_block_depth):
             might_sleep(f"{self._kind}_lock({self.name})")
         if self.owner is task:
             raise DeadlockError(f"task {task.name} takes {self._kind} {self.name} it already holds")
-        b.point(f"{self._kind}_lock", self)
+        b.point(self._op_lock, self)
         with b.critical():
             if self.owner is not None:
-                b.wait_until(self, self._is_free, f"{self._kind}_lock")
+                b.wait_until(self, self._is_free, self._op_lock)
             self.owner = task
         self._acquired(task)
 
@@ -314,7 +318,7 @@ class _ExclusiveLock:
         """Take the lock if it is free; never blocks."""
         b = _backend
         task = b.current()
-        b.point(f"{self._kind}_trylock", self)
+        b.point(self._op_trylock, self)
         with b.critical():
             if self.owner is not None:
                 return False
@@ -333,7 +337,7 @@ class _ExclusiveLock:
         task.held.remove(self)
         if not self._sleeps:
             task.atomic_depth -= 1
-        b.point(f"{self._kind}_unlock", self)
+        b.point(self._op_unlock, self)
 
     def held_by_current(self) -> bool:
         """True when the running task holds the lock (``lockdep_assert_held``)."""
@@ -370,6 +374,9 @@ class SpinLock(_ExclusiveLock):
     __slots__ = ()
     _sleeps = False
     _kind = "spin"
+    _op_lock = "spin_lock"
+    _op_trylock = "spin_trylock"
+    _op_unlock = "spin_unlock"
 
 
 class RWSemaphore:
@@ -393,7 +400,8 @@ class RWSemaphore:
         """Take the read side; may sleep."""
         b = _backend
         task = b.current()
-        might_sleep(f"down_read({self.name})")
+        if task.atomic_depth or task.non_block_depth:
+            might_sleep(f"down_read({self.name})")
         if self.writer is task:
             raise DeadlockError(f"task {task.name} takes {self.name} for read while holding it for write")
         b.point("down_read", self)
@@ -431,7 +439,8 @@ class RWSemaphore:
         """Take the write side; may sleep."""
         b = _backend
         task = b.current()
-        might_sleep(f"down_write({self.name})")
+        if task.atomic_depth or task.non_block_depth:
+            might_sleep(f"down_write({self.name})")
         if self.writer is task or task in self.readers:
             raise DeadlockError(f"task {task.name} takes {self.name} for write while holding it")
         b.point("down_write", self)

@@ -29,7 +29,8 @@ def _at_the_limit() -> model.Workload:
 
 def test_the_limits_are_field_level_errors() -> None:
     over = {"processes": [{"name": "p", "count": model.MAX_PROCESSES + 1, "steps": [{"op": "mmap"}]}]}
-    with pytest.raises(model.WorkloadError, match=r"processes\.0\.count: .*less than or equal to 512"):
+    limit = rf"processes\.0\.count: .*less than or equal to {model.MAX_PROCESSES}"
+    with pytest.raises(model.WorkloadError, match=limit):
         model.parse(over)
     with pytest.raises(model.WorkloadError, match=r"background\.migrate: .*1000000"):
         model.parse({"processes": [{"name": "p", "steps": [{"op": "mmap"}]}], "background": {"migrate": 2e9}})

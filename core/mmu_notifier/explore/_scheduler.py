@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from bisect import insort
+from bisect import bisect_left, insort
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -77,6 +77,52 @@ ABORTED = "aborted"
 
 def _index(thread: ModelThread) -> int:
     return thread.idx
+
+
+def _merged_at(runnable: list[ModelThread], ready: list[ModelThread], k: int) -> ModelThread:
+    """The ``k``-th thread of the index-ordered merge of ``runnable`` and the few ``ready`` threads."""
+    for j, t in enumerate(ready):
+        position = j + bisect_left(runnable, t.idx, key=_index)
+        if k < position:
+            return runnable[k - j]
+        if k == position:
+            return t
+    return runnable[k - len(ready)]
+
+
+def _remove(threads: list[ModelThread], th: ModelThread) -> None:
+    """Remove ``th`` from a list kept in index order: a binary search, not a scan."""
+    del threads[bisect_left(threads, th.idx, key=_index)]
+
+
+class _CountingTrace(list[tuple[int, str, object]]):
+    """A trace that keeps only its length and last step: a long run's memory stays flat.
+
+    Used when an execution is not recorded (the main job without a timeline);
+    everything that reads ``len(trace)`` or ``trace[-1]`` works unchanged.
+    """
+
+    __slots__ = ("_steps", "_last")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._steps = 0
+        self._last: tuple[int, str, object] | None = None
+
+    def append(self, step: tuple[int, str, object]) -> None:
+        self._steps += 1
+        self._last = step
+
+    def __len__(self) -> int:
+        return self._steps
+
+    def __bool__(self) -> bool:
+        return self._steps > 0
+
+    def __getitem__(self, index: Any) -> Any:
+        if index == -1 and self._last is not None:
+            return self._last
+        raise IndexError("an unrecorded execution keeps only its last step")
 
 
 class Abandon(BaseException):
@@ -144,6 +190,10 @@ class Chooser(Protocol):
     """
 
     always: bool
+
+    # Optionally ``pick(n) -> int``: a chooser whose choice is an index among ``n``
+    # candidates drawn independently of them (the random walk) offers it, and the
+    # scheduler then finds that candidate without building the candidate list.
 
     def choose(
         self, cands: list[ModelThread], current: ModelThread | None, ex: Execution
@@ -273,25 +323,40 @@ class Execution(sync.Backend):
 
     name = "explore"
 
-    def __init__(self, scenario: Scenario, chooser: Chooser, max_steps: int | None = None) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        chooser: Chooser,
+        max_steps: int | None = None,
+        record: bool = True,
+    ) -> None:
         self.scenario = scenario
         self.chooser = chooser
         self.max_steps = max_steps or scenario.max_steps
         self.threads: list[ModelThread] = []
-        self.live: list[ModelThread] = []
+        self._names: set[str] = set()
+        #: live threads by index (a dict: leaving is O(1), iteration stays in index order)
+        self._live: dict[int, ModelThread] = {}
         # Kept up to date on every state change so a step costs O(woken), not O(threads):
         # threads in state RUN (index order), threads WOKEN since the last step, and the
         # BLOCKED threads by the resource they wait on.
         self._runnable: list[ModelThread] = []
+        # the last merge of runnable and ready woken threads, reused while neither changes
+        # (a woken thread may stay a candidate for many steps before it is chosen)
+        self._merged: list[ModelThread] = []
+        self._merged_ready: list[ModelThread] | None = None
         self._woken: list[ModelThread] = []
         self._blocked: dict[int, list[ModelThread]] = {}
-        self.trace: list[tuple[int, str, object]] = []
+        #: every step (thread, op, resource); without ``record`` only counted (a long main-job run)
+        self.trace: list[tuple[int, str, object]] = [] if record else _CountingTrace()
         self.lock_order = LockOrder()
         self.problem: Problem | None = None
         self.preemptions = 0
         self.status = ""
         self.walk_point = self._walk
         self._always = chooser.always
+        #: a chooser whose choice is a uniform index (``pick(n)``) is served without a candidate list
+        self._pick: Callable[[int], int] | None = None if chooser.always else getattr(chooser, "pick", None)
         self._cur: ModelThread | None = None
         self._task = sync.Task("setup")
         self._hub: Any = None
@@ -313,6 +378,11 @@ class Execution(sync.Backend):
         self.records: list[StepRecord] = []
         self._keys: dict[int, tuple[int, int]] = {}
         self._made: dict[int, int] = {}
+
+    @property
+    def live(self) -> list[ModelThread]:
+        """Threads not yet finished, in index order."""
+        return list(self._live.values())
 
     # -- the run -------------------------------------------------------------
     def run(self) -> Outcome:
@@ -348,13 +418,18 @@ class Execution(sync.Backend):
         )
 
     def _loop(self) -> None:
+        # A model thread that chose a thread not yet started hands it to the hub
+        # (``_switch``), which starts it here: a greenlet started from inside
+        # another one inherits that one's recursion depth, and a chain of
+        # thousands of such starts ended in RecursionError (about 1,000 processes).
+        handed: ModelThread | None = None
         while not self.status:
-            nxt = self._next(None)
+            nxt = handed if handed is not None else self._next(None)
             if nxt is None:
                 return
             self._cur = nxt
             self._task = nxt.task
-            nxt.glet.switch()
+            handed = nxt.glet.switch()
 
     def _check(self, checks: list[Callable[[], object]]) -> None:
         self._task = sync.Task("end-of-run check")
@@ -370,7 +445,7 @@ class Execution(sync.Backend):
 
     def _teardown(self) -> None:
         self._stopping = True
-        for th in self.live:
+        for th in list(self._live.values()):
             if th.glet:  # started and suspended
                 self._cur = th
                 self._task = th.task
@@ -382,13 +457,15 @@ class Execution(sync.Backend):
     def _spawn(self, name: str, fn: Callable[[], object], daemon: bool) -> ModelThread:
         idx = len(self.threads)
         base = name
-        if any(t.name == name for t in self.threads):
+        if name in self._names:
             name = f"{name}#{idx}"
+        self._names.add(name)
         th = ModelThread(idx, name, daemon, base)
         th.glet = greenlet(partial(self._body, th, fn), self._hub)
         self.threads.append(th)
-        self.live.append(th)
+        self._live[idx] = th
         self._runnable.append(th)  # the newest index: order kept
+        self._merged_ready = None
         return th
 
     def _body(self, th: ModelThread, fn: Callable[[], object]) -> None:
@@ -408,22 +485,24 @@ class Execution(sync.Backend):
     def _retire(self, th: ModelThread) -> None:
         """A thread that failed is done; the others run on (``run_past_failures``)."""
         th.state = DONE
-        self.live.remove(th)
+        del self._live[th.idx]
         if th in self._runnable:
-            self._runnable.remove(th)
+            _remove(self._runnable, th)
+            self._merged_ready = None
         self._maybe_finale(th)
 
     def _maybe_finale(self, th: ModelThread) -> None:
         """Start the finale once the last non-daemon thread is done."""
-        if not th.daemon and self._finale is not None and all(t.daemon for t in self.live):
+        if not th.daemon and self._finale is not None and all(t.daemon for t in self._live.values()):
             fn, self._finale = self._finale, None
             finale = self._spawn("finale", fn, daemon=False)
             finale.parents = tuple(t.last for t in self.threads if not t.daemon and t.last >= 0)
 
     def _exit(self, th: ModelThread) -> None:
         th.state = DONE
-        self.live.remove(th)
-        self._runnable.remove(th)
+        del self._live[th.idx]
+        _remove(self._runnable, th)
+        self._merged_ready = None
         task = th.task
         if task.held or task.srcu_depth or task.atomic_depth or task.non_block_depth:
             left = [describe(lock) for lock in task.held]
@@ -462,14 +541,29 @@ class Execution(sync.Backend):
         if len(trace) >= self.max_steps:
             self.status = STEP_BOUND
             return None
-        cands = self._candidates()
+        nxt: ModelThread | None
+        if self._pick is not None and self._woken and not (self._lazy or self._retry) and self._runnable:
+            # the random walk with woken threads: the choice is an index, found in the merge of
+            # runnable and ready threads without building it (a few ready: binary searches; many, a
+            # contended global lock's herd: the merged list, built once and reused while unchanged)
+            runnable = self._runnable
+            ready = self._recheck_woken()
+            if ready:
+                k = self._pick(len(runnable) + len(ready))
+                nxt = _merged_at(runnable, ready, k) if len(ready) <= 8 else self._merge(runnable, ready)[k]
+                if nxt is not cur and cur is not None and cur.state == RUN:
+                    self.preemptions += 1
+                return self._take(nxt, trace)
+            cands = runnable
+        else:
+            cands = self._candidates()
         if not cands:
             idle = self._idle()
             if idle is None:
                 return None
-            cands.append(idle)
+            cands = [idle]
         if len(cands) == 1 and not self._always:
-            nxt: ModelThread | None = cands[0]
+            nxt = cands[0]
         else:
             nxt = self.chooser.choose(cands, cur, self)
             if nxt is None:
@@ -477,7 +571,10 @@ class Execution(sync.Backend):
                 return None
             if nxt is not cur and cur is not None and cur.state == RUN and (not self._lazy or not _parked(cur)):
                 self.preemptions += 1
-        assert nxt is not None
+        return self._take(nxt, trace)
+
+    def _take(self, nxt: ModelThread, trace: list[tuple[int, str, object]]) -> ModelThread:
+        """Record the step ``nxt`` performs next."""
         if nxt.state != RUN:  # a woken (or timed-out) waiter goes on: it is runnable again
             self._resume(nxt)
         if self._rec:
@@ -543,7 +640,10 @@ class Execution(sync.Backend):
     def _candidates(self) -> list[ModelThread]:
         """Runnable threads plus woken ones whose condition holds, in index order.
 
-        With ``retry_steps`` every woken thread is a candidate: its retry checks the condition.
+        Without woken threads the candidates are the runnable list itself (not a
+        copy: a chooser reads it and keeps nothing), so a step costs the same with
+        2 or 10,000 live threads. With ``retry_steps`` every woken thread is a
+        candidate: its retry checks the condition.
         """
         woken = self._woken
         if self._lazy:
@@ -551,22 +651,42 @@ class Execution(sync.Backend):
             if not woken:
                 return runnable
         elif not woken:
-            return list(self._runnable)
+            return self._runnable
         else:
             runnable = self._runnable
         if self._retry:
             return sorted(runnable + woken, key=_index)
+        ready = self._recheck_woken()
+        if not ready:
+            return runnable
+        if runnable is self._runnable:
+            return self._merge(runnable, ready)
+        return sorted(runnable + ready, key=_index)
+
+    def _recheck_woken(self) -> list[ModelThread]:
+        """Woken threads whose condition holds, in index order; the others sleep again."""
         ready = []
-        for t in woken:
+        for t in self._woken:
             if t.ready():  # type: ignore[misc]
                 ready.append(t)
             else:
                 t.state = BLOCKED
                 self._blocked.setdefault(id(t.res), []).append(t)
         self._woken = ready
-        if not ready:
-            return list(runnable)
-        return sorted(runnable + ready, key=_index)
+        if len(ready) > 1:
+            ready = sorted(ready, key=_index)
+        return ready
+
+    def _merge(self, runnable: list[ModelThread], ready: list[ModelThread]) -> list[ModelThread]:
+        """``runnable`` and ``ready`` merged in index order; reused while neither changes."""
+        if ready == self._merged_ready:
+            return self._merged
+        cands = runnable.copy()
+        for t in ready:
+            insort(cands, t, key=_index)
+        self._merged = cands
+        self._merged_ready = ready.copy()  # not the list itself: wake() extends _woken in place
+        return cands
 
     def _resume(self, th: ModelThread) -> None:
         """``th`` was chosen while WOKEN (or BLOCKED with a timeout): make it RUN again."""
@@ -576,14 +696,15 @@ class Execution(sync.Backend):
             self._blocked[id(th.res)].remove(th)
         th.state = RUN
         insort(self._runnable, th, key=_index)
+        self._merged_ready = None
 
     def _idle(self) -> ModelThread | None:
         """No thread can run: fire a timeout, or end the run as finished or deadlocked."""
-        waiting = [t for t in self.live if not t.daemon]
-        if not waiting:
+        live = self._live.values()
+        if all(t.daemon for t in live):
             self.status = FINISHED
             return None
-        for t in self.live:
+        for t in live:
             if t.timeout:
                 t.timed_out = True
                 return t
@@ -593,6 +714,8 @@ class Execution(sync.Backend):
     def _switch(self, nxt: ModelThread | None) -> None:
         if nxt is None:
             self._hub.switch()
+        elif not nxt.glet:  # not started yet: the hub starts it (see _loop)
+            self._hub.switch(nxt)
         else:
             self._cur = nxt
             self._task = nxt.task
@@ -643,7 +766,8 @@ class Execution(sync.Backend):
                 self._fact("block", op, resource)
                 cur.blocked_at = len(self.trace) - 1
             cur.state = BLOCKED
-            self._runnable.remove(cur)
+            _remove(self._runnable, cur)
+            self._merged_ready = None
             self._blocked.setdefault(id(resource), []).append(cur)
             cur.ready = ready
             cur.op = op
@@ -690,7 +814,7 @@ class Execution(sync.Backend):
         self.events.append(Event(self.step(), self._task.name, what, label))
 
     def task_site(self, task: sync.Task) -> str | None:
-        for th in self.live:
+        for th in self._live.values():
             if th.task is task:
                 if th is self._cur:
                     return sync.frame_site(sys._getframe(1))

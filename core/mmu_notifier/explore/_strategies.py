@@ -66,6 +66,10 @@ class RandomWalk(Strategy):
     ) -> ModelThread | None:
         return cands[int(self._random() * len(cands))]
 
+    def pick(self, n: int) -> int:
+        """The index :meth:`choose` would take among ``n`` candidates (same draw from the same stream)."""
+        return int(self._random() * n)
+
     def describe(self) -> str:
         return f"random (seed {self.seed})"
 

@@ -44,35 +44,38 @@ class Monitor:
         self.kernel = kernel
         self.recorder = Recorder().install(kernel)
         self.exercisers: dict[str, Exerciser] = {}
-        self.handles: dict[str, list[Handle]] = {}
+        #: attached handles per driver, by identity in attach order (a detach is O(1) at any scale)
+        self.handles: dict[str, dict[int, Handle]] = {}
         self.mms: list[TrackedMM] = []
+        self._tracked: set[int] = set()
         for ex in exercisers:
             self.watch(ex)
 
     def watch(self, ex: Exerciser) -> None:
         """Check the driver behind ``ex``."""
         self.exercisers[ex.driver] = ex
-        self.handles.setdefault(ex.driver, [])
+        self.handles.setdefault(ex.driver, {})
 
     def track_mm(self, mm: MM) -> MM:
         """Watch ``mm`` (before anything attaches to it); returns it."""
-        if not any(t.mm is mm for t in self.mms):
+        if id(mm) not in self._tracked:  # tracked mms stay referenced, so their ids stay unique
+            self._tracked.add(id(mm))
             self.mms.append(TrackedMM(mm, mm.mm_users.value, mm.mm_count.value))
         return mm
 
     def attached(self, driver: str, handle: Handle) -> Handle:
         """Record an attach; returns the handle."""
         self.track_mm(handle.mm)
-        self.handles.setdefault(driver, []).append(handle)
+        self.handles.setdefault(driver, {})[id(handle)] = handle
         return handle
 
     def detached(self, driver: str, handle: Handle) -> None:
         """Record a detach."""
-        self.handles[driver].remove(handle)
+        del self.handles[driver][id(handle)]
 
     def held(self, driver: str, mm: MM | None = None) -> list[Handle]:
         """Handles of ``driver`` still attached (on ``mm``)."""
-        return [h for h in self.handles.get(driver, []) if mm is None or h.mm is mm]
+        return [h for h in self.handles.get(driver, {}).values() if mm is None or h.mm is mm]
 
     # -- the checks ----------------------------------------------------------------
     def check(self, settled: bool = False) -> list[InvariantViolation]:
@@ -85,13 +88,14 @@ class Monitor:
         for driver, ex in self.exercisers.items():
             found += self._check_driver(driver, ex, ended, settled)
         if settled:
-            held = [h.subscription for hs in self.handles.values() for h in hs if h.subscription is not None]
+            held = [h.subscription for hs in self.handles.values() for h in hs.values() if h.subscription is not None]
             for tracked in self.mms:  # a reference dropped only by exit is held by the live mm
                 container = tracked.mm.mmu_notifier_mm
                 if tracked.mm.alive and container is not None:
                     held += [s for s in container.subscriptions if s.ops.name in self._by_exit()]
             found += self.recorder.check_leaks(held)
-            found += check_refcounts(self.mms, lambda mm: any(self.held(driver, mm) for driver in self.handles))
+            attached_mms = {id(h.mm) for hs in self.handles.values() for h in hs.values()}
+            found += check_refcounts(self.mms, lambda mm: id(mm) in attached_mms)
         return found
 
     def _check_driver(
@@ -109,9 +113,12 @@ class Monitor:
                         f"driver {driver} refused the non-blockable {range!r} but does not declare the capability "
                         f"refuses_nonblock",
                     ))
+        by_mm: dict[int, list[Handle]] = {}
+        for handle in self.handles.get(driver, {}).values():
+            by_mm.setdefault(id(handle.mm), []).append(handle)
         for tracked in self.mms:
             mm = tracked.mm
-            held = self.held(driver, mm)
+            held = by_mm.get(id(mm), [])
             subs = [sub for h in held if h.subscription is not None for sub in [h.subscription] * _references(ex, h)]
             found += check_registration(mm, ops, subs, by_exit=by_exit)
             if contract.DEVICE_TRANSLATIONS not in caps:

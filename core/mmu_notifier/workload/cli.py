@@ -108,7 +108,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     seed = workload.seed if args.seed is None else args.seed
     progress = Progress(workload.total_steps(), enabled=sys.stderr.isatty() and not args.json)
     try:
-        result = runner.run(workload, seed, args.threads, on_step=progress, watchdog=args.watchdog)
+        result = runner.run(
+            workload, seed, args.threads, on_step=progress, watchdog=args.watchdog, record=args.timeline is not None
+        )
     except runner.RunInterrupted as stop:
         progress.close()
         _print(summary.document(stop.result), args.json)

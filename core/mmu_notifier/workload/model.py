@@ -19,8 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from mmu_notifier.config import InputFileError, check_nesting, read_text
 
 #: the most processes a workload may start in all (the sum of every ``count``): a limit every mode
-#: of the run handles today (the deterministic scheduler's stack depth grows with the thread count)
-MAX_PROCESSES = 512
+#: of the run handles (tested, slow); the deterministic scheduler starts every model thread from its
+#: hub, so its stack depth no longer grows with the thread count (issue 18)
+MAX_PROCESSES = 10_000
 #: the most process steps a whole run may execute (``count * repeat * len(steps)`` summed)
 MAX_TOTAL_STEPS = 5_000_000
 #: the most operations of each kind the background thread may do

@@ -41,8 +41,10 @@ from mmu_notifier.workload.world import JobWorld, check_world, count_allocations
 #: the default watchdog deadline of :func:`run`: a driver call in flight for longer is a hang
 WATCHDOG_SECONDS = 60.0
 
-#: the livelock guard of a deterministic run, in scheduler steps
+#: the livelock guard of a deterministic run, in scheduler steps: at least this many, and
+#: ``MAX_STEPS_PER_PROCESS`` per process (a run of 10,000 processes is as legitimate as one of 10)
 MAX_STEPS = 5_000_000
+MAX_STEPS_PER_PROCESS = 50_000
 
 
 @dataclass
@@ -68,10 +70,15 @@ class RunResult:
     #: the run did not finish: "hang" (the watchdog fired) or "interrupted" (Ctrl-C)
     stopped: str | None = None
 
+    #: the deterministic run kept every step (``record``), so its timeline can be drawn
+    recorded: bool = True
+
     @property
     def timeline(self) -> Timeline | None:
-        """The per-thread timeline of a deterministic run (built only when asked for)."""
-        return None if self.outcome is None else Timeline.of(self.outcome, group_background=True)
+        """The per-thread timeline of a recorded deterministic run (built only when asked for)."""
+        if self.outcome is None or not self.recorded:
+            return None
+        return Timeline.of(self.outcome, group_background=True)
 
     @property
     def events(self) -> int:
@@ -103,6 +110,12 @@ def build(world_box: list[JobWorld], workload: Workload) -> ScenarioInstance:
     return instance
 
 
+def max_steps(workload: Workload) -> int:
+    """The livelock guard of a deterministic run of ``workload``."""
+    processes = sum(spec.count for spec in workload.processes)
+    return max(MAX_STEPS, MAX_STEPS_PER_PROCESS * processes)
+
+
 def _result(world: JobWorld, mode: str, seed: int, wall: float, violations: list[str], **more: object) -> RunResult:
     return RunResult(
         world.workload.name, mode, seed, world.stats, world.steps, world.skipped, world.tracer.callbacks,
@@ -115,8 +128,14 @@ def run_deterministic(
     seed: int,
     on_step: Callable[[int], None] | None = None,
     world_box: list[JobWorld] | None = None,
+    record: bool = True,
 ) -> RunResult:
-    """Run once under a seeded random walk: the same seed gives the same run (``world_box`` receives the world)."""
+    """Run once under a seeded random walk: the same seed gives the same run (``world_box`` receives the world).
+
+    With ``record`` every scheduling step is kept for the timeline; without it
+    only counted, so memory does not grow with the run's length (the CLI records
+    only for ``--timeline``). The run itself is the same either way.
+    """
     worlds: list[JobWorld] = [] if world_box is None else world_box
 
     def build_once() -> ScenarioInstance:
@@ -124,9 +143,9 @@ def run_deterministic(
         worlds[-1].on_step = on_step
         return instance
 
-    scenario = Scenario(f"workload:{workload.name}", build_once, max_steps=MAX_STEPS)
+    scenario = Scenario(f"workload:{workload.name}", build_once, max_steps=max_steps(workload))
     started = time.perf_counter()
-    outcome = Execution(scenario, RandomWalk(seed)).run()
+    outcome = Execution(scenario, RandomWalk(seed), record=record).run()
     wall = time.perf_counter() - started
     world = worlds[0]
     violations = list(world.violations)
@@ -140,7 +159,10 @@ def run_deterministic(
             world.stats[name].violations.append(text)
         if not blamed:
             violations.append(text)
-    return _result(world, "deterministic", seed, wall, violations, scheduler_steps=len(outcome.trace), outcome=outcome)
+    return _result(
+        world, "deterministic", seed, wall, violations,
+        scheduler_steps=len(outcome.trace), outcome=outcome, recorded=record,
+    )
 
 
 def blame(world: JobWorld, text: str) -> list[str]:
@@ -225,10 +247,12 @@ def run(
     threads: int | None = None,
     on_step: Callable[[int], None] | None = None,
     watchdog: float | None = WATCHDOG_SECONDS,
+    record: bool = True,
 ) -> RunResult:
     """Run on a worker thread, supervised: a driver call in flight for more than ``watchdog`` seconds ends
     the run as a hang of that driver (the result says ``stopped="hang"``); Ctrl-C raises
-    :class:`RunInterrupted` with the partial result. ``threads=None`` is the deterministic mode."""
+    :class:`RunInterrupted` with the partial result. ``threads=None`` is the deterministic mode
+    (``record``: keep every step for a timeline, see :func:`run_deterministic`)."""
     box: list[JobWorld] = []
     done: list[RunResult] = []
     crashed: list[BaseException] = []
@@ -237,7 +261,7 @@ def run(
     def body() -> None:
         try:
             if threads is None:
-                done.append(run_deterministic(workload, seed, on_step, world_box=box))
+                done.append(run_deterministic(workload, seed, on_step, world_box=box, record=record))
             else:
                 done.append(run_threads(workload, threads, on_step, world_box=box))
         except BaseException as error:  # handed to the supervising thread

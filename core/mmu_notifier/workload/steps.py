@@ -62,7 +62,7 @@ class ProcessRunner:
         if self.mm is None:  # a new incarnation after an exit
             self.mm = self.world.monitor.track_mm(MM(self.world.kernel))
             self.regions = []
-            self.world.live.append(self.mm)
+            self.world.live[id(self.mm)] = self.mm
             self.world.every_mm.append(self.mm)
         return self.mm
 
@@ -179,7 +179,7 @@ class ProcessRunner:
     def _exit(self) -> None:
         assert self.mm is not None
         mm = self.mm
-        self.world.live.remove(mm)
+        del self.world.live[id(mm)]
         mm.exit()
         self.mm = None
         exit_coherence(self.world, mm)
@@ -278,7 +278,7 @@ def background(world: JobWorld, rng: random.Random) -> None:
     rng.shuffle(ops)
     for op in ops:
         sync.yield_now()
-        candidates = [mm for mm in world.live if mm.alive]
+        candidates = [mm for mm in world.live.values() if mm.alive]
         if not candidates:
             continue
         mm = rng.choice(candidates)

@@ -56,7 +56,8 @@ class JobWorld:
     stats: dict[str, DriverStats]
     tracer: StatsTracer
     monitor: Monitor
-    live: list[MM] = field(default_factory=list)
+    #: live address spaces by identity, in creation order (an exit is O(1) at any scale)
+    live: dict[int, MM] = field(default_factory=dict)
     every_mm: list[MM] = field(default_factory=list)
     steps: int = 0
     skipped: int = 0
