@@ -98,6 +98,9 @@ class BoundedDFS(Strategy):
     """Exhaustive search up to ``preemptions`` preemptions, reduced with sleep sets."""
 
     name = "dfs"
+    #: decisions above this depth are fixed: a shard of a parallel search (``explore --jobs``) seeds the
+    #: stack with a prefix of nodes and explores only the subtree below it (0: the whole tree)
+    floor = 0
 
     def __init__(self, preemptions: int = 2, reduction: bool = True) -> None:
         if preemptions < 0:
@@ -174,7 +177,7 @@ class BoundedDFS(Strategy):
             )
         if outcome.status == "aborted":
             self.pruned += 1
-        while stack:
+        while len(stack) > self.floor:
             node = stack[-1]
             node.done.add(node.chosen)
             alt = node.next_choice(self.bound)
