@@ -414,9 +414,7 @@ class LocalRunner:
         A shard past the cut when its turn comes is not run at all.
         """
         queue = deque(shards)
-        running: dict[Future[ShardResult], Shard] = {}
         results: dict[int, ShardResult] = {}
-        feed = 2 * (self.jobs - 1)
 
         def collect(result: ShardResult) -> None:
             results[result.key] = result
@@ -425,20 +423,41 @@ class LocalRunner:
         def wanted(shard: Shard) -> bool:
             return bool(shard.base <= self.cut.value)
 
-        while queue or running:
-            while self.pool is not None and queue and len(running) < feed:
-                shard = queue.popleft()
-                if wanted(shard):
-                    running[self.pool.submit(run_shard, self.ref, shard)] = shard
-            for future in [f for f in running if f.done()]:
-                running.pop(future)
+        lock = threading.Lock()
+        pending: list[Future[ShardResult]] = []
+
+        def feed() -> None:
+            # also called from the pool's thread when a worker's shard ends, so workers never wait for the parent
+            with lock:
+                while self.pool is not None and queue and sum(not f.done() for f in pending) < 2 * (self.jobs - 1):
+                    shard = queue.popleft()
+                    if wanted(shard):
+                        future = self.pool.submit(run_shard, self.ref, shard)
+                        pending.append(future)
+                        future.add_done_callback(lambda _: feed())
+
+        def take() -> Shard | None:
+            with lock:
+                while queue:
+                    shard = queue.popleft()
+                    if wanted(shard):
+                        return shard
+            return None
+
+        while True:
+            feed()
+            for future in [f for f in pending if f.done()]:
+                pending.remove(future)
                 collect(future.result())
-            if queue:
-                shard = queue.popleft()
-                if wanted(shard):
-                    collect(run_shard(None, shard, self.scenario, self.cut))
-            elif running:
-                wait(running, return_when=FIRST_COMPLETED)
+            shard = take()
+            if shard is not None:
+                collect(run_shard(None, shard, self.scenario, self.cut))
+            elif pending:
+                wait(pending, return_when=FIRST_COMPLETED)
+            else:
+                with lock:
+                    if not queue and not pending:
+                        break
         return results
 
     def close(self, abort: bool) -> None:
@@ -623,11 +642,13 @@ class _Search:
         plan = self.plan
         # the order: items are finished probes or pending subtrees; expand the shallowest subtrees first
         items: list[ShardResult | Shard] = [self._dfs_shard(kind, bound, (), limit)]
-        target = max(16, 8 * plan.jobs)
+        # subtrees near the root are the large ones: split the shallowest again and again, so that the last
+        # shards to end are small ones (a probe costs one execution, which counts as the subtree's first)
+        probes = max(16, 12 * plan.jobs)
         ran = 0
         while True:
             pending = [(len(it.prefix), i) for i, it in enumerate(items) if isinstance(it, Shard)]
-            if not pending or len(pending) >= target or ran >= limit or ran >= 400:
+            if not pending or ran >= probes or ran >= limit:
                 break
             if plan.deadline is not None and time.time() >= plan.deadline:
                 break
@@ -670,6 +691,8 @@ class _Search:
                     return
 
         self.runner.reset_cut()
+        # the largest (shallowest) subtrees are handed out first, so that the search does not end on a large one
+        keyed.sort(key=lambda s: (len(s.prefix), -s.base))
         done = self.runner.run(keyed, hook) if keyed else {}
         self._note(done.values())
         ordered: list[ShardResult] = []

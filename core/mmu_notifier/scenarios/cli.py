@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, TextIO
@@ -34,6 +35,7 @@ from mmu_notifier.cli_common import (
 from mmu_notifier.errors import UsageError
 from mmu_notifier.explore import STRATEGIES, ReplayError, Scenario, Schedule, Stats, ThreadState, explore, replay
 from mmu_notifier.scenarios import UnknownScenarioError, get, plugin_scenarios_report, resolve, scenarios
+from mmu_notifier.scenarios._parallel import SCHEDULER_ENV
 
 _EXPLORE_EXAMPLES = """examples:
   mmu-notifier explore --list
@@ -41,6 +43,8 @@ _EXPLORE_EXAMPLES = """examples:
   mmu-notifier explore amdkfd-legacy-open --budget 5000 --timeline race.html
   mmu-notifier explore path/to/my_scenarios.py:my-race --json
   mmu-notifier explore get-put --strategy dfs --preemptions 3
+  mmu-notifier explore get-put --strategy dfs --preemptions 4 --jobs 2
+  mmu-notifier explore get-put --budget 20000 --jobs 8 --scheduler tcp://scheduler:8786
 """
 
 _REPLAY_EXAMPLES = """examples:
@@ -88,6 +92,18 @@ def add_commands(subparsers: Any) -> None:
     ex.add_argument("--output", type=Path, metavar="FILE", help="also write the report to FILE (JSON with --json)")
     ex.add_argument("--progress", action="store_true", help="print progress to stderr (default: if a tty)")
     ex.add_argument("--timeline", type=Path, metavar="FILE", help="draw the first finding as swimlanes (.svg/.html)")
+    ex.add_argument(
+        "--jobs",
+        metavar="N",
+        help="split the search over N processes (this one included): dfs/exhaustive by schedule prefix, random/pct "
+        "by seed streams; the report is the same for every N",
+    )
+    ex.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help=f"run the shards on the Dask cluster at ADDRESS (tcp://HOST:PORT; default ${SCHEDULER_ENV}); needs "
+        "mmu-notifier[distributed] and, on every worker, the same plugins",
+    )
     add_driver_selection(ex)
     ex.set_defaults(func=cmd_explore)
     rp = subparsers.add_parser(
@@ -126,6 +142,22 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"explore: --preemptions must be at least 0, got {args.preemptions}")
     if args.time_budget is not None and args.time_budget <= 0:
         raise UsageError(f"explore: --time-budget must be positive, got {args.time_budget}")
+    args.jobs = _jobs(getattr(args, "jobs", None))
+    scheduler = getattr(args, "scheduler", None) or os.environ.get(SCHEDULER_ENV) or None
+    args.scheduler = scheduler.strip() if scheduler else None
+
+
+def _jobs(text: str | None) -> int | None:
+    """``--jobs N``: a whole number of at least 1 (None: not given, the search runs as one job)."""
+    if text is None:
+        return None
+    try:
+        jobs = int(text)
+    except ValueError:
+        raise UsageError(f"explore: --jobs must be a whole number of processes, got {text!r}") from None
+    if jobs < 1:
+        raise UsageError(f"explore: --jobs must be at least 1, got {jobs}")
+    return jobs
 
 
 def _plugin_scenarios(args: argparse.Namespace, command: str) -> tuple[dict[str, Scenario], bool]:
@@ -239,25 +271,46 @@ def cmd_explore(args: argparse.Namespace) -> int:
     if args.all:
         if args.scenario:
             raise UsageError("explore: --all runs every scenario; do not name one")
+        if getattr(args, "jobs", None) is not None or getattr(args, "scheduler", None):
+            raise UsageError("explore: --jobs and --scheduler split one scenario's search; not with --all")
         return cmd_all(args)
     if not args.scenario:
         raise UsageError("explore: name a scenario, or use --list or --all")
     _check_args(args)
     scenario, broken = _scenario(args.scenario, "explore", args)
-    progress = _Progress(sys.stderr) if args.progress or sys.stderr.isatty() else None
-    result = explore(
-        scenario,
-        args.strategy or "portfolio",
-        args.budget,
-        args.seed,
-        args.time_budget,
-        depth=args.depth,
-        preemptions=args.preemptions,
-        stop_on_first=not args.keep_going,
-        progress=progress,
-    )
-    if progress is not None:
-        progress.done()
+    if args.jobs is not None or args.scheduler:
+        from mmu_notifier.scenarios._parallel import explore_parallel
+
+        if args.progress:
+            print("explore: --progress is not shown with --jobs/--scheduler (the shards report when merged)",
+                  file=sys.stderr)
+        result = explore_parallel(
+            scenario,
+            args.strategy or "portfolio",
+            args.budget,
+            args.seed,
+            args.time_budget,
+            depth=args.depth,
+            preemptions=args.preemptions,
+            stop_on_first=not args.keep_going,
+            jobs=args.jobs or 1,
+            scheduler=args.scheduler,
+        )
+    else:
+        progress = _Progress(sys.stderr) if args.progress or sys.stderr.isatty() else None
+        result = explore(
+            scenario,
+            args.strategy or "portfolio",
+            args.budget,
+            args.seed,
+            args.time_budget,
+            depth=args.depth,
+            preemptions=args.preemptions,
+            stop_on_first=not args.keep_going,
+            progress=progress,
+        )
+        if progress is not None:
+            progress.done()
     text = result.text()
     if result.failed:
         text += f"\nnext: {result.findings[0].replay} --step   (walk it step by step; --timeline FILE.html draws it)"
