@@ -58,6 +58,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -394,6 +395,7 @@ class LocalRunner:
         self.scenario = scenario
         self.jobs = jobs
         self.pool: ProcessPoolExecutor | None = None
+        self._closing = False
         self.cut: Any = _LocalCut()
         self.ref: ScenarioRef | None = None
         if jobs > 1:
@@ -431,10 +433,16 @@ class LocalRunner:
             with lock:
                 while self.pool is not None and queue and sum(not f.done() for f in pending) < 2 * (self.jobs - 1):
                     shard = queue.popleft()
-                    if wanted(shard):
+                    if not wanted(shard):
+                        continue
+                    try:
                         future = self.pool.submit(run_shard, self.ref, shard)
-                        pending.append(future)
-                        future.add_done_callback(lambda _: feed())
+                    except (BrokenProcessPool, RuntimeError):
+                        if self._closing:  # Ctrl-C: the parent is stopping the workers
+                            return
+                        raise
+                    pending.append(future)
+                    future.add_done_callback(lambda _: None if self._closing else feed())
 
         def take() -> Shard | None:
             with lock:
@@ -461,12 +469,17 @@ class LocalRunner:
         return results
 
     def close(self, abort: bool) -> None:
+        """Stop the workers: at once (terminated) when the search was interrupted, else once idle."""
+        self._closing = True
         if self.pool is None:
             return
+        processes = list((getattr(self.pool, "_processes", None) or {}).values())
         if abort:
-            for process in list(getattr(self.pool, "_processes", {}).values()):
+            for process in processes:
                 process.terminate()
         self.pool.shutdown(wait=True, cancel_futures=True)
+        for process in processes:
+            process.join(5)
         self.pool = None
 
 
@@ -512,7 +525,7 @@ class DaskRunner:
 
         futures = {self.client.submit(run_shard, self.ref, s, pure=False): s for s in shards}
         results: dict[int, ShardResult] = {}
-        for future in as_completed(list(futures)):
+        for future in as_completed(list(futures), loop=self.client.loop):
             if future.cancelled() or future.status != "finished":
                 continue
             result: ShardResult = future.result()

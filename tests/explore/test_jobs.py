@@ -1,0 +1,242 @@
+"""``explore --jobs N`` and the Dask runner: a split search reports exactly what one job reports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mmu_notifier.cli import main
+from mmu_notifier.errors import UsageError
+from mmu_notifier.explore import Exploration, Scenario, ScenarioInstance, explore
+from mmu_notifier.scenarios import get, load_file, register, unregister
+from mmu_notifier.scenarios._parallel import SEED_STREAMS, explore_parallel, stream_seed
+
+LOST_UPDATE = '''
+from mmu_notifier import sync
+from mmu_notifier.explore import Scenario, ScenarioInstance, Violation
+
+
+def build() -> ScenarioInstance:
+    cell = [0]
+    run = ScenarioInstance()
+
+    def inc() -> None:
+        value = cell[0]
+        sync.yield_now()
+        cell[0] = value + 1
+
+    run.thread("A")(inc)
+    run.thread("B")(inc)
+
+    @run.check
+    def both() -> None:
+        if cell[0] != 2:
+            raise Violation(f"lost update: {cell[0]}")
+
+    return run
+
+
+SCENARIO = Scenario("lost-update", build, "two increments without a lock", expect="invariant")
+'''
+
+
+def comparable(result: Exploration) -> dict[str, Any]:
+    """The report without what depends on the clock: findings, counts, verdict, coverage, strategy."""
+    doc = result.to_json()
+    for timing in ("elapsed_s", "schedules_per_s", "steps_per_s"):
+        doc["stats"].pop(timing)
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("name", "strategy", "options"),
+    [
+        ("get-put", "dfs", {}),  # a clean proof: exhaustive to 2 preemptions
+        ("unregister-no-release", "portfolio", {}),  # a found bug (DPOR's phase), minimised
+        ("unregister-no-release", "random", {"budget": 300}),  # a bug found in a seed stream
+        ("interval-remove-race", "dfs", {"preemptions": 3}),  # a bug deep in a DFS split by prefix
+        ("abba-deadlock", "pct", {"depth": 3, "keep_going": True, "budget": 200}),  # every finding, not the first
+        ("get-put", "portfolio", {"budget": 400}),  # every phase: dpor, dfs bounds, pct streams, random streams
+    ],
+)
+def test_two_jobs_report_what_one_job_reports(name: str, strategy: str, options: dict[str, Any]) -> None:
+    keep_going = options.pop("keep_going", False)
+    one = explore_parallel(get(name), strategy, jobs=1, stop_on_first=not keep_going, **options)
+    two = explore_parallel(get(name), strategy, jobs=2, stop_on_first=not keep_going, **options)
+    assert comparable(two) == comparable(one)
+    assert two.text().splitlines()[0] == one.text().splitlines()[0]  # the verdict line, word for word
+    if one.findings:
+        assert [f.minimised for f in two.findings] == [f.minimised for f in one.findings]
+        assert two.findings[0].replay == one.findings[0].replay
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("get-put", {"strategy": "dfs", "preemptions": 3}),
+        ("unregister-no-release", {"strategy": "dfs"}),
+        ("abba-deadlock", {"strategy": "dfs"}),
+        ("get-put", {"strategy": "exhaustive", "budget": 500}),  # cut by the budget inside the shards
+        ("get-put", {"strategy": "dpor"}),
+        ("get-put", {"strategy": "dfs", "preemptions": 4, "budget": 700}),
+    ],
+)
+def test_split_by_prefix_is_exactly_the_single_search(name: str, options: dict[str, Any]) -> None:
+    """DFS, exhaustive and DPOR keep the engine's own counts, findings and verdict (the split is exact)."""
+    single = explore(get(name), **options)
+    split = explore_parallel(get(name), jobs=2, **options)
+    assert comparable(split) == comparable(single)
+
+
+def test_seed_streams_keep_the_seed_in_stream_zero_and_differ_after() -> None:
+    seeds = [stream_seed(7, i) for i in range(SEED_STREAMS)]
+    assert seeds[0] == 7
+    assert len(set(seeds)) == SEED_STREAMS
+    assert seeds == [stream_seed(7, i) for i in range(SEED_STREAMS)]  # derived, not drawn
+
+
+def test_random_streams_cover_the_budget_and_say_so() -> None:
+    result = explore_parallel(get("get-put"), "random", budget=101, jobs=1)
+    assert result.stats.schedules == 101
+    assert result.strategy == f"random (seed 0), in {SEED_STREAMS} seed streams"
+    assert result.verdict == "101 sampled schedules, not exhaustive: no finding"
+
+
+def test_a_plugin_scenario_and_a_file_scenario_are_found_by_the_workers(tmp_path: Path) -> None:
+    path = tmp_path / "races.py"
+    path.write_text(LOST_UPDATE)
+    scenario = load_file(path, "lost-update")
+    one = explore_parallel(scenario, "dfs", jobs=1)
+    two = explore_parallel(scenario, "dfs", jobs=2)
+    assert comparable(two) == comparable(one)
+    assert one.findings and one.findings[0].problem.kind.value == "invariant"
+    assert "mx2:file=" in one.findings[0].schedule
+    hmm = get("hmm-getput-invalidate", plugins=True)
+    assert comparable(explore_parallel(hmm, "dfs", preemptions=1, jobs=2)) == comparable(
+        explore_parallel(hmm, "dfs", preemptions=1, jobs=1)
+    )
+
+
+def test_a_scenario_registered_in_code_runs_with_one_job_only() -> None:
+    def build() -> ScenarioInstance:
+        return ScenarioInstance()
+
+    scenario = register(Scenario("jobs-test-registered", build))
+    try:
+        assert explore_parallel(scenario, "dfs", jobs=1).complete
+        with pytest.raises(UsageError, match="registered in code.*jobs=1"):
+            explore_parallel(scenario, "dfs", jobs=2)
+    finally:
+        unregister("jobs-test-registered")
+
+
+@pytest.mark.parametrize("jobs", [0, -1, 1.5, "2", True])
+def test_bad_jobs_values_are_usage_errors(jobs: Any) -> None:
+    with pytest.raises(UsageError, match="jobs must be a whole number"):
+        explore_parallel(get("get-put"), "dfs", jobs=jobs)
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("0", "--jobs must be at least 1, got 0"),
+        ("-1", "--jobs must be at least 1, got -1"),
+        ("x", "--jobs must be a whole number of processes, got 'x'"),
+        ("1.5", "--jobs must be a whole number of processes, got '1.5'"),
+    ],
+)
+def test_cli_bad_jobs_exit_2_with_one_line(capsys: pytest.CaptureFixture[str], value: str, message: str) -> None:
+    code, out, err = run(capsys, "explore", "get-put", f"--jobs={value}")
+    assert code == 2
+    assert out == ""
+    assert err == f"mmu-notifier: explore: {message}\n"
+
+
+def test_cli_jobs_not_with_all(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "explore", "--all", "--jobs", "2")
+    assert code == 2
+    assert "not with --all" in err
+
+
+def _without_timing(text: str) -> list[str]:
+    return [line for line in text.splitlines() if " s\n" not in line + "\n" and "schedules/s" not in line]
+
+
+def test_cli_two_jobs_print_the_report_of_one(capsys: pytest.CaptureFixture[str]) -> None:
+    code1, out1, _ = run(capsys, "explore", "unregister-no-release", "--jobs", "1")
+    code2, out2, _ = run(capsys, "explore", "unregister-no-release", "--jobs", "2")
+    assert code1 == code2 == 1
+    assert "BUG use-after-free" in out1
+    assert _without_timing(out2) == _without_timing(out1)
+    code1, out1, _ = run(capsys, "explore", "get-put", "--strategy", "dfs", "--jobs", "1")
+    code2, out2, _ = run(capsys, "explore", "get-put", "--strategy", "dfs", "--jobs", "2")
+    assert code1 == code2 == 0
+    assert out1.splitlines()[0].endswith("exhaustive to 2 preemptions: clean")
+    assert _without_timing(out2) == _without_timing(out1)
+
+
+def test_ctrl_c_stops_the_workers_and_exits_130() -> None:
+    """SIGINT to the whole process group (what a terminal's Ctrl-C does): one line, exit 130, no worker left."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mmu_notifier.cli", "explore", "get-put", "--strategy", "random",
+         "--budget", "10000000", "--jobs", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    try:
+        time.sleep(3)
+        workers = _children(process.pid)
+        assert workers, "the search should have started a worker process"
+        os.killpg(process.pid, signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130
+    assert err == "mmu-notifier: interrupted\n"
+    time.sleep(0.5)
+    assert not [pid for pid in workers if _running(pid)]
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True, check=False)
+    return [int(p) for p in out.stdout.split()]
+
+
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie (an exited child nobody reaped is not running)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+def test_dask_local_cluster_gives_the_local_result() -> None:
+    distributed = pytest.importorskip(
+        "distributed", reason="Dask distributed is not installed: pip install 'mmu-notifier[distributed]'"
+    )
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        address = cluster.scheduler_address
+        for name, strategy in [("get-put", "dfs"), ("unregister-no-release", "portfolio"), ("get-put", "random")]:
+            local = explore_parallel(get(name), strategy, budget=300, jobs=2)
+            remote = explore_parallel(get(name), strategy, budget=300, scheduler=address)
+            assert comparable(remote) == comparable(local), (name, strategy)
+        hmm = get("hmm-getput-invalidate", plugins=True)
+        assert comparable(explore_parallel(hmm, "dfs", preemptions=1, scheduler=address)) == comparable(
+            explore_parallel(hmm, "dfs", preemptions=1, jobs=1)
+        )
