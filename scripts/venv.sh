@@ -1,7 +1,9 @@
 # Sourced by scripts/run and scripts/test: make .venv and install the core and every plugin of this repo
 # (the driver plugins under plugins/ and the example third-party plugin under examples/).
 # The install is recorded in .venv/.mmu-notifier-installed (a hash of every pyproject.toml, the
-# interpreter and the extras); a re-run reinstalls only when one of those changed.
+# interpreter and the extras); a re-run reinstalls only when one of those changed. The core's
+# [distributed] extra (Dask, for explore --jobs N --scheduler ADDRESS) is always installed with
+# the chosen extras, so its test runs here and on CI.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 python="${PYTHON:-python3}"
@@ -25,8 +27,8 @@ installed="$(cat "$stamp" 2>/dev/null || true)"
 # "dev" includes "test": a venv set up by scripts/test serves scripts/run as it is.
 if [ "$installed" != "$state $extras" ] && [ "$installed" != "$state dev" ]; then
   [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
-  echo "setting up $venv: the core [$extras] and ${#names[@]} plugins (${names[*]}); once per change of a pyproject.toml" >&2
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$repo[$extras]" "${plugins[@]}"
+  echo "setting up $venv: the core [$extras,distributed] and ${#names[@]} plugins (${names[*]}); once per change of a pyproject.toml" >&2
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$repo[$extras,distributed]" "${plugins[@]}"
   echo "$state $extras" > "$stamp"
 fi
 export PATH="$venv/bin:$PATH"

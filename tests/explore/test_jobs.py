@@ -131,7 +131,7 @@ def test_a_scenario_registered_in_code_runs_with_one_job_only() -> None:
     scenario = register(Scenario("jobs-test-registered", build))
     try:
         assert explore_parallel(scenario, "dfs", jobs=1).complete
-        with pytest.raises(UsageError, match="registered in code.*jobs=1"):
+        with pytest.raises(UsageError, match=r"registered in code.*jobs=1"):
             explore_parallel(scenario, "dfs", jobs=2)
     finally:
         unregister("jobs-test-registered")

@@ -14,7 +14,9 @@ scenarios here build kernels, mms and drivers, so they live apart from it:
 * the registry: :func:`scenarios` and :func:`get` by name, with the installed
   plugins' scenarios (the ``explore_scenarios`` hook) when asked;
   :func:`register` for scenarios defined in code;
-* :func:`explore` and :func:`replay`: the engine's, taking a name as well.
+* :func:`explore` and :func:`replay`: the engine's, taking a name as well;
+* :func:`explore_parallel`: one exploration split into shards over several
+  processes or a Dask cluster (``explore --jobs N``; imported on first use).
 
 Typical use::
 
@@ -24,6 +26,8 @@ Typical use::
     for finding in result.findings:
         replay("unregister-no-release", finding.schedule)
 """
+
+from typing import Any
 
 from mmu_notifier.scenarios._by_name import explore, replay
 from mmu_notifier.scenarios._registry import (
@@ -45,6 +49,7 @@ __all__ = [
     "UnknownScenarioError",
     "conformance_scenario",
     "explore",
+    "explore_parallel",
     "get",
     "load_file",
     "plugin_scenarios",
@@ -55,3 +60,12 @@ __all__ = [
     "scenarios",
     "unregister",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``explore_parallel`` on first use: its process pool machinery is not imported by every command."""
+    if name == "explore_parallel":
+        from mmu_notifier.scenarios._parallel import explore_parallel
+
+        return explore_parallel
+    raise AttributeError(f"module 'mmu_notifier.scenarios' has no attribute {name!r}")

@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
+import importlib
 import signal
 import threading
 import time
@@ -67,8 +67,8 @@ from mmu_notifier.explore import (
     DPOR,
     PCT,
     BoundedDFS,
-    Exhaustive,
     Execution,
+    Exhaustive,
     Exploration,
     NondeterministicScenarioError,
     Portfolio,
@@ -84,8 +84,6 @@ from mmu_notifier.explore._strategies import Replay
 
 #: seeded streams a random or PCT search is split into (whatever the number of jobs)
 SEED_STREAMS = 16
-#: the environment variable naming a Dask scheduler when ``--scheduler`` is not given
-SCHEDULER_ENV = "MMU_NOTIFIER_SCHEDULER"
 #: a cut no schedule reaches
 _NO_CUT = (1 << 62) - 1
 #: the global position of a DFS shard's schedule: shard key << _SHARD_BITS | local index
@@ -502,14 +500,15 @@ class DaskRunner:
 
     def __init__(self, scenario: Scenario, address: str) -> None:
         try:
-            from distributed import Client
+            # typed as Any: distributed ships no type information for its client
+            self.dask: Any = importlib.import_module("distributed")
         except ImportError:
             raise UsageError(
                 "explore: --scheduler needs Dask distributed: pip install 'mmu-notifier[distributed]'"
             ) from None
         self.ref = scenario_ref(scenario)
         try:
-            self.client = Client(address, timeout=30, set_as_default=False)
+            self.client: Any = self.dask.Client(address, timeout=30, set_as_default=False)
         except (OSError, TimeoutError) as error:
             raise UsageError(f"explore: cannot reach the Dask scheduler at {address!r}: {error}") from None
         self.jobs = max(1, sum(self.client.nthreads().values()))
@@ -521,11 +520,9 @@ class DaskRunner:
 
     def run(self, shards: list[Shard], hook: Callable[[ShardResult], None]) -> dict[int, ShardResult]:
         """Submit every shard; as results come, cancel those the cut has made unnecessary."""
-        from distributed import as_completed
-
         futures = {self.client.submit(run_shard, self.ref, s, pure=False): s for s in shards}
         results: dict[int, ShardResult] = {}
-        for future in as_completed(list(futures), loop=self.client.loop):
+        for future in self.dask.as_completed(list(futures), loop=self.client.loop):
             if future.cancelled() or future.status != "finished":
                 continue
             result: ShardResult = future.result()
@@ -849,8 +846,8 @@ def _finding(sc: Scenario, found: Found, found_after: int, minimise_budget: int,
     limit = max(max_steps or sc.max_steps, len(found.choices))
     outcome = Execution(sc, strat, limit).run()
     strat.finish(outcome)
-    problem = next((p for p in (outcome.problem, outcome.predicted) if p is not None and p.signature == found.signature),
-                   None)
+    shown = [p for p in (outcome.problem, outcome.predicted) if p is not None]
+    problem = next((p for p in shown if p.signature == found.signature), None)
     if problem is None:
         raise NondeterministicScenarioError(
             f"scenario {sc.name}: a shard's schedule did not show its {found.signature[0]} again in the parent "
@@ -875,8 +872,9 @@ def _single(search: _Search, strategy: str) -> tuple[str, str, bool, dict[str, A
         strat.exhausted = complete
         return strat.describe(), engine._coverage(strat, merge.stats), complete, extra
     if strategy == "dpor":
-        shard = Shard(search._next_key(), "dpor", plan.budget, bound=-1 if plan.preemptions is None else plan.preemptions,
-                      stop_on_first=plan.stop_on_first, max_steps=plan.max_steps, deadline=plan.deadline)
+        bound = -1 if plan.preemptions is None else plan.preemptions
+        shard = Shard(search._next_key(), "dpor", plan.budget, bound=bound, stop_on_first=plan.stop_on_first,
+                      max_steps=plan.max_steps, deadline=plan.deadline)
         result = search.run_streams([shard])[shard.key]
         merge.take(merge.ordered_runs([result]))
         dpor = DPOR(plan.preemptions)

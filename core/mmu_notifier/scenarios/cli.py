@@ -35,7 +35,9 @@ from mmu_notifier.cli_common import (
 from mmu_notifier.errors import UsageError
 from mmu_notifier.explore import STRATEGIES, ReplayError, Scenario, Schedule, Stats, ThreadState, explore, replay
 from mmu_notifier.scenarios import UnknownScenarioError, get, plugin_scenarios_report, resolve, scenarios
-from mmu_notifier.scenarios._parallel import SCHEDULER_ENV
+
+#: the environment variable naming a Dask scheduler when ``--scheduler`` is not given
+SCHEDULER_ENV = "MMU_NOTIFIER_SCHEDULER"
 
 _EXPLORE_EXAMPLES = """examples:
   mmu-notifier explore --list
