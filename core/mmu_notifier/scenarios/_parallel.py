@@ -80,6 +80,7 @@ from mmu_notifier.explore import (
 from mmu_notifier.explore import _dfs as dfs_internals
 from mmu_notifier.explore import _explorer as engine
 from mmu_notifier.explore import _portfolio as portfolio_shares
+from mmu_notifier.explore._scheduler import ABORTED, STEP_BOUND
 from mmu_notifier.explore._strategies import Replay
 
 #: seeded streams a random or PCT search is split into (whatever the number of jobs)
@@ -330,8 +331,9 @@ def _run_shard(sc: Scenario, shard: Shard, cut: Any) -> ShardResult:
         failing = outcome.problem is not None or outcome.predicted is not None
         real = outcome.problem is not None
         choices = outcome.choices
-        result.runs.append((hash(choices), len(choices), outcome.status == "step bound", failing, real,
-                            outcome.status == "aborted"))
+        # an abandoned execution is what the DFS counts as pruned (DPOR counts its own, reported below)
+        result.runs.append((hash(choices), len(choices), outcome.status == STEP_BOUND, failing, real,
+                            outcome.status == ABORTED and isinstance(strat, BoundedDFS)))
         if failing:
             shown = report(outcome) if report is not None else [
                 (p, None) for p in (outcome.problem, outcome.predicted) if p is not None
@@ -375,7 +377,7 @@ def _found_record(
 
 
 class _Runner(Protocol):
-    """Runs a batch of shards; ``wanted(shard)`` says whether one not yet started is still needed."""
+    """Runs a batch of shards, skipping those past its ``cut``; ``hook`` sees every result as it comes."""
 
     cut: Any
 
@@ -423,7 +425,7 @@ class LocalRunner:
         def wanted(shard: Shard) -> bool:
             return bool(shard.base <= self.cut.value)
 
-        lock = threading.Lock()
+        lock = threading.RLock()  # a future already done runs its callback (feed) at once, inside feed
         pending: list[Future[ShardResult]] = []
 
         def feed() -> None:
@@ -452,15 +454,19 @@ class LocalRunner:
 
         while True:
             feed()
-            for future in [f for f in pending if f.done()]:
-                pending.remove(future)
+            with lock:
+                finished = [f for f in pending if f.done()]
+                for future in finished:
+                    pending.remove(future)
+                waiting = list(pending)
+            for future in finished:
                 collect(future.result())
             shard = take()
             if shard is not None:
                 collect(run_shard(None, shard, self.scenario, self.cut))
-            elif pending:
-                wait(pending, return_when=FIRST_COMPLETED)
-            else:
+            elif waiting:
+                wait(waiting, return_when=FIRST_COMPLETED)
+            elif not finished:
                 with lock:
                     if not queue and not pending:
                         break
@@ -523,9 +529,15 @@ class DaskRunner:
         futures = {self.client.submit(run_shard, self.ref, s, pure=False): s for s in shards}
         results: dict[int, ShardResult] = {}
         for future in self.dask.as_completed(list(futures), loop=self.client.loop):
-            if future.cancelled() or future.status != "finished":
+            if future.cancelled() or future.status == "cancelled":
                 continue
-            result: ShardResult = future.result()
+            try:
+                result: ShardResult = future.result()
+            except (UsageError, KeyError) as error:  # UnknownScenarioError is a KeyError
+                raise UsageError(
+                    f"explore: a Dask worker could not find scenario {self.ref.name!r} ({error}): install the same "
+                    f"plugins (and scenario files, at the same paths) on every worker"
+                ) from None
             results[result.key] = result
             hook(result)
             for other, shard in futures.items():
