@@ -240,3 +240,12 @@ def test_dask_local_cluster_gives_the_local_result() -> None:
         assert comparable(explore_parallel(hmm, "dfs", preemptions=1, scheduler=address)) == comparable(
             explore_parallel(hmm, "dfs", preemptions=1, jobs=1)
         )
+
+
+def test_a_time_budget_stops_every_shard() -> None:
+    start = time.perf_counter()
+    result = explore_parallel(get("get-put"), "random", budget=10**9, time_budget=1.0, jobs=2)
+    assert time.perf_counter() - start < 30
+    assert result.stopped == "time budget"
+    assert 0 < result.stats.schedules < 10**9
+    assert result.verdict.endswith("sampled schedules, not exhaustive: no finding")
