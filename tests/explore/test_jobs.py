@@ -14,9 +14,9 @@ import pytest
 
 from mmu_notifier.cli import main
 from mmu_notifier.errors import UsageError
-from mmu_notifier.explore import Exploration, Scenario, ScenarioInstance, explore
-from mmu_notifier.scenarios import get, load_file, register, unregister
-from mmu_notifier.scenarios._parallel import SEED_STREAMS, explore_parallel, stream_seed
+from mmu_notifier.explore import Exploration, Scenario, ScenarioInstance, explore, explore_sharded
+from mmu_notifier.explore._shards import SEED_STREAMS, stream_seed
+from mmu_notifier.scenarios import explore_parallel, get, load_file, register, unregister
 
 LOST_UPDATE = '''
 from mmu_notifier import sync
@@ -141,6 +141,14 @@ def test_a_scenario_registered_in_code_runs_with_one_job_only() -> None:
 def test_bad_jobs_values_are_usage_errors(jobs: Any) -> None:
     with pytest.raises(UsageError, match="jobs must be a whole number"):
         explore_parallel(get("get-put"), "dfs", jobs=jobs)
+    with pytest.raises(UsageError, match="jobs must be a whole number"):
+        explore_sharded(get("get-put"), "dfs", jobs=jobs)
+
+
+def test_the_engine_needs_a_finder_to_use_other_processes() -> None:
+    with pytest.raises(UsageError, match="without a finder"):
+        explore_sharded(get("get-put"), "dfs", jobs=2)
+    assert explore_sharded(get("get-put"), "dfs", jobs=1).complete  # one job: the scenario object itself
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

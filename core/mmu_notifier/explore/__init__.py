@@ -27,7 +27,9 @@ Typical use::
         replay(scenario, finding.schedule)
 
 (``mmu_notifier.scenarios.explore("unregister-no-release", ...)`` does the
-lookup and the exploration in one call.)
+lookup and the exploration in one call.) :func:`explore_sharded` splits one
+exploration over several processes or a Dask cluster (``explore --jobs N``);
+:class:`ScenarioFinder` is what its workers find the scenario by.
 """
 
 from mmu_notifier.explore._dfs import BoundedDFS, Exhaustive
@@ -54,6 +56,7 @@ from mmu_notifier.explore._schedule import (
     StaleScheduleError,
 )
 from mmu_notifier.explore._scheduler import Event, Execution, Outcome
+from mmu_notifier.explore._sharded import ScenarioFinder, explore_sharded
 from mmu_notifier.explore._stats import Stats
 from mmu_notifier.explore._strategies import PCT, RandomWalk, Strategy
 from mmu_notifier.explore._timeline import Step, Timeline
@@ -78,6 +81,7 @@ __all__ = [
     "Problem",
     "RandomWalk",
     "Replayed",
+    "ScenarioFinder",
     "ReplayError",
     "Scenario",
     "ScenarioInstance",
@@ -91,6 +95,7 @@ __all__ = [
     "Timeline",
     "Violation",
     "explore",
+    "explore_sharded",
     "make_strategy",
     "replay",
 ]

@@ -1,0 +1,70 @@
+"""The public face of the sharded exploration: :func:`explore_sharded` and :class:`ScenarioFinder`.
+
+The machinery (shards, process pools, the Dask runner, the merge) is in
+:mod:`._shards`, imported on the first call: every ``import mmu_notifier.explore``
+pays only for these two names.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from mmu_notifier.explore._explorer import Exploration
+    from mmu_notifier.explore._scenario import Scenario
+
+
+class ScenarioFinder(Protocol):
+    """What a worker process finds its scenario by: picklable and hashable, with the scenario's ``name``.
+
+    The engine knows no scenario library: :mod:`mmu_notifier.scenarios` gives
+    one (``ScenarioRef``) that looks the scenario up by name and source, as a
+    ``mx2:`` schedule string names it.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    def find(self) -> Scenario: ...
+
+
+def explore_sharded(
+    scenario: Scenario,
+    strategy: str = "portfolio",
+    budget: int = 1000,
+    seed: int = 0,
+    time_budget: float | None = None,
+    *,
+    depth: int = 2,
+    preemptions: int | None = None,
+    stop_on_first: bool = True,
+    minimise_budget: int = 2000,
+    reproduce: int = 5,
+    max_steps: int | None = None,
+    jobs: int = 1,
+    scheduler: str | None = None,
+    streams: int | None = None,
+    finder: ScenarioFinder | None = None,
+) -> Exploration:
+    """Explore ``scenario`` split into shards over ``jobs`` processes (or the Dask cluster at ``scheduler``).
+
+    The arguments are :func:`~mmu_notifier.explore.explore`'s (a strategy by
+    name), plus ``jobs`` (processes, this one included), ``scheduler`` (a Dask
+    scheduler address, ``tcp://HOST:PORT``: the shards run on its workers
+    instead), ``streams`` (seed streams of random and PCT searches; None: 16)
+    and ``finder``, what other processes find the scenario by (needed for
+    ``jobs > 1`` and Dask; :func:`mmu_notifier.scenarios.explore_parallel`
+    gives one). DFS and the exhaustive search are split by schedule prefix
+    and keep the single search's counts, findings and verdict; random and PCT
+    run in seed streams; DPOR runs as one shard; the portfolio keeps its
+    phases and shares. The report is the same for every ``jobs`` and on Dask.
+    Raises :class:`~mmu_notifier.errors.UsageError` for ``jobs < 1``, an
+    unknown strategy, or no finder where one is needed.
+    """
+    from mmu_notifier.explore._shards import run_sharded
+
+    return run_sharded(
+        scenario, strategy, budget, seed, time_budget, depth=depth, preemptions=preemptions,
+        stop_on_first=stop_on_first, minimise_budget=minimise_budget, reproduce=reproduce, max_steps=max_steps,
+        jobs=jobs, scheduler=scheduler, streams=streams, finder=finder,
+    )
