@@ -29,11 +29,13 @@ import time
 from pathlib import Path
 
 TARGET = 1.7
-#: (name, explore arguments): a DFS split by schedule prefix (a plugin's scenario: the workers find it
-#: by name) and a random search split into seed streams, each a few seconds with --jobs 1
+#: (name, explore arguments), each several seconds with --jobs 1 on a quiet machine: a DFS split by schedule
+#: prefix (a plugin's scenario: the workers find it by name), a random search split into seed streams (the
+#: default cases), and the default portfolio (--case portfolio)
 CASES = {
     "dfs": ["hmm-getput-invalidate", "--strategy", "dfs", "--preemptions", "3", "--budget", "100000"],
-    "random": ["get-put", "--strategy", "random", "--budget", "15000"],
+    "random": ["get-put", "--strategy", "random", "--budget", "25000"],
+    "portfolio": ["get-put", "--budget", "25000"],
 }
 _TIMING = re.compile(r"in [0-9.]+ s$|schedules/s|steps/s")
 
@@ -75,7 +77,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--case", choices=sorted(CASES), action="append")
     opts = parser.parse_args()
-    cases = opts.case or sorted(CASES)
+    cases = opts.case or ["dfs", "random"]
     print(f"bench_jobs: --jobs {opts.jobs} against --jobs 1, whole processes, interleaved; target {TARGET}x; "
           f"python {sys.version.split()[0]}; {Path(sys.executable).parent.parent.name}")
     verdicts = []
