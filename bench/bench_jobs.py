@@ -7,12 +7,14 @@ checks that both print the same report (verdict, counts, findings; the
 elapsed-time lines aside) and takes the ratio of the wall times. It prints the
 min and median ratio over the repeats and PASS/MISS against the target.
 
-The machine may be shared: before each pair it measures the **core
+The machine may be shared: around each pair it measures the **core
 availability**, the work two processes spinning side by side get done
 against one process alone (2.0 on two idle cores; less when other programs
-run). A speedup can only be as good as that, so it is printed beside each
-ratio (the mean of a measure before and one after the pair), and the verdict says when
-a MISS is the machine's.
+run; the mean of a measure before and one after the pair). A speedup can
+only be as good as that, so it is printed beside each ratio, and the verdict
+says when a MISS is the machine's. It also prints the CPU time of both runs
+(the process and its workers): what the split itself costs (worker start-up,
+probes, merging), whatever the load.
 
 Run: ``python bench/bench_jobs.py [--repeats 3] [--jobs 2] [--case NAME]``.
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -60,15 +63,19 @@ def core_availability(n: int = 3_000_000) -> float:
     return 2 * one / both
 
 
-def _run(args: list[str], jobs: int) -> tuple[float, str]:
+def _run(args: list[str], jobs: int) -> tuple[float, float, str]:
+    """Wall time, CPU time (the process and its workers) and the report without its timings."""
     command = [sys.executable, "-m", "mmu_notifier.cli", "explore", *args, "--jobs", str(jobs)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
     if done.returncode not in (0, 1):
         raise SystemExit(f"{' '.join(command)} exited {done.returncode}: {done.stderr.strip()}")
     report = "\n".join(line for line in done.stdout.splitlines() if not _TIMING.search(line))
-    return elapsed, report
+    return elapsed, cpu, report
 
 
 def main() -> int:
@@ -87,8 +94,8 @@ def main() -> int:
         print(f"\n{case}: mmu-notifier explore {' '.join(args)}")
         for repeat in range(opts.repeats):
             before = core_availability()
-            t1, r1 = _run(args, 1)
-            tn, rn = _run(args, opts.jobs)
+            t1, c1, r1 = _run(args, 1)
+            tn, cn, rn = _run(args, opts.jobs)
             available = (before + core_availability()) / 2
             if r1 != rn:
                 print(r1, "\n---\n", rn)
@@ -98,7 +105,8 @@ def main() -> int:
             ones.append(t1)
             many.append(tn)
             print(f"  repeat {repeat + 1}: --jobs 1 {t1:6.2f} s, --jobs {opts.jobs} {tn:6.2f} s, ratio {t1 / tn:4.2f}x "
-                  f"(core availability {available:.2f} of 2)")
+                  f"(core availability {available:.2f} of 2; CPU {c1:.2f} s and {cn:.2f} s: the split costs "
+                  f"{cn / c1 - 1:+.0%})")
         low, mid = min(ratios), statistics.median(ratios)
         ok = mid >= TARGET
         machine = "" if ok or statistics.median(cores) >= TARGET + 0.15 else (

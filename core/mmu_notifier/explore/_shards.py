@@ -157,6 +157,8 @@ class Shard:
     max_steps: int | None = None
     deadline: float | None = None
     probe: bool = False
+    #: index into the shared limits the parent lowers while the shard runs (-1: none)
+    slot: int = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,13 +248,17 @@ class _LocalCut:
 
 
 _cut: Any = None  # the worker's shared cut (a multiprocessing Value), set by the pool's initializer
+_limits: Any = None  # the worker's view of the shared per-slot limits (a multiprocessing Array)
+#: shards with a slot below this get a limit the parent can lower while they run (DFS shards: their position)
+LIMIT_SLOTS = 4096
 
 
-def _init_worker(cut: Any) -> None:
-    """Pool initializer: Ctrl-C is the parent's to handle; remember the shared cut."""
-    global _cut
+def _init_worker(cut: Any, limits: Any) -> None:
+    """Pool initializer: Ctrl-C is the parent's to handle; remember the shared cut and limits."""
+    global _cut, _limits
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _cut = cut
+    _limits = limits
 
 
 def _lower(cut: Any, position: int) -> None:
@@ -269,22 +275,26 @@ def _lower(cut: Any, position: int) -> None:
 
 
 def run_shard(
-    ref: ScenarioFinder | None, shard: Shard, local: Scenario | None = None, cut: Any = None
+    ref: ScenarioFinder | None, shard: Shard, local: Scenario | None = None, cut: Any = None, limits: Any = None
 ) -> ShardResult:
     """Run one shard and return what it ran and found (the function workers call)."""
     with _one_at_a_time:
-        return _run_shard(_scenario(ref, local), shard, cut if cut is not None else _cut)
+        return _run_shard(_scenario(ref, local), shard, cut if cut is not None else _cut,
+                          limits if limits is not None else _limits)
 
 
-def _run_shard(sc: Scenario, shard: Shard, cut: Any) -> ShardResult:
+def _run_shard(sc: Scenario, shard: Shard, cut: Any, limits: Any = None) -> ShardResult:
     strat = _strategy(shard)
     result = ShardResult(shard.key)
     report = getattr(strat, "report", None)
     modes = _modes(strat)
     seen: set[tuple[str, str]] = set()
     index = 0
+    slot = shard.slot if limits is not None else -1
     while index < shard.limit:
         if cut is not None and shard.base + index * shard.stride > cut.value:
+            break
+        if slot >= 0 and index >= limits[slot]:  # the schedules before this shard used the budget up to here
             break
         if shard.deadline is not None and time.time() >= shard.deadline:
             result.timed_out = True
@@ -348,8 +358,11 @@ class _Runner(Protocol):
     """Runs a batch of shards, skipping those past its ``cut``; ``hook`` sees every result as it comes."""
 
     cut: Any
+    limits: Any
 
-    def run(self, shards: list[Shard], hook: Callable[[ShardResult], None]) -> dict[int, ShardResult]: ...
+    def run(
+        self, shards: list[Shard], hook: Callable[[ShardResult], None], adjust: Callable[[Shard], Shard | None] = ...
+    ) -> dict[int, ShardResult]: ...
 
     def reset_cut(self) -> None: ...
 
@@ -365,6 +378,7 @@ class LocalRunner:
         self.pool: ProcessPoolExecutor | None = None
         self._closing = False
         self.cut: Any = _LocalCut()
+        self.limits: Any = [_NO_CUT] * LIMIT_SLOTS
         self.ref = finder
         if jobs > 1:
             import multiprocessing
@@ -373,74 +387,92 @@ class LocalRunner:
             context = multiprocessing.get_context("spawn")
             self.ref = _require_finder(scenario, finder)
             self.cut = context.Value("q", _NO_CUT)
+            self.limits = context.Array("q", self.limits, lock=False)  # one writer (the parent), stale reads harmless
             self.pool = ProcessPoolExecutor(jobs - 1, mp_context=context, initializer=_init_worker,
-                                            initargs=(self.cut,))
+                                            initargs=(self.cut, self.limits))
 
     def reset_cut(self) -> None:
         _lower_reset(self.cut)
+        self.limits[:] = [_NO_CUT] * LIMIT_SLOTS
 
-    def run(self, shards: list[Shard], hook: Callable[[ShardResult], None]) -> dict[int, ShardResult]:
+    def run(
+        self, shards: list[Shard], hook: Callable[[ShardResult], None],
+        adjust: Callable[[Shard], Shard | None] = lambda shard: shard,
+    ) -> dict[int, ShardResult]:
         """Run ``shards`` (in this order) on the workers and here; ``hook`` sees each result as it comes.
 
-        A shard past the cut when its turn comes is not run at all.
+        A shard past the cut when its turn comes is not run at all; ``adjust`` sees each shard as it is handed
+        out (a smaller limit once the schedules before it are known, or None: not needed).
         """
-        from concurrent.futures import FIRST_COMPLETED, wait
+        from concurrent.futures import wait
 
         queue = deque(shards)
         results: dict[int, ShardResult] = {}
+        # results are collected (and ``hook`` called) as they come, also from the pool's thread while the parent
+        # runs a shard of its own: a limit the hook sets then reaches that shard too
+        lock = threading.RLock()
+        pending: list[Future[ShardResult]] = []
+        errors: list[BaseException] = []
 
         def collect(result: ShardResult) -> None:
-            results[result.key] = result
-            hook(result)
+            with lock:
+                results[result.key] = result
+                hook(result)
 
-        def wanted(shard: Shard) -> bool:
-            return bool(shard.base <= self.cut.value)
+        def prepare(shard: Shard) -> Shard | None:
+            return adjust(shard) if shard.base <= self.cut.value else None
 
-        lock = threading.RLock()  # a future already done runs its callback (feed) at once, inside feed
-        pending: list[Future[ShardResult]] = []
+        def done(future: Future[ShardResult]) -> None:
+            if self._closing or future.cancelled():
+                return
+            error = future.exception()
+            if error is not None:
+                errors.append(error)
+            else:
+                collect(future.result())
+            with lock:
+                pending.remove(future)
+            feed()
 
         def feed() -> None:
-            # also called from the pool's thread when a worker's shard ends, so workers never wait for the parent
+            # keeps every worker busy with one shard running and one queued, whatever the parent is doing
             with lock:
-                while self.pool is not None and queue and sum(not f.done() for f in pending) < 2 * (self.jobs - 1):
-                    shard = queue.popleft()
-                    if not wanted(shard):
+                while self.pool is not None and queue and len(pending) < 2 * (self.jobs - 1):
+                    ready = prepare(queue.popleft())
+                    if ready is None:
                         continue
                     try:
-                        future = self.pool.submit(run_shard, self.ref, shard)
+                        future = self.pool.submit(run_shard, self.ref, ready)
                     except RuntimeError:  # BrokenProcessPool is one
                         if self._closing:  # Ctrl-C: the parent is stopping the workers
                             return
                         raise
                     pending.append(future)
-                    future.add_done_callback(lambda _: None if self._closing else feed())
+                    future.add_done_callback(done)  # a future already done calls it here: the lock is re-entrant
 
         def take() -> Shard | None:
             with lock:
                 while queue:
-                    shard = queue.popleft()
-                    if wanted(shard):
-                        return shard
+                    ready = prepare(queue.popleft())
+                    if ready is not None:
+                        return ready
             return None
 
         while True:
+            if errors:
+                raise errors[0]
             feed()
-            with lock:
-                finished = [f for f in pending if f.done()]
-                for future in finished:
-                    pending.remove(future)
-                waiting = list(pending)
-            for future in finished:
-                collect(future.result())
             shard = take()
             if shard is not None:
-                collect(run_shard(None, shard, self.scenario, self.cut))
-            elif waiting:
-                wait(waiting, return_when=FIRST_COMPLETED)
-            elif not finished:
-                with lock:
-                    if not queue and not pending:
-                        break
+                collect(run_shard(None, shard, self.scenario, self.cut, self.limits))
+                continue
+            with lock:
+                waiting = list(pending)
+            if not waiting:
+                break
+            wait(waiting, timeout=0.05)  # ``done`` collects; this only sleeps until something happened
+        if errors:
+            raise errors[0]
         return results
 
     def close(self, abort: bool) -> None:
@@ -490,14 +522,19 @@ class DaskRunner:
             raise UsageError(f"explore: cannot reach the Dask scheduler at {address!r}: {error}") from None
         self.jobs = max(1, sum(self.client.nthreads().values()))
         self.cut: Any = _LocalCut()
+        self.limits: Any = [_NO_CUT] * LIMIT_SLOTS  # the parent's only: remote shards keep their limits
 
     def reset_cut(self) -> None:
         """The cut is the parent's only (no shared memory across machines): it cancels unneeded shards."""
         self.cut.value = _NO_CUT
 
-    def run(self, shards: list[Shard], hook: Callable[[ShardResult], None]) -> dict[int, ShardResult]:
+    def run(
+        self, shards: list[Shard], hook: Callable[[ShardResult], None],
+        adjust: Callable[[Shard], Shard | None] = lambda shard: shard,
+    ) -> dict[int, ShardResult]:
         """Submit every shard; as results come, cancel those the cut has made unnecessary."""
-        futures = {self.client.submit(run_shard, self.ref, s, pure=False): s for s in shards}
+        ready = [r for r in map(adjust, shards) if r is not None]
+        futures = {self.client.submit(run_shard, self.ref, s, pure=False): s for s in ready}
         results: dict[int, ShardResult] = {}
         for future in self.dask.as_completed(list(futures), loop=self.client.loop):
             if future.cancelled() or future.status == "cancelled":
@@ -675,28 +712,41 @@ class _Search:
         shards = [it for it in items if isinstance(it, Shard)]
         # the global order is the items' order: shard keys << 32 are their positions
         position = {id(it): n for n, it in enumerate(items)}
-        keyed = [dataclasses.replace(s, base=position[id(s)] << _SHARD_BITS) for s in shards]
+        keyed = [dataclasses.replace(s, base=position[id(s)] << _SHARD_BITS,
+                                     slot=position[id(s)] if position[id(s)] < LIMIT_SLOTS else -1) for s in shards]
         counts: dict[int, int] = {position[id(it)]: len(it.runs) for it in items if isinstance(it, ShardResult)}
         base_of = {s.key: s.base >> _SHARD_BITS for s in keyed}
         cut = self.runner.cut
+        limits = self.runner.limits
 
         def hook(result: ShardResult) -> None:
             # the budget is spent once the shards up to some position, all finished, ran ``limit`` schedules:
-            # nothing after that position is needed
+            # nothing after that position is needed; the first shard still running needs at most what is left
             counts[base_of[result.key]] = len(result.runs)
             total = 0
             for n in range(len(items)):
                 if n not in counts:
+                    if n < LIMIT_SLOTS:
+                        limits[n] = limit - total
                     return
                 total += counts[n]
                 if total >= limit:
                     _lower(cut, ((n + 1) << _SHARD_BITS) - 1)
                     return
 
+        def adjust(shard: Shard) -> Shard | None:
+            # once every shard before this one has ended, it needs at most what is left of the budget
+            total = 0
+            for n in range(shard.base >> _SHARD_BITS):
+                if n not in counts:
+                    return shard
+                total += counts[n]
+            return None if total >= limit else dataclasses.replace(shard, limit=min(shard.limit, limit - total))
+
         self.runner.reset_cut()
-        # the largest (shallowest) subtrees are handed out first, so that the search does not end on a large one
-        keyed.sort(key=lambda s: (len(s.prefix), -s.base))
-        done = self.runner.run(keyed, hook) if keyed else {}
+        # handed out in the global order, so that a budget cut (the hook) stops the shards after it early; the
+        # repeated splitting of the shallowest subtrees leaves none large enough to make the search end on it
+        done = self.runner.run(keyed, hook, adjust) if keyed else {}
         self._note(done.values())
         ordered: list[ShardResult] = []
         complete = True
