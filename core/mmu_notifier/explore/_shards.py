@@ -12,9 +12,12 @@ does not depend on how many processes ran them or in which order they ended:
   become subtrees of their own, each a shard that seeds the DFS stack with its
   prefix (with the sleep sets and tried siblings the single search would have
   there, see :attr:`BoundedDFS.floor <mmu_notifier.explore.BoundedDFS>`) and
-  explores only below it. The global order is the single search's depth-first
-  order, so the counts, the first finding and the verdict are exactly those of
-  the unsharded search.
+  explores only below it. The shallowest subtrees are split again and again,
+  so that none is large enough to hold the search up at its end. The global
+  order is the single search's depth-first order, so the counts, the first
+  finding and the verdict are exactly those of the unsharded search. Shards
+  are handed out in that order; once every shard before one has ended, the
+  parent tells it what is left of the budget (a shared per-shard limit).
 * **random walk and PCT** are split into ``streams`` seeded streams (stream 0
   keeps the given seed, stream ``i`` a seed derived from it and ``i``); the
   global order interleaves them (schedule ``j`` of stream ``i`` is number
@@ -44,8 +47,11 @@ a scenario explores with ``jobs=1`` only (in this process).
 
 Local runs use ``concurrent.futures.ProcessPoolExecutor`` with the ``spawn``
 start method and ``jobs - 1`` workers; the parent runs shards too, so a short
-search is not held up by the workers' start. Workers ignore SIGINT: Ctrl-C
-reaches the parent, which terminates them. Dask runs (``scheduler=ADDRESS``)
+search is not held up by the workers' start; results are collected as they
+come, so a worker is fed while the parent runs a shard. Workers share a cut
+(a ``multiprocessing.Value``: no schedule past it is needed) and the
+per-shard limits. Workers ignore SIGINT: Ctrl-C reaches the parent, which
+terminates them. Dask runs (``scheduler=ADDRESS``)
 send the same shards to the cluster's workers.
 """
 
@@ -425,14 +431,21 @@ class LocalRunner:
         def done(future: Future[ShardResult]) -> None:
             if self._closing or future.cancelled():
                 return
-            error = future.exception()
-            if error is not None:
-                errors.append(error)
-            else:
-                collect(future.result())
-            with lock:
-                pending.remove(future)
-            feed()
+            try:
+                error = future.exception()
+                if error is not None:
+                    errors.append(error)
+                else:
+                    collect(future.result())
+            except Exception as failure:  # raised again in the parent's loop, never lost in the pool's thread
+                errors.append(failure)
+            finally:
+                with lock:
+                    pending.remove(future)
+            try:
+                feed()
+            except Exception as failure:
+                errors.append(failure)
 
         def feed() -> None:
             # keeps every worker busy with one shard running and one queued, whatever the parent is doing
