@@ -232,7 +232,7 @@ def _running(pid: int) -> bool:
     return state != "Z"
 
 
-def test_dask_local_cluster_gives_the_local_result() -> None:
+def test_dask_local_cluster_gives_the_local_result(capsys: pytest.CaptureFixture[str]) -> None:
     distributed = pytest.importorskip(
         "distributed", reason="Dask distributed is not installed: pip install 'mmu-notifier[distributed]'"
     )
@@ -248,6 +248,10 @@ def test_dask_local_cluster_gives_the_local_result() -> None:
         assert comparable(explore_parallel(hmm, "dfs", preemptions=1, scheduler=address)) == comparable(
             explore_parallel(hmm, "dfs", preemptions=1, jobs=1)
         )
+        code_local, local_out, _ = run(capsys, "explore", "unregister-no-release", "--jobs", "1")
+        code_dask, dask_out, _ = run(capsys, "explore", "unregister-no-release", "--scheduler", address)
+        assert code_local == code_dask == 1
+        assert _without_timing(dask_out) == _without_timing(local_out)
 
 
 def test_a_time_budget_stops_every_shard() -> None:
