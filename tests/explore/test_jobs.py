@@ -204,9 +204,13 @@ def test_ctrl_c_stops_the_workers_and_exits_130() -> None:
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
     try:
-        time.sleep(3)
-        workers = _children(process.pid)
-        assert workers, "the search should have started a worker process"
+        deadline = time.monotonic() + 60
+        workers = _workers(process.pid)
+        while not workers and time.monotonic() < deadline and process.poll() is None:  # a loaded machine is slow
+            time.sleep(0.2)
+            workers = _workers(process.pid)
+        assert workers, f"no worker process started (the command's exit status: {process.poll()})"
+        time.sleep(1)  # the worker is running shards now
         os.killpg(process.pid, signal.SIGINT)
         _, err = process.communicate(timeout=60)
     finally:
@@ -218,9 +222,20 @@ def test_ctrl_c_stops_the_workers_and_exits_130() -> None:
     assert not [pid for pid in workers if _running(pid)]
 
 
-def _children(pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True, check=False)
-    return [int(p) for p in out.stdout.split()]
+def _workers(pid: int) -> list[int]:
+    """The spawned worker processes of ``pid`` (not multiprocessing's resource tracker), read from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid and b"spawn_main" in command:
+            found.append(int(entry.name))
+    return found
 
 
 def _running(pid: int) -> bool:
