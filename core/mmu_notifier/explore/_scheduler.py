@@ -298,6 +298,24 @@ _PASSABLE: dict[type, Callable[[Any], bool]] = {
 }
 
 
+def _pick_of(chooser: Chooser) -> Callable[[int], int] | None:
+    """The chooser's ``pick``, if its choices are made by it.
+
+    A subclass that overrides ``choose`` but inherits ``pick`` (a test's
+    "always switch" random walk) chooses otherwise: the first class of its
+    MRO defining either must define ``pick``.
+    """
+    pick: Callable[[int], int] | None = getattr(chooser, "pick", None)
+    if pick is None or chooser.always:
+        return None
+    for klass in type(chooser).__mro__:
+        if "pick" in vars(klass):
+            return pick
+        if "choose" in vars(klass):
+            return None
+    return None
+
+
 def _parked(th: ModelThread) -> bool:
     """``lazy_waits``: the thread's next step would only go to sleep."""
     return th.op in LAZY_WAITS and not passable(th.res)
@@ -356,7 +374,7 @@ class Execution(sync.Backend):
         self.walk_point = self._walk
         self._always = chooser.always
         #: a chooser whose choice is a uniform index (``pick(n)``) is served without a candidate list
-        self._pick: Callable[[int], int] | None = None if chooser.always else getattr(chooser, "pick", None)
+        self._pick = _pick_of(chooser)
         self._cur: ModelThread | None = None
         self._task = sync.Task("setup")
         self._hub: Any = None
@@ -542,11 +560,29 @@ class Execution(sync.Backend):
             self.status = STEP_BOUND
             return None
         nxt: ModelThread | None
-        if self._pick is not None and self._woken and not (self._lazy or self._retry) and self._runnable:
+        runnable = self._runnable
+        if not self._woken and not self._lazy:
+            # the common case, in O(1) whatever the number of live threads: no woken waiter to recheck,
+            # the candidates are the runnable list itself (not a copy: a chooser reads it and keeps nothing)
+            n = len(runnable)
+            if n > 1 or (n and self._always):
+                if self._pick is not None:  # the random walk: the same draw ``choose`` would make
+                    nxt = runnable[self._pick(n)]
+                else:
+                    nxt = self.chooser.choose(runnable, cur, self)
+                    if nxt is None:
+                        self.status = ABORTED
+                        return None
+                if nxt is not cur and cur is not None and cur.state == RUN:
+                    self.preemptions += 1
+                return self._take(nxt, trace)
+            if n:
+                return self._take(runnable[0], trace)
+            cands = runnable
+        elif self._pick is not None and self._woken and not (self._lazy or self._retry) and runnable:
             # the random walk with woken threads: the choice is an index, found in the merge of
             # runnable and ready threads without building it (a few ready: binary searches; many, a
             # contended global lock's herd: the merged list, built once and reused while unchanged)
-            runnable = self._runnable
             ready = self._recheck_woken()
             if ready:
                 k = self._pick(len(runnable) + len(ready))
@@ -743,7 +779,12 @@ class Execution(sync.Backend):
                 self.lock_order.acquire(held, resource, cur.name, len(self.trace), stack, self.acquired, cur.idx)
         nxt = self._next(cur)
         if nxt is not cur:
-            self._switch(nxt)
+            if nxt is not None and nxt.glet:  # started: one direct switch, from this frame (no extra one)
+                self._cur = nxt
+                self._task = nxt.task
+                nxt.glet.switch()
+            else:
+                self._switch(nxt)
 
     def _walk(self, element: object) -> None:
         self.point("walk", element)
