@@ -32,7 +32,6 @@ Where it deliberately differs
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections import deque
 from collections.abc import Callable
 
@@ -302,14 +301,6 @@ def check_work_free(obj: object, site: str | None = None) -> None:
             )
 
 
-@functools.cache
-def _slot_names(cls: type) -> tuple[str, ...]:
-    """Every ``__slots__`` name of ``cls`` and its bases (read once per class: a free checks it each time)."""
-    return tuple(
-        slot for klass in cls.__mro__ for slot in klass.__dict__.get("__slots__", ()) if isinstance(slot, str)
-    )
-
-
 def _works_of(obj: object) -> list[Work]:
     # type() and object.__getattribute__ only: an attribute may be a freed (poisoned) object,
     # which raises on any attribute access, __class__ included (what isinstance would read)
@@ -323,9 +314,11 @@ def _works_of(obj: object) -> list[Work]:
         state = None
     if isinstance(state, dict):
         values.extend(state.values())
-    for slot in _slot_names(type(obj)):
-        with contextlib.suppress(AttributeError):
-            values.append(object.__getattribute__(obj, slot))
+    for cls in type(obj).__mro__:
+        for slot in cls.__dict__.get("__slots__", ()):
+            if isinstance(slot, str):
+                with contextlib.suppress(AttributeError):
+                    values.append(object.__getattribute__(obj, slot))
     for value in values:
         if issubclass(type(value), Work):
             found.append(value)  # type: ignore[arg-type]
