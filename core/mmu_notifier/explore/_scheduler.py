@@ -50,10 +50,10 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import threading
 from bisect import bisect_left, insort
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Protocol, cast
 
 from greenlet import getcurrent, greenlet
@@ -142,6 +142,7 @@ class ModelThread:
         "base",
         "daemon",
         "task",
+        "fn",
         "glet",
         "state",
         "op",
@@ -161,6 +162,9 @@ class ModelThread:
         self.base = base or name
         self.daemon = daemon
         self.task = sync.Task(name)
+        #: the thread's function (run by a pooled worker greenlet once the thread is started)
+        self.fn: Callable[[], object] | None = None
+        #: the worker greenlet running it (None: not started yet)
         self.glet: Any = None
         self.state = RUN
         self.op = "start"
@@ -336,6 +340,42 @@ class _NoLock:
 _NO_LOCK = _NoLock()
 
 
+def _work(ex: Execution, th: ModelThread) -> None:
+    """The life of a worker greenlet: run model threads one after another, parked in between.
+
+    Creating, starting and ending a greenlet costs about twenty switches, and
+    every execution starts its threads afresh; a worker instead goes back to
+    its parent (the hub) when its thread ends, exactly as an ended greenlet
+    would (the hub receives ``None``), and waits there for the next thread,
+    of this execution or a later one. It keeps nothing of the thread it ran:
+    the references are dropped before it parks.
+    """
+    while True:
+        ex._body(th)
+        del ex, th
+        ex, th = getcurrent().parent.switch(None)
+
+
+#: parked workers kept for later executions (beyond this, ended executions' workers are dropped)
+_POOL_SIZE = 256
+_POOLS = threading.local()
+
+
+def _pool() -> list[Any]:
+    """This OS thread's parked workers (a greenlet runs only on the thread that made it)."""
+    try:
+        pool: list[Any] = _POOLS.parked
+    except AttributeError:
+        pool = _POOLS.parked = []
+    return pool
+
+
+def _is_parked(glet: Any) -> bool:
+    """True when ``glet`` waits in :func:`_work` for its next thread (not dead, not inside a thread)."""
+    frame = glet.gr_frame
+    return frame is not None and frame.f_code is _work.__code__
+
+
 class Execution(sync.Backend):
     """One execution of a scenario under a chooser: the explorer's :class:`sync.Backend`."""
 
@@ -447,7 +487,11 @@ class Execution(sync.Backend):
                 return
             self._cur = nxt
             self._task = nxt.task
-            handed = nxt.glet.switch()
+            if nxt.glet is None:  # start it on a worker greenlet
+                nxt.glet = self._worker()
+                handed = nxt.glet.switch(self, nxt)
+            else:
+                handed = nxt.glet.switch()
 
     def _check(self, checks: list[Callable[[], object]]) -> None:
         self._task = sync.Task("end-of-run check")
@@ -464,12 +508,28 @@ class Execution(sync.Backend):
     def _teardown(self) -> None:
         self._stopping = True
         for th in list(self._live.values()):
-            if th.glet:  # started and suspended
+            if th.glet is not None:  # started and suspended
                 self._cur = th
                 self._task = th.task
                 with contextlib.suppress(Abandon, Exception):
                     th.glet.throw(Abandon)
         self._cur = None
+        # every worker that ran a thread of this execution is parked again: keep it for the next one
+        pool = _pool()
+        for th in self.threads:
+            glet = th.glet
+            if glet is not None and len(pool) < _POOL_SIZE and _is_parked(glet):
+                pool.append(glet)
+
+    def _worker(self) -> Any:
+        """A parked worker greenlet from the pool (this hub its parent again), or a new one."""
+        pool = _pool()
+        while pool:
+            glet = pool.pop()
+            if not glet.dead:
+                glet.parent = self._hub
+                return glet
+        return greenlet(_work, self._hub)
 
     # -- threads -------------------------------------------------------------
     def _spawn(self, name: str, fn: Callable[[], object], daemon: bool) -> ModelThread:
@@ -479,14 +539,16 @@ class Execution(sync.Backend):
             name = f"{name}#{idx}"
         self._names.add(name)
         th = ModelThread(idx, name, daemon, base)
-        th.glet = greenlet(partial(self._body, th, fn), self._hub)
+        th.fn = fn
         self.threads.append(th)
         self._live[idx] = th
         self._runnable.append(th)  # the newest index: order kept
         self._merged_ready = None
         return th
 
-    def _body(self, th: ModelThread, fn: Callable[[], object]) -> None:
+    def _body(self, th: ModelThread) -> None:
+        fn = th.fn
+        assert fn is not None
         try:
             fn()
         except Abandon:
@@ -750,7 +812,7 @@ class Execution(sync.Backend):
     def _switch(self, nxt: ModelThread | None) -> None:
         if nxt is None:
             self._hub.switch()
-        elif not nxt.glet:  # not started yet: the hub starts it (see _loop)
+        elif nxt.glet is None:  # not started yet: the hub starts it (see _loop)
             self._hub.switch(nxt)
         else:
             self._cur = nxt
@@ -779,7 +841,7 @@ class Execution(sync.Backend):
                 self.lock_order.acquire(held, resource, cur.name, len(self.trace), stack, self.acquired, cur.idx)
         nxt = self._next(cur)
         if nxt is not cur:
-            if nxt is not None and nxt.glet:  # started: one direct switch, from this frame (no extra one)
+            if nxt is not None and nxt.glet is not None:  # started: one direct switch, from this frame
                 self._cur = nxt
                 self._task = nxt.task
                 nxt.glet.switch()
