@@ -515,11 +515,13 @@ class Execution(sync.Backend):
                     th.glet.throw(Abandon)
         self._cur = None
         # every worker that ran a thread of this execution is parked again: keep it for the next one
+        # (the outcome keeps neither the workers nor the threads' functions, as ended greenlets kept nothing)
         pool = _pool()
         for th in self.threads:
             glet = th.glet
             if glet is not None and len(pool) < _POOL_SIZE and _is_parked(glet):
                 pool.append(glet)
+            th.glet = th.fn = None
 
     def _worker(self) -> Any:
         """A parked worker greenlet from the pool (this hub its parent again), or a new one."""
