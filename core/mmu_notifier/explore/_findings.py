@@ -151,11 +151,13 @@ def stack_here() -> RawStack:
     lines when a report needs them. The caller's own frame (the scheduler's
     point) is left out.
     """
-    frame = sys._getframe(2)
+    frame: Any = sys._getframe(2)
     out: list[tuple[Any, int]] = []
-    while frame is not None and len(out) < _RAW_DEPTH:
+    for _ in range(_RAW_DEPTH):
+        if frame is None:
+            break
         out.append((frame.f_code, frame.f_lasti))
-        frame = frame.f_back  # type: ignore[assignment]
+        frame = frame.f_back
     return tuple(out)
 
 
