@@ -25,6 +25,14 @@ class FakeTerminal(io.StringIO):
         return True
 
 
+@pytest.fixture(autouse=True)
+def colour_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A terminal that takes colour, whatever the environment running the tests says."""
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm-256color")
+
+
 @pytest.fixture(scope="module")
 def doc() -> dict[str, Any]:
     found = summary.document(runner.run_deterministic(DEFAULT, seed=0, record=False))
