@@ -154,3 +154,17 @@ def test_a_long_run_over_a_pipe_prints_no_progress(capsys: pytest.CaptureFixture
     assert main(["run", "--driver", "gru"]) == 0
     err = capsys.readouterr().err
     assert "\r" not in err and "ETA" not in err
+
+
+@pytest.mark.parametrize("colour", [False, True])
+def test_a_very_narrow_terminal_gets_the_table_in_parts_each_with_the_driver_column(doc: dict[str, Any],
+                                                                                    colour: bool) -> None:
+    text = ANSI.sub("", summary.render(doc, 50, colour=colour, wrap=True))
+    lines = text.splitlines()
+    headers = [line.split() for line in lines if line.startswith("driver")]
+    assert len(headers) >= 2 and all(header[0] == "driver" for header in headers)
+    assert [title for header in headers for title in header[1:]] == ["alloc", "freed", "att", "det", "peak", "inval",
+                                                                     "refus", "rel", "faults", "retry", "viol"]
+    assert max(len(line) for line in lines) <= 50
+    totals = [line.split() for line in lines if line.startswith("total ")]
+    assert len(totals) == len(headers) and totals[-1][-1] == "1"

@@ -89,13 +89,30 @@ class Layout:
         """The width of one line of the table."""
         return sum(self.widths) + self.gap * (len(self.titles) - 1)
 
+    def parts(self, width: int | None) -> list[Layout]:
+        """The table cut into tables no wider than ``width``, each with the driver column first (the way a
+        wide table is printed on a narrow page): itself when it fits."""
+        if width is None or self.width <= width:
+            return [self]
+        widths = self.widths
+        groups: list[list[int]] = [[]]
+        used = widths[0]
+        for index in range(1, len(self.titles)):
+            if groups[-1] and used + self.gap + widths[index] > width:
+                groups.append([])
+                used = widths[0]
+            groups[-1].append(index)
+            used += self.gap + widths[index]
+        return [Layout([self.titles[0], *(self.titles[i] for i in group)],
+                       [[row[0], *(row[i] for i in group)] for row in self.rows], self.gap) for group in groups]
+
 
 def layout(doc: dict[str, Any], width: int | None) -> Layout:
     """The widest layout of the driver table that fits ``width`` (None: no limit, the full titles).
 
     Tried in turn: full titles; short titles; short titles one space apart; and, last, numbers of five
-    digits and more abbreviated (``12.3k``). When even that does not fit, the last one is used (nothing is
-    cut; a terminal wraps the line, rich folds the driver names).
+    digits and more abbreviated (``12.3k``). When even that does not fit, the last one is used and
+    printed in :meth:`Layout.parts` (nothing is cut).
     """
     named = [*doc["drivers"].items(), ("total", doc["totals"])]
     exact = [[name, *map(str, _values(stats))] for name, stats in named]
@@ -109,6 +126,13 @@ def layout(doc: dict[str, Any], width: int | None) -> Layout:
     if width is None:
         return candidates[0]
     return next((candidate for candidate in candidates if candidate.width <= width), candidates[-1])
+
+
+def _plain_tables(table: Layout, width: int | None) -> list[str]:
+    lines: list[str] = []
+    for part in table.parts(width):
+        lines += [*([""] if lines else []), *_plain_table(part)]
+    return lines
 
 
 def _plain_table(table: Layout) -> list[str]:
@@ -184,7 +208,7 @@ def render(doc: dict[str, Any], width: int | None = None, colour: bool = False, 
         head += [(f"STOPPED ({doc['stopped']}): the summary of what ran until then", "bold red"), ("", "")]
     tail = _lines(doc, width, wrap)
     if not colour:
-        return "\n".join([*(text for text, _ in head), *_plain_table(table), *(text for text, _ in tail)])
+        return "\n".join([*(text for text, _ in head), *_plain_tables(table, width), *(text for text, _ in tail)])
     return _rich(table, head, tail, width or table.width)
 
 
@@ -198,24 +222,30 @@ def _rich(table: Layout, head: list[tuple[str, str]], tail: list[tuple[str, str]
     # rules under the titles and above the total, no vertical lines: the column divider is one space, and a
     # left padding of one more makes a gap of two
     rules = Box("    \n    \n ── \n    \n ── \n ── \n    \n    \n")
-    grid = Table(box=rules, show_edge=False, pad_edge=False, padding=(0, 0, 0, table.gap - 1),
-                 header_style="bold cyan")
-    for index, title in enumerate(table.titles):
-        if index:
-            grid.add_column(title, justify="right", no_wrap=True)
-        else:
-            grid.add_column(title, overflow="fold", style="bold")
-    for number, row in enumerate(table.rows):
-        cells: list[Text | str] = list(row)
-        cells[-1] = Text(row[-1], style="green" if row[-1] == "0" else "bold red")
-        grid.add_row(*cells, end_section=number == len(table.rows) - 2, style="bold" if number == len(table.rows) - 1
-                     else None)
+    violations = {COLUMNS[-1][0], COLUMNS[-1][1]}
     buffer = io.StringIO()
     console = Console(file=buffer, width=width, force_terminal=True, color_system="standard", highlight=False,
                       no_color=False)
     for text, style in head:
         console.print(Text(text, style=style))
-    console.print(grid)
+    for number, part in enumerate(table.parts(width)):
+        grid = Table(box=rules, show_edge=False, pad_edge=False, padding=(0, 0, 0, part.gap - 1),
+                     header_style="bold cyan")
+        for index, title in enumerate(part.titles):
+            if index:
+                grid.add_column(title, justify="right", no_wrap=True)
+            else:
+                grid.add_column(title, overflow="fold", style="bold")
+        last = len(part.rows) - 1
+        for row_number, row in enumerate(part.rows):
+            cells: list[Text | str] = [
+                Text(cell, style="green" if cell == "0" else "bold red") if part.titles[i] in violations else cell
+                for i, cell in enumerate(row)
+            ]
+            grid.add_row(*cells, end_section=row_number == last - 1, style="bold" if row_number == last else None)
+        if number:
+            console.print()
+        console.print(grid)
     for text, style in tail:
         console.print(Text(text, style=style), soft_wrap=True)
     return buffer.getvalue().rstrip("\n")
