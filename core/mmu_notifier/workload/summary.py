@@ -184,7 +184,8 @@ def _lines(doc: dict[str, Any], width: int | None, wrap: bool) -> list[tuple[str
         lines.append(("no violations", "bold green"))
     known = [f"{name}: {v}" for name, s in doc["drivers"].items() for v in s.get("known_kernel_behaviour", [])]
     if known:
-        lines.append((f"known kernel behaviour, not counted as violations ({len(known)}):", "yellow"))
+        heading = f"known kernel behaviour, not counted as violations ({len(known)}):"
+        lines += [(part, "yellow") for part in (textwrap.wrap(heading, width) if wrap and width else [heading])]
         bullets(known, "")
     for name, stats in doc["drivers"].items():
         for text in stats.get("tracebacks", ()):
