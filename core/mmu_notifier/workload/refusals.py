@@ -24,8 +24,9 @@ started, ran or ended anywhere near the access, so "retry" cannot have meant
 a driver's own deferred work (a restore worker that has not run yet); two
 steps in a row on the same mm, with no page served in between, is the kit's
 "still refused" and is filed once per driver as a ``start-end-pairing``
-violation. Cost: O(1) per access step plus the world's in-flight test of the
-mm, so O(work of that mm) per quiescent point.
+violation. Cost: per access step, the calls in flight (one per model thread at
+most) and the world's in-flight test of the mm (the one the quiescent coherence
+check uses), twice; nothing per page.
 
 Deliberate difference: the kit retries one address three times at once; the
 main job never adds calls to a run (the same seed must give the same run),
