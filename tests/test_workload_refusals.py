@@ -64,3 +64,21 @@ def test_a_step_with_only_errors_is_not_a_refusal(world: JobWorld) -> None:
     for _ in range(3):
         refusals.judge_access(world, "gntdev", mm, before, served=0, refused=0)
     assert world.stats["gntdev"].violations == []
+
+
+def test_no_witness_while_a_start_delivered_to_the_drivers_subscription_has_not_ended(world: JobWorld) -> None:
+    from mmu_notifier import notifier
+    from mmu_notifier.range import Event, Range
+
+    mm = _mm(world)
+    start = mm.mmap(4 * mm.page_size)
+    handle = world.monitor.attached("gntdev", world.exercisers["gntdev"].attach(mm))
+    assert refusals.quiet(world, "gntdev", mm) is not None
+    range = Range(mm, start, start + mm.page_size, Event.CLEAR)
+    notifier.invalidate_range_start(range)
+    assert refusals.quiet(world, "gntdev", mm) is None  # in flight for gntdev: its refusals mean "in progress"
+    notifier.invalidate_range_end(range)
+    after = refusals.quiet(world, "gntdev", mm)
+    assert after is not None and after.delivered == 1  # quiet again, and the start is counted in the witness
+    world.monitor.detached("gntdev", handle)
+    world.exercisers["gntdev"].detach(handle)

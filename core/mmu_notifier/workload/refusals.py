@@ -10,23 +10,23 @@ in its pairing check (a device access still refused, three tries in a row,
 once every invalidation ended); :func:`judge_access` brings the same
 judgement to ``mmu-notifier run`` at its quiescent points.
 
-How it judges, without changing the run (no extra driver call, no
-scheduling point): around one access step of a driver that declares
+How it judges, without changing the run (no extra driver call, no scheduling
+point): around one access step of a driver that declares
 ``device_translations``, :func:`quiet` takes a witness of the mm before the
-first page and again after the last one. The mm is *quiet* when no
-invalidation of it is in flight (every start delivered had its end, the
-interval state counts no active range) and no driver start or end callback
-is running; the witness is the driver's count of invalidations delivered
-(over every mm, which only makes the judgement more cautious) and the mm's
-interval sequence. When both witnesses are quiet and equal, no invalidation
-started, ran or ended anywhere near the access, so "retry" cannot have meant
-"invalidation in progress". One such step refused at every page may still be
-a driver's own deferred work (a restore worker that has not run yet); two
-steps in a row on the same mm, with no page served in between, is the kit's
-"still refused" and is filed once per driver as a ``start-end-pairing``
-violation. Cost: per access step, the calls in flight (one per model thread at
-most) and the world's in-flight test of the mm (the one the quiescent coherence
-check uses), twice; nothing per page.
+first page and again after the last one. The mm is *quiet* for the driver when
+no invalidation of it is in flight there (every start delivered to the
+driver's subscriptions on the mm had its end, the interval state counts no
+active range) and no driver start or end callback is running; the witness is
+the driver's count of invalidations delivered (over every mm, which only makes
+the judgement more cautious) and the mm's interval sequence. When both
+witnesses are quiet and equal, no invalidation started, ran or ended anywhere
+near the access, so "retry" cannot have meant "invalidation in progress". One
+such step refused at every page may still be a driver's own deferred work (a
+restore worker that has not run yet); two steps in a row on the same mm, with
+no page served in between, is the kit's "still refused" and is filed once per
+driver as a ``start-end-pairing`` violation. Cost: per access step, twice, the
+calls in flight (one per model thread at most) and the driver's own
+subscriptions on the mm; nothing per page and nothing that grows with the run.
 
 Deliberate difference: the kit retries one address three times at once; the
 main job never adds calls to a run (the same seed must give the same run),
@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from mmu_notifier import exerciser as contract
 from mmu_notifier.invariants import PAIRING, InvariantViolation
 from mmu_notifier.mm import MM
-from mmu_notifier.workload.world import JobWorld, _in_flight, record
+from mmu_notifier.workload.world import JobWorld, record
 
 __all__ = ["REPEATS", "Quiet", "judge_access", "quiet"]
 
@@ -62,8 +62,14 @@ class Quiet:
 
 
 def quiet(world: JobWorld, driver: str, mm: MM) -> Quiet | None:
-    """The witness of ``mm`` now, or None when an invalidation of it is in flight (or ``driver`` keeps no
-    device translations, so its refusals are not judged)."""
+    """The witness of ``mm`` for ``driver`` now, or None when an invalidation of the mm is in flight for it (or
+    ``driver`` keeps no device translations, so its refusals are not judged).
+
+    In flight: a start or end callback is running anywhere, the mm's interval state counts an active range,
+    or one of the driver's subscriptions on the mm received a start and not yet its end (the invariants
+    recorder's open ranges). Only the driver's own subscriptions on the mm are looked at, never a list of
+    every range, so the cost does not grow with the run.
+    """
     if contract.DEVICE_TRANSLATIONS not in world.exercisers[driver].capabilities or not mm.alive:
         return None
     container = mm.mmu_notifier_mm
@@ -72,8 +78,12 @@ def quiet(world: JobWorld, driver: str, mm: MM) -> Quiet | None:
         return None
     if any(call.what in _INVALIDATING for call in list(world.tracer.in_flight.values())):
         return None
-    if _in_flight(world, mm):
-        return None
+    if container is not None:
+        records = world.monitor.recorder.records
+        for sub in list(container.by_ops.get(world.kernel.drivers.ops_of(driver), ())):
+            record = records.get(id(sub))
+            if record is not None and record.sub is sub and record.open_ranges:
+                return None
     return Quiet(sum(world.stats[driver].invalidations.values()), state.invalidate_seq if state else 0)
 
 
