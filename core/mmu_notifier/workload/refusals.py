@@ -16,7 +16,7 @@ point): around one access step of a driver that declares
 first page and again after the last one. The mm is *quiet* for the driver when
 no invalidation of it is in flight there (every start delivered to the
 driver's subscriptions on the mm had its end, the interval state counts no
-active range) and no driver start or end callback is running; the witness is
+active range) and none of them is running a start or end callback; the witness is
 the driver's count of invalidations delivered (over every mm, which only makes
 the judgement more cautious) and the mm's interval sequence. When both
 witnesses are quiet and equal, no invalidation started, ran or ended anywhere
@@ -24,9 +24,9 @@ near the access, so "retry" cannot have meant "invalidation in progress". One
 such step refused at every page may still be a driver's own deferred work (a
 restore worker that has not run yet); two steps in a row on the same mm, with
 no page served in between, is the kit's "still refused" and is filed once per
-driver as a ``start-end-pairing`` violation. Cost: per access step, twice, the
-calls in flight (one per model thread at most) and the driver's own
-subscriptions on the mm; nothing per page and nothing that grows with the run.
+driver as a ``start-end-pairing`` violation. Cost: per access step, twice, a
+look at the driver's own subscriptions on the mm; nothing per page and nothing
+that grows with the run.
 
 Deliberate difference: the kit retries one address three times at once; the
 main job never adds calls to a run (the same seed must give the same run),
@@ -47,7 +47,7 @@ __all__ = ["REPEATS", "Quiet", "judge_access", "quiet"]
 #: access steps in a row, refused at every page while the mm was quiet, before the driver is judged stuck
 REPEATS = 2
 
-#: the callbacks whose running means an invalidation is under way (the tracer registers them while they run)
+#: the callbacks whose running means an invalidation is under way (the recorder counts them while they run)
 _INVALIDATING = frozenset({"invalidate_range_start", "invalidate_range_end", "invalidate_range"})
 
 
@@ -65,10 +65,10 @@ def quiet(world: JobWorld, driver: str, mm: MM) -> Quiet | None:
     """The witness of ``mm`` for ``driver`` now, or None when an invalidation of the mm is in flight for it (or
     ``driver`` keeps no device translations, so its refusals are not judged).
 
-    In flight: a start or end callback is running anywhere, the mm's interval state counts an active range,
-    or one of the driver's subscriptions on the mm received a start and not yet its end (the invariants
-    recorder's open ranges). Only the driver's own subscriptions on the mm are looked at, never a list of
-    every range, so the cost does not grow with the run.
+    In flight: the mm's interval state counts an active range, or one of the driver's subscriptions on the
+    mm received a start and not yet its end, or is running a start or end callback now (the invariants
+    recorder's open ranges and running callbacks). Only the driver's own subscriptions on the mm are looked
+    at, never a list of every range or every thread, so the cost does not grow with the run.
     """
     if contract.DEVICE_TRANSLATIONS not in world.exercisers[driver].capabilities or not mm.alive:
         return None
@@ -76,13 +76,13 @@ def quiet(world: JobWorld, driver: str, mm: MM) -> Quiet | None:
     state = container.interval if container is not None else None
     if state is not None and state.active_invalidate_ranges:
         return None
-    if any(call.what in _INVALIDATING for call in list(world.tracer.in_flight.values())):
-        return None
     if container is not None:
         records = world.monitor.recorder.records
         for sub in list(container.by_ops.get(world.kernel.drivers.ops_of(driver), ())):
             record = records.get(id(sub))
-            if record is not None and record.sub is sub and record.open_ranges:
+            if record is not None and record.sub is sub and (
+                record.open_ranges or not _INVALIDATING.isdisjoint(list(record.running))
+            ):
                 return None
     return Quiet(sum(world.stats[driver].invalidations.values()), state.invalidate_seq if state else 0)
 
