@@ -13,7 +13,16 @@ Measures, in one process so the ratios are fair:
 Targets: >= 2,000 schedules/s for ``unregister-no-release`` with random;
 DFS finds the race within 10 schedules and proves ``get-put`` clean in < 0.5 s.
 
-Run: ``python bench/bench_explore.py [--quick] [--json FILE]``.
+Issue 18, target 3 (printed first, with PASS/MISS): a schedule of the
+patch-09 race (``unregister-no-release``, random walk, full budget) costs at
+most 200 greenlet switches, the switch measured in the same run, interleaved
+with the schedules, min and median of ``--repeat`` rounds, in CPU time (the
+machine is shared: wall time would count waiting for a core). Beside the cost
+the bench counts the greenlet switches a schedule really makes
+(``greenlet.settrace``, in an untimed run); and bounded DFS proves
+``get-put`` clean at 2 preemptions within 0.1 s (CPU time; wall time printed beside).
+
+Run: ``python bench/bench_explore.py [--quick] [--json FILE] [--target3-only] [--repeat R]``.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import greenlet as greenlet_module
 from greenlet import getcurrent, greenlet  # type: ignore[import-untyped]
 
 from mmu_notifier import sync
@@ -150,13 +160,104 @@ def schedules_to_find(strategy: str, seeds: int, **kw: Any) -> dict[str, Any]:
     }
 
 
+def cpu_switch_ns(n: int) -> float:
+    """One greenlet switch in CPU time (half a round trip between two greenlets)."""
+    hub = getcurrent()
+
+    def ping() -> None:
+        while True:
+            hub.switch()
+
+    other = greenlet(ping)
+    start = time.process_time()
+    for _ in range(n):
+        other.switch()
+    return (time.process_time() - start) / (2 * n) * 1e9
+
+
+def cpu_schedule_ns(budget: int) -> float:
+    """CPU time of one schedule of the patch-09 race: random walk, full budget, no early stop."""
+    start = time.process_time()
+    result = explore("unregister-no-release", "random", budget, 1, stop_on_first=False, minimise_budget=0,
+                     reproduce=0)
+    elapsed = time.process_time() - start
+    assert result.stats.schedules == budget, result.stats.schedules
+    return elapsed / budget * 1e9
+
+
+def switches_per_schedule(budget: int) -> float:
+    """Greenlet switches (``greenlet.settrace`` events: switches and throws) per schedule, counted honestly."""
+    count = [0]
+
+    def tracer(event: str, args: Any) -> None:
+        count[0] += 1
+
+    previous = greenlet_module.settrace(tracer)
+    try:
+        result = explore("unregister-no-release", "random", budget, 1, stop_on_first=False, minimise_budget=0,
+                         reproduce=0)
+    finally:
+        greenlet_module.settrace(previous)
+    return count[0] / result.stats.schedules
+
+
+def target3(repeat: int, budget: int, report: dict[str, Any]) -> bool:
+    """Issue 18, target 3: print the cost of a schedule in greenlet switches and the DFS proof time."""
+    explore("unregister-no-release", "random", 200, 1, stop_on_first=False, minimise_budget=0, reproduce=0)
+    costs: list[float] = []
+    rows: list[tuple[float, float]] = []
+    for _ in range(repeat):  # interleaved: each round measures the switch beside the schedules
+        switch = cpu_switch_ns(200_000)
+        schedule = cpu_schedule_ns(budget)
+        rows.append((switch, schedule))
+        costs.append(schedule / switch)
+    counted = switches_per_schedule(min(budget, 500))
+    proofs, walls = [], []
+    for _ in range(repeat):
+        started, cpu = time.perf_counter(), time.process_time()
+        clean = explore("get-put", "dfs", budget=100_000, preemptions=2)
+        proofs.append(time.process_time() - cpu)
+        walls.append(time.perf_counter() - started)
+    cost = statistics.median(costs)
+    proof = statistics.median(proofs)
+    ok_cost, ok_count = cost <= 200, counted <= 200
+    ok_proof = proof <= 0.1 and clean.complete and not clean.findings
+    report["target3"] = {
+        "switch_ns": [round(r[0], 1) for r in rows],
+        "schedule_us": [round(r[1] / 1000, 1) for r in rows],
+        "cost_in_switches": [round(c) for c in costs],
+        "switches_counted_per_schedule": round(counted, 1),
+        "dfs_get_put_cpu_s": [round(p, 4) for p in proofs],
+        "dfs_get_put_wall_s": [round(w, 4) for w in walls],
+    }
+    print("issue 18, target 3: a schedule of the patch-09 race (unregister-no-release, random walk)")
+    for switch, schedule in rows:
+        print(f"  round: greenlet switch {switch:6.0f} ns CPU, schedule {schedule / 1000:7.1f} us CPU "
+              f"= {schedule / switch:5.0f} switches")
+    print(f"  cost of a schedule in same-run greenlet switches: min {min(costs):.0f}, median {cost:.0f} "
+          f"(target <= 200): {'PASS' if ok_cost else 'MISS'}")
+    print(f"  greenlet switches a schedule makes (greenlet.settrace): {counted:.1f} (target <= 200): "
+          f"{'PASS' if ok_count else 'MISS'}")
+    print(f"  DFS proof of get-put at 2 preemptions: {clean.stats.schedules} schedules, complete={clean.complete}, "
+          f"{len(clean.findings)} findings, CPU min {min(proofs):.3f} s, median {proof:.3f} s (wall median "
+          f"{statistics.median(walls):.3f} s) (target <= 0.1 s): {'PASS' if ok_proof else 'MISS'}")
+    return ok_cost and ok_count and ok_proof
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller budgets (a smoke run)")
     parser.add_argument("--json", type=Path, help="write the numbers as JSON")
+    parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds for target 3 (>= 3)")
+    parser.add_argument("--target3-only", action="store_true", help="print issue 18's target 3 only")
     args = parser.parse_args()
     scale = 1 if args.quick else 5
     report: dict[str, Any] = {}
+    target3(args.repeat, 1000 * scale, report)
+    if args.target3_only:
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=2))
+        return
 
     switch = best_of(3, lambda: greenlet_switch_ns(100_000 * scale))
     handoff = best_of(3, lambda: thread_handoff_ns(5_000 * scale))

@@ -13,6 +13,10 @@ threads touches a cold stack at almost every step where 2 threads stay warm,
 and the raw switch alone slows by that factor; the scheduler's own cost per
 step (the step's time minus the raw switch's) is printed beside it.
 
+Times are the process's CPU time (``time.process_time``), not wall time: on a
+machine shared with other jobs a wall clock also counts the time this process
+waited for a core, which swung the ratio from 0.7x to 2.4x between runs.
+
 Run: ``python bench/bench_scheduler.py [--steps N] [--repeat R]``; exit 1 if the target is missed.
 """
 
@@ -23,6 +27,7 @@ import random
 import statistics
 import sys
 import time
+from typing import Any
 
 from greenlet import getcurrent, greenlet
 
@@ -44,9 +49,9 @@ def steps_per_second(threads: int, steps: int) -> float:
         return ScenarioInstance(threads=[(f"t{i}", body) for i in range(threads)])
 
     scenario = Scenario(f"yield-{threads}", build, max_steps=10 * steps + 10 * threads)
-    started = time.perf_counter()
+    started = time.process_time()
     outcome = Execution(scenario, RandomWalk(0)).run()
-    wall = time.perf_counter() - started
+    wall = time.process_time() - started
     assert outcome.status == "finished", outcome.status
     return len(outcome.trace) / wall
 
@@ -65,9 +70,37 @@ def raw_switches_per_second(threads: int, steps: int) -> float:
         hub.switch()
 
     pool.extend(greenlet(body, hub) for _ in range(threads))
-    started = time.perf_counter()
+    started = time.process_time()
     pool[0].switch()
-    return steps / (time.perf_counter() - started)
+    return steps / (time.process_time() - started)
+
+
+class _AlwaysSwitch(RandomWalk):
+    """Picks a thread other than the running one whenever it can: every step is a switch."""
+
+    def choose(self, cands: Any, current: Any, ex: Any) -> Any:
+        for t in cands:
+            if t is not current:
+                return t
+        return cands[0]
+
+
+def switching_steps_per_second(steps: int) -> float:
+    """Steps/s of 2 threads that switch at every step (the random walk over 2 switches at half of them)."""
+
+    def body() -> None:
+        for _ in range(steps // 2):
+            sync.yield_now()
+
+    def build() -> ScenarioInstance:
+        return ScenarioInstance(threads=[("a", body), ("b", body)])
+
+    scenario = Scenario("yield-alternate", build, max_steps=10 * steps + 20)
+    started = time.process_time()
+    outcome = Execution(scenario, _AlwaysSwitch(0)).run()
+    wall = time.process_time() - started
+    assert outcome.status == "finished", outcome.status
+    return len(outcome.trace) / wall
 
 
 def main() -> int:
@@ -77,10 +110,12 @@ def main() -> int:
     args = parser.parse_args()
     rates: dict[int, list[float]] = {n: [] for n in COUNTS}
     raw: dict[int, list[float]] = {n: [] for n in COUNTS}
+    alternate: list[float] = []
     for _ in range(args.repeat):
         for threads in COUNTS:  # interleaved: every count sees the same machine load
             rates[threads].append(steps_per_second(threads, args.steps))
             raw[threads].append(raw_switches_per_second(threads, args.steps))
+        alternate.append(switching_steps_per_second(args.steps))
     print(f"{'threads':>7} {'steps/s max':>12} {'steps/s median':>15} {'slowdown vs 2':>14} "
           f"{'raw switch slowdown':>20} {'scheduler ns/step':>18}")
     base = statistics.median(rates[2])
@@ -92,10 +127,17 @@ def main() -> int:
         own[threads] = (1 / med - 1 / raw_med) * 1e9
         print(f"{threads:>7} {max(rates[threads]):>12,.0f} {med:>15,.0f} {base / med:>14.2f} "
               f"{raw_base / raw_med:>20.2f} {own[threads]:>18.0f}")
-    ratio = base / statistics.median(rates[1024])
+    # per repeat, the two counts ran back to back: their ratio is the fairest one this machine gives
+    ratios = [two / many for two, many in zip(rates[2], rates[1024], strict=True)]
+    ratio = statistics.median(ratios)
     ok = ratio <= 1.5
-    print(f"target: 1,024 threads within 1.5x of 2 threads: {ratio:.2f}x {'ok' if ok else 'MISSED'}")
+    print(f"target: steps/s with 1,024 threads within 1.5x of 2 threads: min {min(ratios):.2f}x, "
+          f"median {ratio:.2f}x over {args.repeat} interleaved repeats: {'PASS' if ok else 'MISS'}")
     print(f"the scheduler's own cost per step, 1,024 vs 2 threads: {own[1024] / own[2]:.2f}x")
+    alt = statistics.median(alternate)
+    print(f"2 threads switching at every step: {alt:,.0f} steps/s median ({base / alt:.2f}x slower than the "
+          f"random walk's half switches; 1,024 threads are {alt / statistics.median(rates[1024]):.2f}x slower "
+          f"than that: the cost of resuming a thread whose stack and frames are no longer in cache)")
     return 0 if ok else 1
 
 

@@ -20,7 +20,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from mmu_notifier import config as config_mod
 from mmu_notifier.errors import ConfigError, PluginError, UsageError
 
 #: the file suffixes ``--timeline FILE`` draws (see :meth:`mmu_notifier.explore.Timeline.write`)
@@ -57,6 +56,8 @@ def check_input_file(flag: str, path: Path | None) -> None:
 def driver_settings(config_file: Path | None, installed: Iterable[str]) -> dict[str, dict[str, Any]]:
     """Driver settings from ``--config FILE`` and the environment, refusing settings for a driver that is
     not installed (a typo would otherwise be ignored): one line naming the table or the variable."""
+    from mmu_notifier import config as config_mod  # pydantic: only for a command that reads driver settings
+
     check_input_file("--config", config_file)
     names = set(installed)
     file_settings = config_mod.read_toml(config_file) if config_file else {}

@@ -27,6 +27,7 @@ access site is their caller.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from typing import Any, TypeVar
@@ -88,6 +89,18 @@ STACK_DEPTH = 6
 _SKIP_DIRS = (os.path.join("mmu_notifier", "explore", ""), os.sep + "greenlet" + os.sep)
 
 
+@functools.cache
+def _is_core(filename: str) -> bool:
+    """A frame of the allocator, notifier or legacy module (decided once per file: every free asks)."""
+    return _stem(filename) in _CORE_FILES
+
+
+@functools.cache
+def _is_skipped(filename: str) -> bool:
+    """A frame of the explorer's engine or of greenlet, which a recorded stack leaves out."""
+    return any(d in filename for d in _SKIP_DIRS)
+
+
 def _record(skip_core: bool = True) -> Site:
     """The :class:`Site` of the caller: first frame outside the allocator, the task, the step and the stack.
 
@@ -96,12 +109,12 @@ def _record(skip_core: bool = True) -> Site:
     model thread's function.
     """
     frame = sys._getframe(2)
-    while frame is not None and skip_core and _stem(frame.f_code.co_filename) in _CORE_FILES:
+    while frame is not None and skip_core and _is_core(frame.f_code.co_filename):
         frame = frame.f_back  # type: ignore[assignment]
     stack: list[str] = []
     while frame is not None and len(stack) < STACK_DEPTH:
         name = frame.f_code.co_filename
-        if not any(d in name for d in _SKIP_DIRS):
+        if not _is_skipped(name):
             stack.append(f"{name}:{frame.f_lineno} in {frame.f_code.co_name}")
         frame = frame.f_back  # type: ignore[assignment]
     backend = sync.backend()

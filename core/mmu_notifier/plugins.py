@@ -21,7 +21,7 @@ Only an old-style ``hookwrapper`` still goes through pluggy's subset caller.
 
 from __future__ import annotations
 
-import importlib.metadata
+import functools
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Mapping
@@ -29,20 +29,38 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import pluggy
-from pydantic import BaseModel
 
 from mmu_notifier import hookspecs
-from mmu_notifier.config import DriverConfig, validate
 from mmu_notifier.errors import ConfigError, MisuseError, PluginError, PluginWarning, UseAfterFreeError
 
 if TYPE_CHECKING:
+    import importlib.metadata
+
+    from mmu_notifier.config import DriverConfig
     from mmu_notifier.kernel import Kernel
+
+# pydantic (through mmu_notifier.config) and importlib.metadata are imported where a config is
+# validated or an entry point read, not with this module: a scenario's driver that never reads its
+# config, and a process that loads no entry point (``explore`` of a built-in scenario), skip both.
 
 ENTRY_POINT_GROUP = "mmu_notifier.drivers"
 #: every hook a driver may implement (the functions of :mod:`mmu_notifier.hookspecs` marked as specs)
 HOOK_NAMES = frozenset(
     name for name, value in vars(hookspecs).items() if hasattr(value, f"{hookspecs.PROJECT}_spec")
 )
+
+
+class _DefaultConfigModel:
+    """``Driver.config_model`` of a driver that sets none: :class:`~mmu_notifier.config.DriverConfig`.
+
+    Read through this descriptor so that pydantic is imported when a config model is first
+    needed, not with the plugin machinery.
+    """
+
+    def __get__(self, instance: object, owner: type | None = None) -> type[DriverConfig]:
+        from mmu_notifier.config import DriverConfig
+
+        return DriverConfig
 
 
 class Driver:
@@ -56,14 +74,20 @@ class Driver:
 
     name: ClassVar[str] = ""
     version: ClassVar[str] = "0"
-    config_model: ClassVar[type[DriverConfig]] = DriverConfig
+    config_model: ClassVar[type[DriverConfig]] = _DefaultConfigModel()  # type: ignore[assignment]
     #: hooks the driver cannot work without; a driver lacking one is not loaded
     required_hooks: ClassVar[tuple[str, ...]] = ("alloc_notifier", "free_notifier")
     #: what the conformance kit may expect of it (see ``mmu_notifier.exerciser``)
     capabilities: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, config: DriverConfig | None = None) -> None:
-        self.config = config if config is not None else self.config_model()
+        if config is not None:
+            self.config = config
+
+    @functools.cached_property
+    def config(self) -> DriverConfig:
+        """The validated config; without one given, ``config_model()``'s defaults, made on first read."""
+        return self.config_model()
 
     def __repr__(self) -> str:
         return f"<driver {self.name} {self.version}>"
@@ -301,6 +325,8 @@ class DriverRegistry:
         name = entry_point.name
         factory = load_factory(entry_point)
         model = config_model_of(name, factory)
+        from mmu_notifier.config import validate
+
         try:
             config = validate(name, model, raw)
         except ConfigError:
@@ -448,6 +474,10 @@ def load_factory(entry_point: importlib.metadata.EntryPoint) -> Any:
 
 def config_model_of(name: str, factory: object) -> type[DriverConfig]:
     """The driver's ``config_model``; :class:`PluginError` unless it is a pydantic model class."""
+    from pydantic import BaseModel
+
+    from mmu_notifier.config import DriverConfig
+
     model = getattr(factory, "config_model", DriverConfig)
     if not (isinstance(model, type) and issubclass(model, BaseModel)):
         raise PluginError(name, f"config_model is {model!r}, not a pydantic model "
@@ -475,4 +505,6 @@ def _unloaded_callback(name: str, callback: str, site: str) -> Callback:
 
 def available_drivers() -> list[importlib.metadata.EntryPoint]:
     """Installed entry points of the ``mmu_notifier.drivers`` group, sorted by name."""
+    import importlib.metadata
+
     return sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)

@@ -249,7 +249,7 @@ def _run_compare(program: list[list[Instr]], limit: int) -> None:
     sc = _program_scenario(program, state)
     probe = Exhaustive()
     runs = 0
-    while runs <= limit and probe.start():
+    while runs < limit and probe.start():  # as many as _outcomes allows: a program of limit + 1 failed it
         probe.finish(Execution(sc, probe).run())
         runs += 1
     assume(probe.exhausted)  # small enough to enumerate

@@ -32,8 +32,9 @@ exploration over several processes or a Dask cluster (``explore --jobs N``);
 :class:`ScenarioFinder` is what its workers find the scenario by.
 """
 
+from typing import TYPE_CHECKING
+
 from mmu_notifier.explore._dfs import BoundedDFS, Exhaustive
-from mmu_notifier.explore._dpor import DPOR
 from mmu_notifier.explore._explorer import (
     STRATEGIES,
     Exploration,
@@ -60,6 +61,19 @@ from mmu_notifier.explore._sharded import ScenarioFinder, explore_sharded
 from mmu_notifier.explore._stats import Stats
 from mmu_notifier.explore._strategies import PCT, RandomWalk, Strategy
 from mmu_notifier.explore._timeline import Step, Timeline
+
+if TYPE_CHECKING:
+    from mmu_notifier.explore._dpor import DPOR
+
+
+def __getattr__(name: str) -> object:
+    """``DPOR``, imported on first use: the largest engine module, which ``explore --strategy dfs`` never needs."""
+    if name == "DPOR":
+        from mmu_notifier.explore._dpor import DPOR
+
+        return DPOR
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DPOR",

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from mmu_notifier.explore._lockdep import ACQUIRE_OPS
 from mmu_notifier.explore._scheduler import Execution, ModelThread, Outcome
-from mmu_notifier.explore._strategies import Strategy
+from mmu_notifier.explore._strategies import PrefixSearch
 
 #: A thread's first step: its prologue touches only its own state.
 LOCAL_OPS = frozenset({"start"})
@@ -94,7 +94,7 @@ class _Node:
         return -1
 
 
-class BoundedDFS(Strategy):
+class BoundedDFS(PrefixSearch[_Node]):
     """Exhaustive search up to ``preemptions`` preemptions, reduced with sleep sets."""
 
     name = "dfs"
@@ -105,9 +105,9 @@ class BoundedDFS(Strategy):
     def __init__(self, preemptions: int = 2, reduction: bool = True) -> None:
         if preemptions < 0:
             raise ValueError(f"preemption bound must be >= 0, got {preemptions}")
+        super().__init__()
         self.bound = preemptions
         self.reduction = reduction
-        self._stack: list[_Node] = []
         self._depth = 0
         self._preempt = 0
         self._sleep: set[int] = set()
@@ -126,33 +126,27 @@ class BoundedDFS(Strategy):
         if self.reduction:
             self._wake_sleepers(ex)
         ids = tuple(t.idx for t in cands)
-        stack = self._stack
         depth = self._depth
-        if depth < len(stack):
-            node = stack[depth]
-            if node.cands != ids:
-                self.nondeterminism = (
-                    f"decision {depth} offered threads {ids} where an earlier execution "
-                    f"offered {node.cands}: the scenario is not deterministic"
-                )
-                return None
-        else:
-            cur = current.idx if current is not None and current.idx in ids else -1
-            node = _Node(ids, cur, self._preempt, frozenset(self._sleep))
-            node.chosen = node.next_choice(self.bound)
-            if node.chosen < 0:
-                return None
-            stack.append(node)
+        node = self._decide(depth, ids, lambda: self._new_node(ids, current))
+        if node is None:
+            return None
         self._depth = depth + 1
         chosen = node.chosen
         if node.current >= 0 and chosen != node.current:
             self._preempt = node.preemptions + 1
         if self.reduction:
             self._sleep = set(node.sleep) | (node.done - {chosen})
-        for t in cands:
-            if t.idx == chosen:
-                return t
-        raise AssertionError("unreachable: chosen thread not among candidates")
+        return self._thread(cands, chosen)
+
+    def _new_node(self, ids: tuple[int, ...], current: ModelThread | None) -> _Node | None:
+        """A decision past the replayed prefix: the first allowed thread (the running one first)."""
+        cur = current.idx if current is not None and current.idx in ids else -1
+        node = _Node(ids, cur, self._preempt, frozenset(self._sleep))
+        node.chosen = node.next_choice(self.bound)
+        if node.chosen < 0:
+            return None
+        self._stack.append(node)
+        return node
 
     def _wake_sleepers(self, ex: Execution) -> None:
         """Drop from the sleep set every thread a step since the last decision depended on."""

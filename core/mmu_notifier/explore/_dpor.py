@@ -119,7 +119,7 @@ from __future__ import annotations
 from mmu_notifier.explore._findings import Problem
 from mmu_notifier.explore._lockdep import ACQUIRE_OPS
 from mmu_notifier.explore._scheduler import LAZY_WAITS, RUN, Execution, ModelThread, Outcome, StepRecord
-from mmu_notifier.explore._strategies import Strategy
+from mmu_notifier.explore._strategies import PrefixSearch
 
 W, R, WAIT, WAKE = 1, 2, 4, 8
 
@@ -371,7 +371,7 @@ def _insert(wut: _WuT, v: list[Event]) -> bool:
             return True
 
 
-class DPOR(Strategy):
+class DPOR(PrefixSearch[_Node]):
     """Optimal DPOR with wakeup trees and sleep sets; ``preemptions`` bounds it (None: unbounded)."""
 
     name = "dpor"
@@ -384,8 +384,8 @@ class DPOR(Strategy):
     def __init__(self, preemptions: int | None = None, keep_traces: bool = False) -> None:
         if preemptions is not None and preemptions < 0:
             raise ValueError(f"preemption bound must be >= 0, got {preemptions}")
+        super().__init__()
         self.bound = preemptions
-        self._stack: list[_Node] = []
         self._preempt = 0
         self._first_new = 0
         #: complete executions explored (each a different trace)
@@ -438,28 +438,13 @@ class DPOR(Strategy):
     def choose(
         self, cands: list[ModelThread], current: ModelThread | None, ex: Execution
     ) -> ModelThread | None:
-        depth = len(ex.trace)
         of = self._tid(ex.threads)
         ids = tuple(of[t.idx] for t in cands)
-        stack = self._stack
-        if depth < len(stack):
-            node = stack[depth]
-            if node.cands != ids:
-                self.nondeterminism = (
-                    f"decision {depth} offered threads {ids} where an earlier execution "
-                    f"offered {node.cands}: the scenario is not deterministic"
-                )
-                return None
-        else:
-            new = self._new_node(ids, current, ex)
-            if new is None:
-                return None
-            node = new
+        node = self._decide(len(ex.trace), ids, lambda: self._new_node(ids, current, ex))
+        if node is None:
+            return None
         self._preempt = self._cost(node, node.chosen)
-        for t in cands:
-            if of[t.idx] == node.chosen:
-                return t
-        raise AssertionError("unreachable: chosen thread not among candidates")
+        return self._thread(cands, node.chosen, of)
 
     def _new_node(self, ids: tuple[int, ...], current: ModelThread | None, ex: Execution) -> _Node | None:
         stack = self._stack

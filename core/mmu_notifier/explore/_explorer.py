@@ -19,7 +19,6 @@ from mmu_notifier import sync
 from mmu_notifier.errors import UsageError
 from mmu_notifier.explore._describe import describe
 from mmu_notifier.explore._dfs import BoundedDFS, Exhaustive
-from mmu_notifier.explore._dpor import DPOR
 from mmu_notifier.explore._findings import Problem
 from mmu_notifier.explore._minimise import Minimised, minimise
 from mmu_notifier.explore._portfolio import Portfolio
@@ -63,6 +62,8 @@ def make_strategy(
     if name == "dfs":
         return BoundedDFS(2 if preemptions is None else preemptions)
     if name == "dpor":
+        from mmu_notifier.explore._dpor import DPOR  # the largest engine module: imported when chosen
+
         return DPOR(preemptions)
     if name == "exhaustive":
         return Exhaustive()

@@ -105,7 +105,18 @@ _STACK_DEPTH = 5
 
 
 def _frames(tb: TracebackType | None) -> list[traceback.FrameSummary]:
-    return list(traceback.extract_tb(tb)) if tb is not None else []
+    """The traceback's frames, outermost first: file, line and function only.
+
+    Not :func:`traceback.extract_tb`, which also reads every source line and
+    its column positions: a report prints neither, and a racy scenario fails
+    in thousands of schedules.
+    """
+    out = []
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        out.append(traceback.FrameSummary(code.co_filename, tb.tb_lineno, code.co_name, lookup_line=False))
+        tb = tb.tb_next
+    return out
 
 
 def _site(frame: traceback.FrameSummary) -> str:
@@ -127,21 +138,35 @@ _GREENLET_DIR = os.sep + "greenlet" + os.sep
 
 #: frames a lock acquisition keeps (raw: formatted only when a report prints them)
 _RAW_DEPTH = 10
-#: a stack as captured: (code, line) pairs, innermost first
+#: a stack as captured: (code, instruction offset) pairs, innermost first; :func:`format_stack` finds the lines
 RawStack = tuple[tuple[Any, int], ...]
 
 
 def stack_here() -> RawStack:
     """The running thread's innermost frames, raw and cheap (a lock acquisition takes one each time).
 
-    :func:`format_stack` turns them into ``file:line in f`` lines when a report needs them.
+    Each frame is kept as its code and the offset of its current instruction
+    (reading ``f_lineno`` would decode the line table of every frame at every
+    acquisition); :func:`format_stack` turns them into ``file:line in f``
+    lines when a report needs them. The caller's own frame (the scheduler's
+    point) is left out.
     """
-    frame = sys._getframe(1)
+    frame: Any = sys._getframe(2)
     out: list[tuple[Any, int]] = []
-    while frame is not None and len(out) < _RAW_DEPTH:
-        out.append((frame.f_code, frame.f_lineno))
-        frame = frame.f_back  # type: ignore[assignment]
+    for _ in range(_RAW_DEPTH):
+        if frame is None:
+            break
+        out.append((frame.f_code, frame.f_lasti))
+        frame = frame.f_back
     return tuple(out)
+
+
+def _line(code: Any, offset: int) -> int:
+    """The source line of the instruction at ``offset`` in ``code`` (what the frame's ``f_lineno`` said then)."""
+    for start, end, line in code.co_lines():
+        if start <= offset < end:
+            return int(line) if line is not None else code.co_firstlineno
+    return int(code.co_firstlineno)
 
 
 def format_stack(raw: RawStack, depth: int = _STACK_DEPTH) -> tuple[str, ...]:
@@ -151,10 +176,10 @@ def format_stack(raw: RawStack, depth: int = _STACK_DEPTH) -> tuple[str, ...]:
     engine's, so the first entry is the model line that takes the lock.
     """
     out: list[str] = []
-    for code, line in raw:
+    for code, offset in raw:
         name = code.co_filename
         if not (name.endswith(_SYNC_FILE) or _ENGINE_DIR in name or _GREENLET_DIR in name):
-            out.append(f"{short_path(name)}:{line} in {code.co_name}")
+            out.append(f"{short_path(name)}:{_line(code, offset)} in {code.co_name}")
             if len(out) >= depth:
                 break
     return tuple(out)

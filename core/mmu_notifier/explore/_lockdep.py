@@ -26,18 +26,32 @@ def _stack_text(stack: RawStack) -> str:
     return " <- ".join(format_stack(stack)) or "?"
 
 
+#: what an edge keeps: the thread and step that made it, the held class and where that thread took it
+#: (step and raw stack, or None if not known), the new class and the raw stack where it is taken
+_Edge = tuple[str, int, str, "tuple[int, RawStack] | None", str, RawStack]
+
+
+def _edge_text(edge: _Edge) -> str:
+    """An edge as lockdep prints it: who made it, where the held lock and the new one were taken."""
+    thread, step, source, first, target, stack = edge
+    held_at = f"{source} taken at step {first[0]} at {_stack_text(first[1])}" if first else f"{source} held"
+    return f"{thread} at step {step}: {held_at}; then {target} taken at {_stack_text(stack)}"
+
+
 class LockOrder:
     """The per-execution lock-class graph and the first cycle it closed.
 
     Each edge keeps what lockdep prints for it: the thread and step that made
-    it, where the held lock was taken and where the new one was.
+    it, where the held lock was taken and where the new one was. The stacks
+    stay raw until a cycle is reported (most executions report none, and an
+    edge is made at nearly every nested acquisition).
     """
 
     __slots__ = ("edges", "cycle")
 
     def __init__(self) -> None:
-        #: (held class, acquired class) -> "thread at step N: held A taken at ...; B taken at ..."
-        self.edges: dict[tuple[str, str], str] = {}
+        #: (held class, acquired class) -> the raw facts of the acquisition that made the edge
+        self.edges: dict[tuple[str, str], _Edge] = {}
         self.cycle: Problem | None = None
 
     def acquire(
@@ -60,13 +74,7 @@ class LockOrder:
             source: str = getattr(h, "name", type(h).__name__)
             if source == target or (source, target) in self.edges:
                 continue
-            first = acquired.get((id(h), thread_idx))
-            held_at = (
-                f"{source} taken at step {first[0]} at {_stack_text(first[1])}" if first else f"{source} held"
-            )
-            self.edges[(source, target)] = (
-                f"{thread} at step {step}: {held_at}; then {target} taken at {_stack_text(stack)}"
-            )
+            self.edges[(source, target)] = (thread, step, source, acquired.get((id(h), thread_idx)), target, stack)
             if self.cycle is None:
                 path = self._path(target, source)
                 if path:
@@ -87,6 +95,8 @@ class LockOrder:
         return []
 
     def _report(self, cycle: list[str], thread: str, step: int) -> Problem:
-        details = {f"order {a} -> {b}": f"by {self.edges[(a, b)]}" for a, b in itertools.pairwise(cycle)}
+        details = {
+            f"order {a} -> {b}": f"by {_edge_text(self.edges[(a, b)])}" for a, b in itertools.pairwise(cycle)
+        }
         message = "lock classes taken in a cycle: " + " -> ".join(cycle)
         return Problem(Kind.LOCK_ORDER, message, thread, step, details, predictive=True)

@@ -26,19 +26,26 @@ steps and lazy waits) are the running phase's, read per execution.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from mmu_notifier.explore._dfs import BoundedDFS
-from mmu_notifier.explore._dpor import DPOR
 from mmu_notifier.explore._findings import Problem
 from mmu_notifier.explore._scheduler import Execution, ModelThread, Outcome
 from mmu_notifier.explore._strategies import PCT, RandomWalk, Strategy
+
+if TYPE_CHECKING:
+    from mmu_notifier.explore._dpor import DPOR
 
 #: share of the budget for DPOR, for the bounded exhaustive phases, then for PCT; random gets the rest
 DPOR_SHARE = 0.3
 DFS_SHARE = 0.25
 PCT_SHARE = 0.3
 PCT_DEPTHS = (2, 3, 4, 5)
+
+
+def _is_dpor(strat: Strategy) -> TypeGuard[DPOR]:
+    """Whether ``strat`` is the DPOR phase (by name: :mod:`._dpor` is imported only when a portfolio uses it)."""
+    return strat.name == "dpor"
 
 
 class Portfolio(Strategy):
@@ -55,9 +62,11 @@ class Portfolio(Strategy):
         dfs_cap = max(1, int(budget * DFS_SHARE))
         pct_each = max(1, int(budget * PCT_SHARE / len(PCT_DEPTHS)))
         #: (strategy, schedule cap or None for unlimited, label)
-        self._phases: list[tuple[Strategy, int | None, str]] = (
-            [(DPOR(), max(1, int(budget * DPOR_SHARE)), "dpor")] if dpor else []
-        )
+        self._phases: list[tuple[Strategy, int | None, str]] = []
+        if dpor:
+            from mmu_notifier.explore._dpor import DPOR  # imported when a portfolio uses it, not with the engine
+
+            self._phases.append((DPOR(), max(1, int(budget * DPOR_SHARE)), "dpor"))
         self._phases += [(BoundedDFS(bound), None, f"dfs {bound}") for bound in range(max_bound + 1)]
         self._phases += [(PCT(depth, seed + depth), pct_each, f"pct {depth}") for depth in PCT_DEPTHS]
         self._phases.append((RandomWalk(seed), None, "random"))
@@ -107,7 +116,7 @@ class Portfolio(Strategy):
             return False
         while True:
             strat, cap, _ = self._phases[self._index]
-            if isinstance(strat, DPOR) and strat.exhausted and not strat.unexecutable and not strat.bounded:
+            if _is_dpor(strat) and strat.exhausted and not strat.unexecutable and not strat.bounded:
                 # every trace explored; the later phases still run: they check the reduction's conventions
                 # (a scenario touching state no scheduling point names) with the default scheduler
                 self.dpor_traces = strat.traces
@@ -135,7 +144,7 @@ class Portfolio(Strategy):
         strat.finish(outcome)
         self._used += 1
         self.ran[label] = self.ran.get(label, 0) + 1
-        if isinstance(strat, DPOR):
+        if _is_dpor(strat):
             self.systematic += 1
         elif isinstance(strat, BoundedDFS):
             self._dfs_used += 1

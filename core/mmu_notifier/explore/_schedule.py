@@ -26,12 +26,16 @@ claiming to reproduce something it did not.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import string
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
+
+try:  # hashlib's blake2b is this one; importing hashlib would load OpenSSL's module for nothing
+    from _blake2 import blake2b
+except ImportError:  # pragma: no cover - an interpreter without the built-in module
+    from hashlib import blake2b
 
 from mmu_notifier.explore._describe import kind
 
@@ -66,7 +70,7 @@ class DivergenceError(ReplayError):
 
 def fingerprint(parts: Iterable[object]) -> str:
     """Eight hex digits identifying ``parts`` (stable across processes and platforms)."""
-    h = hashlib.blake2b(digest_size=4)
+    h = blake2b(digest_size=4)
     for part in parts:
         h.update(str(part).encode())
         h.update(b"\x1f")

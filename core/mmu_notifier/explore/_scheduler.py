@@ -50,10 +50,10 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import threading
 from bisect import bisect_left, insort
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Protocol, cast
 
 from greenlet import getcurrent, greenlet
@@ -142,6 +142,7 @@ class ModelThread:
         "base",
         "daemon",
         "task",
+        "fn",
         "glet",
         "state",
         "op",
@@ -161,6 +162,9 @@ class ModelThread:
         self.base = base or name
         self.daemon = daemon
         self.task = sync.Task(name)
+        #: the thread's function (run by a pooled worker greenlet once the thread is started)
+        self.fn: Callable[[], object] | None = None
+        #: the worker greenlet running it (None: not started yet)
         self.glet: Any = None
         self.state = RUN
         self.op = "start"
@@ -298,6 +302,24 @@ _PASSABLE: dict[type, Callable[[Any], bool]] = {
 }
 
 
+def _pick_of(chooser: Chooser) -> Callable[[int], int] | None:
+    """The chooser's ``pick``, if its choices are made by it.
+
+    A subclass that overrides ``choose`` but inherits ``pick`` (a test's
+    "always switch" random walk) chooses otherwise: the first class of its
+    MRO defining either must define ``pick``.
+    """
+    pick: Callable[[int], int] | None = getattr(chooser, "pick", None)
+    if pick is None or chooser.always:
+        return None
+    for klass in type(chooser).__mro__:
+        if "pick" in vars(klass):
+            return pick
+        if "choose" in vars(klass):
+            return None
+    return None
+
+
 def _parked(th: ModelThread) -> bool:
     """``lazy_waits``: the thread's next step would only go to sleep."""
     return th.op in LAZY_WAITS and not passable(th.res)
@@ -316,6 +338,42 @@ class _NoLock:
 
 
 _NO_LOCK = _NoLock()
+
+
+def _work(ex: Execution, th: ModelThread) -> None:
+    """The life of a worker greenlet: run model threads one after another, parked in between.
+
+    Creating, starting and ending a greenlet costs about twenty switches, and
+    every execution starts its threads afresh; a worker instead goes back to
+    its parent (the hub) when its thread ends, exactly as an ended greenlet
+    would (the hub receives ``None``), and waits there for the next thread,
+    of this execution or a later one. It keeps nothing of the thread it ran:
+    the references are dropped before it parks.
+    """
+    while True:
+        ex._body(th)
+        del ex, th
+        ex, th = getcurrent().parent.switch(None)
+
+
+#: parked workers kept for later executions (beyond this, ended executions' workers are dropped)
+_POOL_SIZE = 256
+_POOLS = threading.local()
+
+
+def _pool() -> list[Any]:
+    """This OS thread's parked workers (a greenlet runs only on the thread that made it)."""
+    try:
+        pool: list[Any] = _POOLS.parked
+    except AttributeError:
+        pool = _POOLS.parked = []
+    return pool
+
+
+def _is_parked(glet: Any) -> bool:
+    """True when ``glet`` waits in :func:`_work` for its next thread (not dead, not inside a thread)."""
+    frame = glet.gr_frame
+    return frame is not None and frame.f_code is _work.__code__
 
 
 class Execution(sync.Backend):
@@ -356,7 +414,7 @@ class Execution(sync.Backend):
         self.walk_point = self._walk
         self._always = chooser.always
         #: a chooser whose choice is a uniform index (``pick(n)``) is served without a candidate list
-        self._pick: Callable[[int], int] | None = None if chooser.always else getattr(chooser, "pick", None)
+        self._pick = _pick_of(chooser)
         self._cur: ModelThread | None = None
         self._task = sync.Task("setup")
         self._hub: Any = None
@@ -429,7 +487,11 @@ class Execution(sync.Backend):
                 return
             self._cur = nxt
             self._task = nxt.task
-            handed = nxt.glet.switch()
+            if nxt.glet is None:  # start it on a worker greenlet
+                nxt.glet = self._worker()
+                handed = nxt.glet.switch(self, nxt)
+            else:
+                handed = nxt.glet.switch()
 
     def _check(self, checks: list[Callable[[], object]]) -> None:
         self._task = sync.Task("end-of-run check")
@@ -446,12 +508,30 @@ class Execution(sync.Backend):
     def _teardown(self) -> None:
         self._stopping = True
         for th in list(self._live.values()):
-            if th.glet:  # started and suspended
+            if th.glet is not None:  # started and suspended
                 self._cur = th
                 self._task = th.task
                 with contextlib.suppress(Abandon, Exception):
                     th.glet.throw(Abandon)
         self._cur = None
+        # every worker that ran a thread of this execution is parked again: keep it for the next one
+        # (the outcome keeps neither the workers nor the threads' functions, as ended greenlets kept nothing)
+        pool = _pool()
+        for th in self.threads:
+            glet = th.glet
+            if glet is not None and len(pool) < _POOL_SIZE and _is_parked(glet):
+                pool.append(glet)
+            th.glet = th.fn = None
+
+    def _worker(self) -> Any:
+        """A parked worker greenlet from the pool (this hub its parent again), or a new one."""
+        pool = _pool()
+        while pool:
+            glet = pool.pop()
+            if not glet.dead:
+                glet.parent = self._hub
+                return glet
+        return greenlet(_work, self._hub)
 
     # -- threads -------------------------------------------------------------
     def _spawn(self, name: str, fn: Callable[[], object], daemon: bool) -> ModelThread:
@@ -461,14 +541,16 @@ class Execution(sync.Backend):
             name = f"{name}#{idx}"
         self._names.add(name)
         th = ModelThread(idx, name, daemon, base)
-        th.glet = greenlet(partial(self._body, th, fn), self._hub)
+        th.fn = fn
         self.threads.append(th)
         self._live[idx] = th
         self._runnable.append(th)  # the newest index: order kept
         self._merged_ready = None
         return th
 
-    def _body(self, th: ModelThread, fn: Callable[[], object]) -> None:
+    def _body(self, th: ModelThread) -> None:
+        fn = th.fn
+        assert fn is not None
         try:
             fn()
         except Abandon:
@@ -542,11 +624,29 @@ class Execution(sync.Backend):
             self.status = STEP_BOUND
             return None
         nxt: ModelThread | None
-        if self._pick is not None and self._woken and not (self._lazy or self._retry) and self._runnable:
+        runnable = self._runnable
+        if not self._woken and not self._lazy:
+            # the common case, in O(1) whatever the number of live threads: no woken waiter to recheck,
+            # the candidates are the runnable list itself (not a copy: a chooser reads it and keeps nothing)
+            n = len(runnable)
+            if n > 1 or (n and self._always):
+                if self._pick is not None:  # the random walk: the same draw ``choose`` would make
+                    nxt = runnable[self._pick(n)]
+                else:
+                    nxt = self.chooser.choose(runnable, cur, self)
+                    if nxt is None:
+                        self.status = ABORTED
+                        return None
+                if nxt is not cur and cur is not None and cur.state == RUN:
+                    self.preemptions += 1
+                return self._take(nxt, trace)
+            if n:
+                return self._take(runnable[0], trace)
+            cands = runnable
+        elif self._pick is not None and self._woken and not (self._lazy or self._retry) and runnable:
             # the random walk with woken threads: the choice is an index, found in the merge of
             # runnable and ready threads without building it (a few ready: binary searches; many, a
             # contended global lock's herd: the merged list, built once and reused while unchanged)
-            runnable = self._runnable
             ready = self._recheck_woken()
             if ready:
                 k = self._pick(len(runnable) + len(ready))
@@ -714,7 +814,7 @@ class Execution(sync.Backend):
     def _switch(self, nxt: ModelThread | None) -> None:
         if nxt is None:
             self._hub.switch()
-        elif not nxt.glet:  # not started yet: the hub starts it (see _loop)
+        elif nxt.glet is None:  # not started yet: the hub starts it (see _loop)
             self._hub.switch(nxt)
         else:
             self._cur = nxt
@@ -743,7 +843,12 @@ class Execution(sync.Backend):
                 self.lock_order.acquire(held, resource, cur.name, len(self.trace), stack, self.acquired, cur.idx)
         nxt = self._next(cur)
         if nxt is not cur:
-            self._switch(nxt)
+            if nxt is not None and nxt.glet is not None:  # started: one direct switch, from this frame
+                self._cur = nxt
+                self._task = nxt.task
+                nxt.glet.switch()
+            else:
+                self._switch(nxt)
 
     def _walk(self, element: object) -> None:
         self.point("walk", element)

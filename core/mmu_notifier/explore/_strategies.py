@@ -10,6 +10,8 @@ with sleep sets, the exhaustive reference) and :mod:`._dpor` (optimal DPOR).
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Sequence
+from typing import Generic, Protocol, TypeVar
 
 from mmu_notifier.explore._scheduler import Execution, ModelThread, Outcome
 
@@ -50,6 +52,56 @@ class Strategy:
     def describe(self) -> str:
         """The strategy and its parameters, for reports."""
         return self.name
+
+
+class Decision(Protocol):
+    """What a systematic search records per decision: the threads offered and the one chosen."""
+
+    cands: tuple[int, ...]
+    chosen: int
+
+
+D = TypeVar("D", bound=Decision)
+
+
+class PrefixSearch(Strategy, Generic[D]):
+    """Base of the systematic searches (:mod:`._dfs`, :mod:`._dpor`): a stack of decisions, replayed as a prefix.
+
+    Every execution of such a search first replays the decisions recorded on
+    the stack (the path to the branch to explore next), then makes new ones.
+    The replay is shared: at each decision within the prefix the offered
+    threads must be the recorded ones (else the scenario is not deterministic
+    and the search stops), and the recorded choice is taken again.
+    """
+
+    def __init__(self) -> None:
+        self._stack: list[D] = []
+
+    def _decide(self, depth: int, ids: tuple[int, ...], new: Callable[[], D | None]) -> D | None:
+        """The decision at ``depth``: the recorded one within the prefix, else ``new()`` (None: abandon).
+
+        ``ids`` are the offered threads as the search numbers them; a recorded
+        decision that offered others sets :attr:`nondeterminism` and abandons.
+        """
+        stack = self._stack
+        if depth < len(stack):
+            node = stack[depth]
+            if node.cands != ids:
+                self.nondeterminism = (
+                    f"decision {depth} offered threads {ids} where an earlier execution "
+                    f"offered {node.cands}: the scenario is not deterministic"
+                )
+                return None
+            return node
+        return new()
+
+    @staticmethod
+    def _thread(cands: list[ModelThread], chosen: int, number: Sequence[int] | None = None) -> ModelThread:
+        """The candidate the search numbers ``chosen`` (``number[idx]``; None: the thread's own index)."""
+        for t in cands:
+            if (t.idx if number is None else number[t.idx]) == chosen:
+                return t
+        raise AssertionError("unreachable: chosen thread not among candidates")
 
 
 class RandomWalk(Strategy):

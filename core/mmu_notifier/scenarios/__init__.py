@@ -16,7 +16,9 @@ scenarios here build kernels, mms and drivers, so they live apart from it:
   :func:`register` for scenarios defined in code;
 * :func:`explore` and :func:`replay`: the engine's, taking a name as well;
 * :func:`explore_parallel`: one exploration split into shards over several
-  processes or a Dask cluster (``explore --jobs N``; imported on first use).
+  processes or a Dask cluster (``explore --jobs N``; imported on first use);
+* :func:`kernel_clean`: the end-of-run check every scenario ends with (no WARN, no
+  deferred callback raised), for the built-ins, the plugins and anyone's scenarios.
 
 Typical use::
 
@@ -30,6 +32,7 @@ Typical use::
 from typing import Any
 
 from mmu_notifier.scenarios._by_name import explore, replay
+from mmu_notifier.scenarios._checks import kernel_clean
 from mmu_notifier.scenarios._registry import (
     BUILTIN,
     UnknownScenarioError,
@@ -51,6 +54,7 @@ __all__ = [
     "explore",
     "explore_parallel",
     "get",
+    "kernel_clean",
     "load_file",
     "plugin_scenarios",
     "plugin_scenarios_report",
