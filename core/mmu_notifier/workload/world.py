@@ -216,9 +216,7 @@ def exit_coherence(world: JobWorld, mm: MM) -> None:
 
 def _in_flight(world: JobWorld, mm: MM) -> bool:
     """True while some invalidation of ``mm`` has started on a subscription and not yet ended."""
-    recorder = world.monitor.recorder
-    with recorder.lock:
-        return any(state.open and state.range.mm is mm for state in recorder.ranges.values())
+    return world.monitor.recorder.in_flight(mm)
 
 
 def check_quiescent(world: JobWorld, mm: MM | None) -> None:
