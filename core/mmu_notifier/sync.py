@@ -318,7 +318,7 @@ def _name(lock: object) -> str:
 class _ExclusiveLock:
     """Shared body of :class:`Mutex` and :class:`SpinLock`: one owner at a time."""
 
-    __slots__ = ("name", "owner")
+    __slots__ = ("name", "owner", "lock_class")
     _sleeps = True
     _kind = "mutex"
     # the scheduling-point ops, spelt once (not formatted on every call)
@@ -326,9 +326,12 @@ class _ExclusiveLock:
     _op_trylock = "mutex_trylock"
     _op_unlock = "mutex_unlock"
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, lock_class: str | None = None) -> None:
         self.name = name
         self.owner: Task | None = None
+        #: lockdep's class (the kernel's lock class key: one per initialisation site), when the instances of
+        #: a per-object lock have names of their own; None: the name is the class
+        self.lock_class = lock_class
         _backend.created(self)
 
     def lock(self) -> None:

@@ -169,7 +169,8 @@ class Reservation:
     __slots__ = ("lock", "excl", "shared")
 
     def __init__(self, name: str) -> None:
-        self.lock = sync.Mutex(f"{name}.resv")
+        # one lockdep class for every BO's reservation, as reservation_ww_class is in the kernel
+        self.lock = sync.Mutex(f"{name}.resv", lock_class="reservation_ww_class_mutex")
         self.excl: Fence | None = None
         self.shared: list[Fence] = []
 
