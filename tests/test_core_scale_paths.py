@@ -3,6 +3,8 @@ per-mm count, callback wrappers resolved once, and each check touching only its 
 
 from __future__ import annotations
 
+import itertools
+
 import mmu_notifier as mn
 from mmu_notifier import notifier, sync
 from mmu_notifier.explore import Execution, Kind, RandomWalk, Scenario, ScenarioInstance
@@ -178,3 +180,20 @@ def test_the_tracer_counts_callbacks_and_turns_a_driver_exception_into_its_fault
     assert stats["plain"].invalidations == {"CLEAR": 1, "UNMAP": 1}
     assert [fault.where for fault in tracer.faults] == ["invalidate_range_start"]
     assert stats["plain"].violations == ["driver fault: invalidate_range_start raised RuntimeError: a driver bug"]
+
+
+def test_lockdep_keys_per_object_locks_by_their_class() -> None:
+    # one class for every instance (as the kernel's lock class key): nesting two instances is no edge,
+    # and the order against another lock is recorded once, by class, however many instances there are
+    outer = sync.Mutex("outer")
+    objects = [sync.Mutex(f"bo{i}.resv", lock_class="reservation_ww_class_mutex") for i in range(50)]
+
+    def body() -> None:
+        for first, second in itertools.pairwise(objects):
+            with outer, first, second:
+                pass
+
+    outcome = Execution(Scenario("classes", lambda: ScenarioInstance(threads=[("t", body)])), RandomWalk(0))
+    result = outcome.run()
+    assert result.status == "finished" and result.predicted is None
+    assert set(outcome.lock_order.edges) == {("outer", "reservation_ww_class_mutex")}
