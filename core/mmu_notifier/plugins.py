@@ -244,6 +244,8 @@ class DriverRegistry:
         self._pm: pluggy.PluginManager | None = None
         self._ops: dict[int, MMUNotifierOps] = {}
         self._by_name: dict[str, MMUNotifierOps] = {}
+        #: non-driver plugins with a ``wrap_callback`` method, in registration order
+        self._callback_wrappers: list[Any] = []
 
     @property
     def pm(self) -> pluggy.PluginManager:
@@ -280,16 +282,27 @@ class DriverRegistry:
         return ops
 
     def add_plugin(self, plugin: object, name: str | None = None) -> None:
-        """Register a non-driver plugin (a tracer, a fault injector); its wrappers apply to every driver."""
+        """Register a non-driver plugin (a tracer, a fault injector); its wrappers apply to every driver.
+
+        Besides pluggy wrappers (``@hookimpl(wrapper=True)``), a plugin may offer a plain method
+        ``wrap_callback(driver: str, callback: str, function) -> function``: it is called once per
+        driver and callback when the ops are resolved, with the driver's own implementation, and what it
+        returns is called instead (innermost, inside any pluggy wrapper). A closure around the driver's
+        function costs one extra call per callback, where a generator wrapper costs a generator.
+        """
         try:
             self.pm.register(plugin, name=name)
         except (pluggy.PluginValidationError, ValueError) as error:
             raise PluginError(name or type(plugin).__name__, f"bad hook: {error}") from error
+        if callable(getattr(plugin, "wrap_callback", None)):
+            self._callback_wrappers.append(plugin)
         self._resolve_all()
 
     def remove_plugin(self, plugin: object) -> None:
         """Unregister a non-driver plugin added with :meth:`add_plugin`."""
         self.pm.unregister(plugin)
+        if plugin in self._callback_wrappers:
+            self._callback_wrappers.remove(plugin)
         self._resolve_all()
 
     def load_entry_points(
@@ -356,10 +369,12 @@ class DriverRegistry:
             others = [d for d in drivers if d is not ops.driver]
             null = _null_callbacks(ops.driver, ops.name)
             for callback in (*hookspecs.CALLBACKS, "exerciser"):
-                resolved = None if callback in null else self._resolve(ops.driver, callback, others)
+                resolved = None if callback in null else self._resolve(ops.driver, callback, others, ops.name)
                 setattr(ops, callback, resolved)
 
-    def _resolve(self, driver: object, callback: str, others: list[object]) -> Callable[..., Any] | None:
+    def _resolve(
+        self, driver: object, callback: str, others: list[object], name: str = ""
+    ) -> Callable[..., Any] | None:
         caller = getattr(self.pm.hook, callback)
         impls = caller.get_hookimpls()
         own = [impl for impl in impls if impl.plugin is driver and not (impl.wrapper or impl.hookwrapper)]
@@ -368,6 +383,9 @@ class DriverRegistry:
         spec_args = tuple(caller.spec.argnames)
         foreign = [impl for impl in impls if impl.plugin is not driver and impl.plugin not in others]
         direct = _adapter(own[0].function, spec_args, tuple(own[0].argnames))
+        if callback != "exerciser":
+            for plugin in self._callback_wrappers:  # innermost first: the first registered is nearest the driver
+                direct = plugin.wrap_callback(name, callback, direct)
         if not foreign:
             return direct
         if all(impl.wrapper and not impl.kwargnames for impl in foreign):

@@ -47,6 +47,7 @@ __all__ = [
     "current",
     "might_sleep",
     "non_block",
+    "observing",
     "use_backend",
     "yield_now",
 ]
@@ -62,7 +63,7 @@ class Task:
     waits for, so a deadlock report can print the wait-for cycle.
     """
 
-    __slots__ = ("name", "atomic_depth", "non_block_depth", "held", "blocked_on", "srcu_depth", "ident")
+    __slots__ = ("name", "atomic_depth", "non_block_depth", "held", "blocked_on", "srcu_depth", "ident", "observing")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -70,6 +71,8 @@ class Task:
         self.ident: int | None = None
         self.atomic_depth = 0
         self.non_block_depth = 0
+        #: inside :func:`observing` (the run's own checks): no scheduling point of its own
+        self.observing = 0
         self.srcu_depth: dict[object, int] = {}
         self.held: list[object] = []
         self.blocked_on: object | None = None
@@ -258,6 +261,34 @@ def might_sleep(what: str) -> None:
         raise SleepInAtomicError(f"{what} may sleep but task {task.name} is {where}")
 
 
+class _Observing:
+    """The context of :func:`observing` (a class, not a generator: it runs once per check)."""
+
+    __slots__ = ("task",)
+
+    def __enter__(self) -> None:
+        self.task = task = _backend.current()
+        task.observing += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self.task.observing -= 1
+
+
+def observing() -> AbstractContextManager[None]:
+    """Run the block as an observer of the model (a run's own checks), not as part of it.
+
+    Nothing in the kernel corresponds: the block reads model state through the
+    model's own code (a driver's ``translations`` takes its locks), but the
+    deterministic scheduler offers no other thread a step at the block's own
+    scheduling points, so a check costs no decisions and does not change which
+    interleavings the model's threads see. A lock another thread holds is still
+    waited for (the block sleeps, the holder runs), so the reads stay consistent.
+    Lockdep does not record the block's acquisitions (they are the checker's, not
+    the model's). On real threads the block runs as any code does.
+    """
+    return _Observing()
+
+
 @contextmanager
 def non_block() -> Iterator[None]:
     """``non_block_start()/non_block_end()``: sleeping inside is a bug."""
@@ -287,7 +318,7 @@ def _name(lock: object) -> str:
 class _ExclusiveLock:
     """Shared body of :class:`Mutex` and :class:`SpinLock`: one owner at a time."""
 
-    __slots__ = ("name", "owner")
+    __slots__ = ("name", "owner", "lock_class")
     _sleeps = True
     _kind = "mutex"
     # the scheduling-point ops, spelt once (not formatted on every call)
@@ -295,9 +326,12 @@ class _ExclusiveLock:
     _op_trylock = "mutex_trylock"
     _op_unlock = "mutex_unlock"
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, lock_class: str | None = None) -> None:
         self.name = name
         self.owner: Task | None = None
+        #: lockdep's class (the kernel's lock class key: one per initialisation site), when the instances of
+        #: a per-object lock have names of their own; None: the name is the class
+        self.lock_class = lock_class
         _backend.created(self)
 
     def lock(self) -> None:

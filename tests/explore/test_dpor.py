@@ -249,10 +249,12 @@ def _run_compare(program: list[list[Instr]], limit: int) -> None:
     sc = _program_scenario(program, state)
     probe = Exhaustive()
     runs = 0
-    while runs < limit and probe.start():  # as many as _outcomes allows: a program of limit + 1 failed it
+    # small enough to enumerate within the limit _outcomes keeps (it stops at ``limit`` executions without
+    # asking the strategy again, so a program needing exactly ``limit`` or ``limit + 1`` is left out here)
+    while runs < limit and probe.start():
         probe.finish(Execution(sc, probe).run())
         runs += 1
-    assume(probe.exhausted)  # small enough to enumerate
+    assume(probe.exhausted)
     _compare(sc, state, limit)
 
 

@@ -22,6 +22,13 @@ ACQUIRE_OPS = frozenset({"mutex_lock", "spin_lock", "down_read", "down_write"})
 _NO_ACQUIRED: dict[tuple[int, int], tuple[int, RawStack]] = {}
 
 
+def _class_of(lock: object) -> str:
+    """The lock's lockdep class: its ``lock_class`` when it names one (every instance of a per-object
+    lock shares the class, as a kernel lock initialised at one site does), else its name."""
+    lock_class = getattr(lock, "lock_class", None)
+    return str(lock_class) if lock_class else str(getattr(lock, "name", type(lock).__name__))
+
+
 def _stack_text(stack: RawStack) -> str:
     return " <- ".join(format_stack(stack)) or "?"
 
@@ -47,12 +54,14 @@ class LockOrder:
     edge is made at nearly every nested acquisition).
     """
 
-    __slots__ = ("edges", "cycle")
+    __slots__ = ("edges", "cycle", "_after")
 
     def __init__(self) -> None:
         #: (held class, acquired class) -> the raw facts of the acquisition that made the edge
         self.edges: dict[tuple[str, str], _Edge] = {}
         self.cycle: Problem | None = None
+        #: class -> the classes taken after it, in the order the edges were made (what ``_path`` walks)
+        self._after: dict[str, list[str]] = {}
 
     def acquire(
         self,
@@ -69,12 +78,13 @@ class LockOrder:
         ``acquired`` maps (lock id, thread index) to the step and stack of that
         thread's acquisition of a held lock, so an edge names both sites.
         """
-        target: str = getattr(lock, "name", type(lock).__name__)
+        target = _class_of(lock)
         for h in held:
-            source: str = getattr(h, "name", type(h).__name__)
+            source = _class_of(h)
             if source == target or (source, target) in self.edges:
                 continue
             self.edges[(source, target)] = (thread, step, source, acquired.get((id(h), thread_idx)), target, stack)
+            self._after.setdefault(source, []).append(target)
             if self.cycle is None:
                 path = self._path(target, source)
                 if path:
@@ -88,8 +98,8 @@ class LockOrder:
             path = stack.pop()
             if path[-1] == goal:
                 return path
-            for a, b in self.edges:
-                if a == path[-1] and b not in seen:
+            for b in self._after.get(path[-1], ()):  # the edges out of it, in the order they were made
+                if b not in seen:
                     seen.add(b)
                     stack.append([*path, b])
         return []

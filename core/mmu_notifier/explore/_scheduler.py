@@ -54,6 +54,7 @@ import threading
 from bisect import bisect_left, insort
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any, Protocol, cast
 
 from greenlet import getcurrent, greenlet
@@ -79,15 +80,30 @@ def _index(thread: ModelThread) -> int:
     return thread.idx
 
 
+#: the index as a C-level key (sorting a herd of woken threads calls it for each)
+_IDX = attrgetter("idx")
+
+#: waits whose condition reads only the resource waited on: every waiter of it shares the answer
+_SHARED_WAITS = frozenset({"mutex_lock", "spin_lock", "down_read", "down_write", "wait_for_completion"})
+
+
 def _merged_at(runnable: list[ModelThread], ready: list[ModelThread], k: int) -> ModelThread:
-    """The ``k``-th thread of the index-ordered merge of ``runnable`` and the few ``ready`` threads."""
-    for j, t in enumerate(ready):
-        position = j + bisect_left(runnable, t.idx, key=_index)
-        if k < position:
-            return runnable[k - j]
-        if k == position:
-            return t
-    return runnable[k - len(ready)]
+    """The ``k``-th thread of the index-ordered merge of ``runnable`` and ``ready`` (both in index order).
+
+    Without building the merge: ``ready[j]`` sits at ``j + bisect_left(runnable, ready[j])`` in it, which
+    grows with ``j``, so a binary search over ``j`` finds the first ready thread at or after ``k``
+    (O(log^2) whatever the herd of woken threads).
+    """
+    lo, hi = 0, len(ready)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if mid + bisect_left(runnable, ready[mid].idx, key=_index) >= k:
+            hi = mid
+        else:
+            lo = mid + 1
+    if lo < len(ready) and lo + bisect_left(runnable, ready[lo].idx, key=_index) == k:
+        return ready[lo]
+    return runnable[k - lo]
 
 
 def _remove(threads: list[ModelThread], th: ModelThread) -> None:
@@ -377,7 +393,15 @@ def _is_parked(glet: Any) -> bool:
 
 
 class Execution(sync.Backend):
-    """One execution of a scenario under a chooser: the explorer's :class:`sync.Backend`."""
+    """One execution of a scenario under a chooser: the explorer's :class:`sync.Backend`.
+
+    ``lock_sites=False`` skips lockdep's acquisition bookkeeping (the stack and
+    step of every lock taken, about a third of a step's cost in a long main-job
+    run): the execution is the same step for step and finds the same problems,
+    but a deadlock or lock-order report names no site where a held lock was
+    taken. A caller that wants those sites re-runs the same schedule with them
+    (what the main job does when a run deadlocks).
+    """
 
     name = "explore"
 
@@ -387,8 +411,12 @@ class Execution(sync.Backend):
         chooser: Chooser,
         max_steps: int | None = None,
         record: bool = True,
+        lock_sites: bool = True,
     ) -> None:
         self.scenario = scenario
+        #: keep where and at which step each lock was taken (for deadlock and lock-order reports); without it
+        #: the run is the same, step for step, but those reports name no acquisition site (see ``lock_sites``)
+        self._sites = lock_sites
         self.chooser = chooser
         self.max_steps = max_steps or scenario.max_steps
         self.threads: list[ModelThread] = []
@@ -404,6 +432,10 @@ class Execution(sync.Backend):
         self._merged: list[ModelThread] = []
         self._merged_ready: list[ModelThread] | None = None
         self._woken: list[ModelThread] = []
+        #: bumped whenever the set of woken threads changes; the last recheck's answer, valid at its epoch:
+        #: (epoch, the shared conditions that held, the ready threads)
+        self._woken_epoch = 0
+        self._ready_cache: tuple[int, list[Callable[[], bool]], list[ModelThread]] | None = None
         self._blocked: dict[int, list[ModelThread]] = {}
         #: every step (thread, op, resource); without ``record`` only counted (a long main-job run)
         self.trace: list[tuple[int, str, object]] = [] if record else _CountingTrace()
@@ -645,12 +677,12 @@ class Execution(sync.Backend):
             cands = runnable
         elif self._pick is not None and self._woken and not (self._lazy or self._retry) and runnable:
             # the random walk with woken threads: the choice is an index, found in the merge of
-            # runnable and ready threads without building it (a few ready: binary searches; many, a
-            # contended global lock's herd: the merged list, built once and reused while unchanged)
+            # runnable and ready threads without building it (binary searches, however many are ready:
+            # a contended global lock's herd costs no copy of the runnable list)
             ready = self._recheck_woken()
             if ready:
                 k = self._pick(len(runnable) + len(ready))
-                nxt = _merged_at(runnable, ready, k) if len(ready) <= 8 else self._merge(runnable, ready)[k]
+                nxt = _merged_at(runnable, ready, k)
                 if nxt is not cur and cur is not None and cur.state == RUN:
                     self.preemptions += 1
                 return self._take(nxt, trace)
@@ -681,7 +713,7 @@ class Execution(sync.Backend):
             self._record(nxt)
         nxt.last = len(trace)
         trace.append((nxt.idx, nxt.op, nxt.res))
-        if nxt.op in ACQUIRE_OPS:
+        if self._sites and nxt.op in ACQUIRE_OPS:
             self._acquire(nxt, len(trace) - 1)
         return nxt
 
@@ -764,17 +796,45 @@ class Execution(sync.Backend):
         return sorted(runnable + ready, key=_index)
 
     def _recheck_woken(self) -> list[ModelThread]:
-        """Woken threads whose condition holds, in index order; the others sleep again."""
+        """Woken threads whose condition holds, in index order; the others sleep again.
+
+        ``_woken`` is kept in index order and never changed in place (it is what this returns). The
+        waiters of a lock, an rw-semaphore side or a completion share one condition (it reads only the
+        resource), so a herd of them costs one evaluation per step; while no woken thread came or went
+        (``_woken_epoch``) and every shared condition gives the same answer, the last answer is the
+        answer, so a step with a herd costs O(distinct conditions), not O(woken threads).
+        """
+        cache = self._ready_cache
+        if cache is not None and cache[0] == self._woken_epoch:
+            for ready_fn in cache[1]:
+                if not ready_fn():
+                    break
+            else:
+                return cache[2]
         ready = []
+        shared: dict[tuple[int, str], tuple[Callable[[], bool], bool]] = {}
+        own = False
+        blocked = self._blocked
         for t in self._woken:
-            if t.ready():  # type: ignore[misc]
+            op = t.op
+            if op in _SHARED_WAITS:
+                key = (id(t.res), op)
+                verdict = shared.get(key)
+                if verdict is None:
+                    fn = cast("Callable[[], bool]", t.ready)
+                    verdict = shared[key] = (fn, bool(fn()))
+                holds = verdict[1]
+            else:
+                own = True
+                holds = bool(t.ready())  # type: ignore[misc]
+            if holds:
                 ready.append(t)
             else:
                 t.state = BLOCKED
-                self._blocked.setdefault(id(t.res), []).append(t)
+                blocked.setdefault(id(t.res), []).append(t)
         self._woken = ready
-        if len(ready) > 1:
-            ready = sorted(ready, key=_index)
+        self._woken_epoch += 1
+        self._ready_cache = None if own else (self._woken_epoch, [fn for fn, v in shared.values() if v], ready)
         return ready
 
     def _merge(self, runnable: list[ModelThread], ready: list[ModelThread]) -> list[ModelThread]:
@@ -785,13 +845,16 @@ class Execution(sync.Backend):
         for t in ready:
             insort(cands, t, key=_index)
         self._merged = cands
-        self._merged_ready = ready.copy()  # not the list itself: wake() extends _woken in place
+        self._merged_ready = ready  # never changed in place (see _recheck_woken)
         return cands
 
     def _resume(self, th: ModelThread) -> None:
         """``th`` was chosen while WOKEN (or BLOCKED with a timeout): make it RUN again."""
         if th.state == WOKEN:
-            self._woken.remove(th)
+            woken = self._woken.copy()  # a new list: the old one may be a returned (cached) answer
+            woken.remove(th)
+            self._woken = woken
+            self._woken_epoch += 1
         else:
             self._blocked[id(th.res)].remove(th)
         th.state = RUN
@@ -830,14 +893,14 @@ class Execution(sync.Backend):
 
     def point(self, op: str, resource: object) -> None:
         cur = self._cur
-        if cur is None or self._stopping:
+        if cur is None or self._stopping or cur.task.observing:
             return
         if self._rec:
             self._fact("end", op, resource)
         cur.op = op
         cur.res = resource
         if op in ACQUIRE_OPS:
-            stack = self._stacks[cur.idx] = findings.stack_here()
+            stack = self._stacks[cur.idx] = findings.stack_here() if self._sites else ()
             held = cur.task.held
             if held:  # lockdep records the dependency at the attempt, before any wait
                 self.lock_order.acquire(held, resource, cur.name, len(self.trace), stack, self.acquired, cur.idx)
@@ -900,7 +963,8 @@ class Execution(sync.Backend):
         if waiting:
             for t in waiting:
                 t.state = WOKEN
-            self._woken += waiting
+            self._woken = sorted([*self._woken, *waiting], key=_IDX)  # a new list, in index order
+            self._woken_epoch += 1
 
     def spawn_daemon(self, name: str, fn: Callable[[], None]) -> None:
         if self._rec:

@@ -34,6 +34,7 @@ def check_pairing(recorder: Recorder) -> list[InvariantViolation]:
             for key, range in list(rec.open_ranges.items()):
                 state = recorder.ranges.get(key)
                 del rec.open_ranges[key]
+                recorder._closed(range)
                 if state is not None:
                     state.open -= 1
                 if gone or (state is not None and state.refused):

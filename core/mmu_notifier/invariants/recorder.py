@@ -94,8 +94,12 @@ class Recorder:
         self.refusals: list[tuple[str, Range]] = []
         #: invalidations that ended since :meth:`take_ended` was last called: (mm id, start, end, event name)
         self.ended: list[tuple[int, int, int, str]] = []
-        #: per range (by ``id``) in flight: refused or not, how many subscriptions have it open
+        #: per range (by ``id``) in flight: refused or not, how many subscriptions have it open; a range is
+        #: forgotten once its last end arrived (a refused one is kept: a late end is judged by it)
         self.ranges: dict[int, RangeState] = {}
+        #: per mm (by ``id``): the (subscription, range) pairs started and not yet ended, so "is an
+        #: invalidation of this mm in flight?" costs O(1) whatever the number of mms and ranges
+        self.open_by_mm: dict[int, int] = {}
         #: guards every field above; the checks of this package take it too
         self.lock = threading.Lock()
 
@@ -127,6 +131,20 @@ class Recorder:
             rec.driver = sub.ops.name
             rec.mm_id = sub.mm.id if sub.mm is not None else None
         return rec
+
+    def _closed(self, range: Range) -> None:
+        """One (subscription, ``range``) pair ended; caller holds ``lock``."""
+        mm_key = id(range.mm)
+        left = self.open_by_mm[mm_key] - 1
+        if left:
+            self.open_by_mm[mm_key] = left
+        else:
+            del self.open_by_mm[mm_key]
+
+    def in_flight(self, mm: MM) -> bool:
+        """True while some invalidation of ``mm`` has started on a subscription and not yet ended (O(1))."""
+        with self.lock:
+            return id(mm) in self.open_by_mm
 
     def _violate(self, check: str, message: str) -> None:
         self.violations.append(InvariantViolation(check, message))
@@ -253,7 +271,12 @@ class Recorder:
                 elif sub.ops.invalidate_range_end is not None:
                     rec.open_ranges[key] = range
                     self.ranges[key].open += 1
+                    mm_key = id(range.mm)
+                    self.open_by_mm[mm_key] = self.open_by_mm.get(mm_key, 0) + 1
                 # a driver without an end op (radeon) pairs nothing: its start is all it gets
+                state = self.ranges[key]
+                if not state.open and not state.refused:
+                    del self.ranges[key]  # nothing to judge by it (as if never seen): memory stays flat
             return ret
 
     @hookimpl(wrapper=True)
@@ -266,8 +289,11 @@ class Recorder:
                 state = self.ranges.get(key)
                 if key in rec.open_ranges:
                     del rec.open_ranges[key]
+                    self._closed(range)
                     if state is not None:
                         state.open -= 1
+                        if not state.open and not state.refused:
+                            del self.ranges[key]  # every end arrived: nothing left to judge by it
                 else:
                     kernel = self.kernel
                     late = kernel is not None and kernel.end_after_failed_start

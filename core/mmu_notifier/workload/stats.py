@@ -1,8 +1,10 @@
 """Per-driver counters of a run, and the tracer plugin that fills them, isolates and watches drivers.
 
-The tracer is a non-driver pluggy plugin whose wrappers see every driver's
-callbacks (the core's wrapper mechanism); the runner adds what only the user
-path sees (attaches and detaches, peak users, device faults).
+The tracer is a non-driver plugin that wraps every driver's callbacks once,
+when the ops are resolved (the registry's ``wrap_callback`` protocol: a
+closure per callback, not a pluggy generator wrapper per call); the runner
+adds what only the user path sees (attaches and detaches, peak users, device
+faults).
 
 The tracer is also the run's guard against a faulty driver, in the way a
 kernel oops in a module is that module's bug and nobody else's:
@@ -20,14 +22,14 @@ kernel oops in a module is that module's bug and nobody else's:
 from __future__ import annotations
 
 import errno
+import itertools
 import sys
 import sysconfig
 import threading
 import time
 import traceback
 from collections import Counter
-from collections.abc import Generator, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -35,10 +37,11 @@ from typing import Any
 from greenlet import getcurrent
 
 from mmu_notifier.errors import KernelError
-from mmu_notifier.hookspecs import hookimpl
 from mmu_notifier.interval import MMUIntervalNotifier
 from mmu_notifier.notifier import MMUNotifier
-from mmu_notifier.range import Range
+from mmu_notifier.range import Event, Range
+
+_EAGAIN = -errno.EAGAIN
 
 
 @dataclass
@@ -116,7 +119,7 @@ class DriverStats:
         }
 
 
-@dataclass
+@dataclass(slots=True)
 class InFlight:
     """A driver call that has not returned yet (for the watchdog)."""
 
@@ -130,15 +133,58 @@ class InFlight:
     token: int = 0
 
 
+#: a call in flight as the tracer keeps it (cheap to make on every callback): (driver, what, started, OS thread
+#: ident, greenlet); :meth:`StatsTracer.overdue` turns the late ones into :class:`InFlight`
+_Call = tuple[str, str, float, int, Any]
+
+#: an event's name by member (``Enum.name`` is a property: a dict is cheaper on every invalidation)
+_EVENT_NAMES = {event: event.name for event in Event}
+
+
+class _Calling:
+    """The context of :meth:`StatsTracer.calling` (a class, not a generator: it brackets every exerciser call)."""
+
+    __slots__ = ("tracer", "driver", "what", "token")
+
+    def __init__(self, tracer: StatsTracer, driver: str, what: str) -> None:
+        self.tracer = tracer
+        self.driver = driver
+        self.what = what
+        self.token = 0
+
+    def __enter__(self) -> None:
+        tracer = self.tracer
+        token = self.token = next(tracer._tokens)
+        tracer.in_flight[token] = (self.driver, self.what, tracer.clock, threading.get_ident(), getcurrent())
+
+    def __exit__(self, *exc: object) -> None:
+        self.tracer.in_flight.pop(self.token, None)
+
+
 class StatsTracer:
-    """Counts callbacks per driver through pluggy wrappers; records driver faults; tracks calls in flight."""
+    """Counts callbacks per driver; records driver faults; tracks calls in flight for the watchdog.
+
+    The tracer wraps each driver's callbacks once, when the ops are resolved
+    (:meth:`wrap_callback`, the registry's closure protocol; see
+    :meth:`mmu_notifier.plugins.DriverRegistry.add_plugin`), innermost, around the
+    driver's own function: a traced callback costs one closure call, a counter, and
+    an entry in :attr:`in_flight` for the time it runs, not a generator per call.
+
+    Deliberate coarseness: a call's start time is :attr:`clock`, which the
+    supervisor advances each time it polls :meth:`overdue` (every 50 ms in
+    :func:`mmu_notifier.workload.runner.run`), not a clock read per callback. A
+    deadline is judged to within one poll.
+    """
 
     def __init__(self, stats: dict[str, DriverStats]) -> None:
         self.stats = stats
         self.callbacks = 0
         self.faults: list[Fault] = []
-        self.in_flight: dict[int, InFlight] = {}
-        self._tokens = iter(range(1 << 62))
+        #: calls in flight by token (in call order): see :data:`_Call`
+        self.in_flight: dict[int, _Call] = {}
+        #: the time a call starting now is stamped with (advanced by :meth:`overdue`)
+        self.clock = time.monotonic()
+        self._tokens = itertools.count()
         self._lock = threading.Lock()
         self._seen: dict[tuple[str, str], int] = {}
         self._repeats: Counter[tuple[str, str]] = Counter()
@@ -171,106 +217,112 @@ class StatsTracer:
                 stats.tracebacks.append(text)
         return found
 
-    @contextmanager
-    def calling(self, driver: str, what: str) -> Iterator[None]:
-        """Register a call into ``driver`` (a callback or its exerciser) while it runs."""
-        token = next(self._tokens)
-        self.in_flight[token] = InFlight(driver, what, threading.current_thread().name, time.monotonic(),
-                                         threading.get_ident(), getcurrent(), token)
-        try:
-            yield
-        finally:
-            self.in_flight.pop(token, None)
+    def calling(self, driver: str, what: str) -> _Calling:
+        """Register a call into ``driver`` (its exerciser, a check) while it runs (a context manager)."""
+        return _Calling(self, driver, what)
 
     def overdue(self, deadline: float) -> InFlight | None:
         """The call that is stuck, if a call has been in flight for longer than ``deadline`` seconds.
 
-        Blames the call that is running, not the ones waiting for it: of each model thread only its
-        innermost call counts (a callback inside an exerciser's access); a model thread switched out
-        by the deterministic scheduler is waiting (its greenlet has a saved frame); of the OS threads,
-        one whose innermost frame outside the standard library is the model's own ``sync``/``srcu``
-        code waits on a model lock. The oldest remaining call is the hang.
+        Advances :attr:`clock`. Blames the call that is running, not the ones waiting for it: of each
+        model thread only its innermost call counts (a callback inside an exerciser's access); a model
+        thread switched out by the deterministic scheduler is waiting (its greenlet has a saved frame); of
+        the OS threads, one whose innermost frame outside the standard library is the model's own
+        ``sync``/``srcu`` code waits on a model lock. The oldest remaining call is the hang.
         """
-        now = time.monotonic()
-        late = [call for call in list(self.in_flight.values()) if now - call.started > deadline]
+        now = self.clock = time.monotonic()
+        late = [(token, call) for token, call in list(self.in_flight.items()) if now - call[2] > deadline]
         if not late:
             return None
+        names = {thread.ident: thread.name for thread in threading.enumerate()}
         innermost: dict[int, InFlight] = {}
-        for call in late:
-            key = id(call.glet)
-            if key not in innermost or call.token > innermost[key].token:
-                innermost[key] = call
+        for token, (driver, what, started, ident, glet) in late:
+            key = id(glet)
+            if key not in innermost or token > innermost[key].token:
+                innermost[key] = InFlight(driver, what, names.get(ident, str(ident)), started, ident, glet, token)
         calls = sorted(innermost.values(), key=lambda call: call.started)
         running = [call for call in calls if getattr(call.glet, "gr_frame", None) is None] or calls
         frames = sys._current_frames()
         stuck = [call for call in running if not _waits_in_model(frames.get(call.ident))]
         return (stuck or running)[0]
 
-    def _guarded(self, subscription: MMUNotifier, callback: str) -> Generator[None, Any, Any]:
-        """The body of every wrapper: count, register in flight, turn an exception into a fault."""
-        name = subscription.ops.name
-        self.callbacks += 1
-        with self.calling(name, callback):
+    # -- the callbacks -------------------------------------------------------
+    def wrap_callback(self, driver: str, callback: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        """``function`` (``driver``'s ``callback``) counted, registered in flight, its exception a fault.
+
+        Called by the registry when it resolves the ops (see the class docstring). ``alloc_notifier`` is
+        left as it is (its exception fails the ``get``, and the process step records it); an interval
+        notifier's ``invalidate`` is counted only (a ``False`` is a refusal).
+        """
+        stats = self.stats.get(driver)
+        if callback == "alloc_notifier":
+            return function
+        if callback == "invalidate":
+            return self._counted_interval(stats, function)
+        guarded = self._guarded(driver, callback, function)
+        if stats is None:
+            return guarded
+        if callback == "invalidate_range_start":
+            invalidations = stats.invalidations
+
+            def start(subscription: MMUNotifier, range: Range) -> Any:
+                result = guarded(subscription, range)
+                invalidations[_EVENT_NAMES[range.event]] += 1
+                if result == _EAGAIN:
+                    stats.refusals += 1
+                return result
+
+            return start
+        if callback == "release":
+
+            def release(*args: Any) -> Any:
+                stats.releases += 1
+                return guarded(*args)
+
+            return release
+        if callback == "free_notifier":
+
+            def free_notifier(*args: Any) -> Any:
+                stats.freed += 1  # counted before the object is freed
+                return guarded(*args)
+
+            return free_notifier
+        return guarded
+
+    def _guarded(self, driver: str, callback: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        """The body of every traced callback: count, register in flight, turn an exception into a fault."""
+        tracer = self
+        in_flight = self.in_flight
+        tokens = self._tokens
+        get_ident = threading.get_ident
+
+        def guarded(*args: Any) -> Any:
+            tracer.callbacks += 1
+            token = next(tokens)
+            in_flight[token] = (driver, callback, tracer.clock, get_ident(), getcurrent())
             try:
-                return (yield)
+                return function(*args)
             except KernelError:
                 raise
             except Exception as error:
-                self.fault(name, callback, error)
+                tracer.fault(driver, callback, error)
                 return None
+            finally:
+                in_flight.pop(token, None)
 
-    # -- the wrappers ------------------------------------------------------
-    @hookimpl(wrapper=True)
-    def invalidate_range_start(self, subscription: MMUNotifier, range: Range) -> Generator[None, int, int]:
-        stats = self.stats[subscription.ops.name]
-        result = yield from self._guarded(subscription, "invalidate_range_start")
-        stats.invalidations[range.event.name] += 1
-        if result == -errno.EAGAIN:
-            stats.refusals += 1
-        return result  # type: ignore[no-any-return]
+        return guarded
 
-    @hookimpl(wrapper=True)
-    def invalidate_range_end(self, subscription: MMUNotifier, range: Range) -> Generator[None, Any, Any]:
-        return (yield from self._guarded(subscription, "invalidate_range_end"))
+    def _counted_interval(self, stats: DriverStats | None, function: Callable[..., Any]) -> Callable[..., Any]:
+        """An interval notifier's ``invalidate`` (5.5): counted as an invalidation; ``False`` is a refusal."""
+        tracer = self
 
-    @hookimpl(wrapper=True)
-    def invalidate_range(self, subscription: MMUNotifier, mm: Any, start: int, end: int) -> Generator[None, Any, Any]:
-        return (yield from self._guarded(subscription, "invalidate_range"))
+        def invalidate(subscription: MMUIntervalNotifier, range: Range, cur_seq: int) -> Any:
+            result = function(subscription, range, cur_seq)
+            tracer.callbacks += 1
+            if stats is not None:
+                stats.invalidations[_EVENT_NAMES[range.event]] += 1
+                if result is False:
+                    stats.refusals += 1
+            return result
 
-    @hookimpl(wrapper=True)
-    def clear_flush_young(self, subscription: MMUNotifier, mm: Any, start: int, end: int) -> Generator[None, Any, Any]:
-        return (yield from self._guarded(subscription, "clear_flush_young"))
-
-    @hookimpl(wrapper=True)
-    def clear_young(self, subscription: MMUNotifier, mm: Any, start: int, end: int) -> Generator[None, Any, Any]:
-        return (yield from self._guarded(subscription, "clear_young"))
-
-    @hookimpl(wrapper=True)
-    def test_young(self, subscription: MMUNotifier, mm: Any, address: int) -> Generator[None, Any, Any]:
-        return (yield from self._guarded(subscription, "test_young"))
-
-    @hookimpl(wrapper=True)
-    def change_pte(self, subscription: MMUNotifier, mm: Any, address: int, pte: Any) -> Generator[None, Any, Any]:
-        return (yield from self._guarded(subscription, "change_pte"))
-
-    @hookimpl(wrapper=True)
-    def invalidate(self, subscription: MMUIntervalNotifier, range: Range, cur_seq: int) -> Generator[None, bool, bool]:
-        """An interval notifier's invalidate (5.5): counted as an invalidation; ``False`` is a refusal."""
-        assert subscription.ops is not None
-        stats = self.stats[subscription.ops.name]
-        result = yield
-        self.callbacks += 1
-        stats.invalidations[range.event.name] += 1
-        if result is False:
-            stats.refusals += 1
-        return result
-
-    @hookimpl(wrapper=True)
-    def release(self, subscription: MMUNotifier, mm: Any) -> Generator[None, None, None]:
-        self.stats[subscription.ops.name].releases += 1
-        yield from self._guarded(subscription, "release")
-
-    @hookimpl(wrapper=True)
-    def free_notifier(self, subscription: MMUNotifier) -> Generator[None, None, None]:
-        self.stats[subscription.ops.name].freed += 1  # read the name before the object is freed
-        yield from self._guarded(subscription, "free_notifier")
+        return invalidate

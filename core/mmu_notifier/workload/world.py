@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 
 from mmu_notifier import exerciser as contract
+from mmu_notifier import sync
 from mmu_notifier.errors import ConfigError, PluginError
 from mmu_notifier.exerciser import Exerciser
 from mmu_notifier.hookspecs import CALLBACKS
@@ -209,7 +210,7 @@ def exit_coherence(world: JobWorld, mm: MM) -> None:
         caps = ex.capabilities
         if contract.RELEASE in caps and contract.DEVICE_TRANSLATIONS in caps:
             try:
-                with world.tracer.calling(name, "translations"):
+                with world.tracer.calling(name, "translations"), sync.observing():
                     translations = ex.translations(mm)
             except Exception as error:  # the driver's own bug: its fault, the other drivers are still checked
                 world.driver_fault(name, "translations", error)
@@ -220,9 +221,7 @@ def exit_coherence(world: JobWorld, mm: MM) -> None:
 
 def _in_flight(world: JobWorld, mm: MM) -> bool:
     """True while some invalidation of ``mm`` has started on a subscription and not yet ended."""
-    recorder = world.monitor.recorder
-    with recorder.lock:
-        return any(state.open and state.range.mm is mm for state in recorder.ranges.values())
+    return world.monitor.recorder.in_flight(mm)
 
 
 def check_quiescent(world: JobWorld, mm: MM | None) -> None:
@@ -233,6 +232,11 @@ def check_quiescent(world: JobWorld, mm: MM | None) -> None:
     the CPU page table, as the kit's coherence check requires; a stale one
     is filed under its driver, once. An exited mm is judged by
     :func:`exit_coherence` instead.
+
+    Costs O(the work of ``mm``) whatever the number of processes: "in flight"
+    is the recorder's per-mm count, and each exerciser finds the mm's device
+    state through its own per-mm index. The drivers' reads run as an observer
+    (:func:`mmu_notifier.sync.observing`): no scheduling decisions of their own.
     """
     if mm is None or not mm.alive or _in_flight(world, mm):
         return
@@ -240,7 +244,9 @@ def check_quiescent(world: JobWorld, mm: MM | None) -> None:
     for name, ex in world.exercisers.items():
         if contract.DEVICE_TRANSLATIONS not in ex.capabilities:
             continue
-        for violation in check_coherence(mm, ex.translations(mm), (), name):
+        with sync.observing():  # the check's reads are no steps of the run: no decisions, the same interleavings
+            translations = ex.translations(mm)
+        for violation in check_coherence(mm, translations, (), name):
             key = f"{name}: {violation.check}: {violation.message}"
             if key not in world.seen:
                 world.seen.add(key)

@@ -44,17 +44,22 @@ class GntdevExerciser:
         self.gntdev = driver
         self.driver = driver.name
         self.capabilities = driver.capabilities
-        self.files: list[GntdevPriv] = []
-        self.files55: list[interval.GntdevFile] = []
+        #: open files (5.4 and 5.5 kinds), oldest first (dicts: a close is O(1) at any scale)
+        self.files: dict[GntdevPriv, None] = {}
+        self.files55: dict[interval.GntdevFile, None] = {}
+        #: the open files of each mm, so :meth:`translations` costs O(that mm's files)
+        self._of_mm: dict[MM, dict[GntdevPriv | interval.GntdevFile, None]] = {}
 
     def attach(self, mm: MM) -> Handle:
         """Open the device for ``mm``."""
         if self.gntdev.interval:
             file = interval.gntdev_open(mm)
-            self.files55.append(file)
+            self.files55[file] = None
+            self._of_mm.setdefault(mm, {})[file] = None
             return Handle(mm, None, file)
         priv = self.gntdev.gntdev_open(mm)
-        self.files.append(priv)
+        self.files[priv] = None
+        self._of_mm.setdefault(mm, {})[priv] = None
         return Handle(mm, priv.gmm, priv)
 
     def map_range(self, handle: Handle, start: int, end: int) -> None:
@@ -74,31 +79,35 @@ class GntdevExerciser:
     def translations(self, mm: MM) -> dict[int, int]:
         """Every grant page mapped now in ``mm``: virtual page number -> frame."""
         found: dict[int, int] = {}
-        for file in self.files55:
-            if file.mm is mm:
-                for grant_map in file.maps:
-                    found.update(grant_map.pages)
-        for priv in self.files:
-            if priv.mm is mm:
-                for grant_map in priv.maps:
-                    found.update(grant_map.pages)
+        for file in self._of_mm.get(mm, {}):
+            for grant_map in file.maps:
+                found.update(grant_map.pages)
         return found
 
     def detach(self, handle: Handle) -> None:
         """Close the file."""
+        self._forget(handle.state)
         if self.gntdev.interval:
-            self.files55.remove(handle.state)
+            del self.files55[handle.state]
             interval.gntdev_release(handle.state)
             return
-        self.files.remove(handle.state)
+        del self.files[handle.state]
         self.gntdev.gntdev_release(handle.state)
+
+    def _forget(self, file: GntdevPriv | interval.GntdevFile) -> None:
+        of_mm = self._of_mm[file.mm]
+        del of_mm[file]
+        if not of_mm:
+            del self._of_mm[file.mm]
 
     def unload(self) -> None:
         """Module exit: close every file still open and wait for every pending free."""
         for file in list(self.files55):
-            self.files55.remove(file)
+            del self.files55[file]
+            self._forget(file)
             interval.gntdev_release(file)
         for priv in list(self.files):
-            self.files.remove(priv)
+            del self.files[priv]
+            self._forget(priv)
             self.gntdev.gntdev_release(priv)
         synchronize(self.kernel)

@@ -296,9 +296,11 @@ VTOP_SUCCESS, VTOP_INVALID, VTOP_RETRY = 0, -1, -2
 class GruVmaData:
     """``struct gru_vma_data``: a GSEG VMA's thread states; ``vd_lock`` guards the list."""
 
-    def __init__(self) -> None:
+    def __init__(self, mm: MM) -> None:
         self.vd_lock = sync.SpinLock("vd_lock")
         self.vd_head: list[GruThreadState] = []
+        #: the mm the GSEG is mapped in (the kernel's ``vma->vm_mm``)
+        self.mm = mm
 
     def find(self, tsid: int) -> GruThreadState | None:
         """``gru_find_current_gts_nolock``; caller holds ``vd_lock``."""
@@ -342,6 +344,9 @@ class GruDriverBase(mmu_notifier.Driver):
         cfg = self.config
         self.gru_base = [GruState(gid, cfg) for gid in range(cfg.chiplets)]
         self.vdata: dict[VMA, GruVmaData] = {}
+        #: the GSEG VMAs of each mm (a model-side index, not in the kernel): the checks find an mm's
+        #: thread states without visiting every GSEG of the machine, so a check costs O(that mm)
+        self.vdata_of_mm: dict[MM, dict[VMA, GruVmaData]] = {}
         self.stats: Counter[str] = Counter()
 
     def _stat(self, what: str) -> None:
@@ -362,7 +367,7 @@ class GruDriverBase(mmu_notifier.Driver):
         addr = mm.mmap(threads * GSEG_PAGESIZE, shared=True)
         vma = mm.find_vma(addr)
         assert vma is not None
-        self.vdata[vma] = GruVmaData()
+        self.vdata[vma] = self.vdata_of_mm.setdefault(mm, {})[vma] = GruVmaData(mm)
         return vma
 
     def gru_find_vma(self, mm: MM, vaddr: int) -> VMA | None:
@@ -470,6 +475,10 @@ class GruDriverBase(mmu_notifier.Driver):
         vdata = self.vdata.pop(vma, None)
         if vdata is None:
             return
+        of_mm = self.vdata_of_mm[vdata.mm]
+        del of_mm[vma]
+        if not of_mm:
+            del self.vdata_of_mm[vdata.mm]
         while True:
             with vdata.vd_lock:
                 if not vdata.vd_head:
@@ -707,7 +716,7 @@ class GruDriverBase(mmu_notifier.Driver):
     def thread_states(self, mm: MM) -> list[GruThreadState]:
         """Every live thread state of ``mm``."""
         found: list[GruThreadState] = []
-        for vdata in list(self.vdata.values()):
+        for vdata in list(self.vdata_of_mm.get(mm, {}).values()):
             with vdata.vd_lock:
                 found += [gts for gts in vdata.vd_head if gts.ts_mm is mm]
         return found

@@ -365,3 +365,22 @@ def test_detach_after_exit_unmaps_under_its_own_mm_users_reference(make: Callabl
     dying.munmap = lambda start, length: calls.append(start)  # type: ignore[method-assign]
     exerciser.detach(other)  # the GSEG's close still runs
     assert calls == [] and dying.mm_users.value == 0
+
+
+def test_thread_states_of_an_mm_come_from_its_own_gsegs_only(make: Callable[..., Loaded]) -> None:
+    # the checks ask for one mm's thread states at every step: they must not visit every GSEG of the machine
+    kernel, driver = make()
+    one, two = mn.MM(kernel), mn.MM(kernel)
+    first = driver.gru_set_context_option(one, driver.gru_file_mmap(one).start)
+    second = driver.gru_set_context_option(two, driver.gru_file_mmap(two).start)
+    assert driver.thread_states(one) == [first] and driver.thread_states(two) == [second]
+    assert set(driver.vdata_of_mm) == {one, two}
+    assert first.ts_vma is not None
+    driver.gru_vma_close(first.ts_vma)
+    assert driver.thread_states(one) == [] and set(driver.vdata_of_mm) == {two}
+    assert second.ts_vma is not None
+    driver.gru_vma_close(second.ts_vma)
+    assert driver.vdata_of_mm == {} and not driver.vdata
+    for mm in (one, two):
+        mm.exit()
+    mn.synchronize(kernel)

@@ -31,13 +31,17 @@ class HmmExerciser:
         self.kernel = kernel
         self.hmm_driver = hmm_driver
         self.capabilities = hmm_driver.capabilities
-        self.devices: list[DeviceMirror] = []
+        #: every open device, oldest first (a dict: a detach is O(1) at any scale)
+        self.devices: dict[DeviceMirror, None] = {}
+        #: the open devices of each mm, so :meth:`translations` costs O(that mm's devices)
+        self._of_mm: dict[MM, dict[DeviceMirror, None]] = {}
 
     def attach(self, mm: MM) -> Handle:
         """Open a device on ``mm`` and bind it as a mirror (takes the struct hmm reference)."""
         device = DeviceMirror(mm, self.hmm_driver.config)
         device.bind()
-        self.devices.append(device)
+        self.devices[device] = None
+        self._of_mm.setdefault(mm, {})[device] = None
         assert device.hmm is not None
         return Handle(mm, device.hmm, device)
 
@@ -56,20 +60,27 @@ class HmmExerciser:
     def translations(self, mm: MM) -> dict[int, int]:
         """The translations every device of ``mm`` holds, merged (they agree when coherent)."""
         merged: dict[int, int] = {}
-        for device in self.devices:
-            if device.mm is mm:
-                merged.update(device.translations())
+        for device in self._of_mm.get(mm, {}):
+            merged.update(device.translations())
         return merged
 
     def detach(self, handle: Handle) -> None:
         """Drop the device's translations and unbind it (``hmm_mirror_unregister``: the put)."""
         device: DeviceMirror = handle.state
         device.unbind()
-        self.devices.remove(device)
+        del self.devices[device]
+        self._forget(device)
+
+    def _forget(self, device: DeviceMirror) -> None:
+        of_mm = self._of_mm[device.mm]
+        del of_mm[device]
+        if not of_mm:
+            del self._of_mm[device.mm]
 
     def unload(self) -> None:
         """Module unload: unbind every device left, then wait for every pending free."""
         for device in list(self.devices):
             device.unbind()
         self.devices.clear()
+        self._of_mm.clear()
         synchronize(self.kernel)

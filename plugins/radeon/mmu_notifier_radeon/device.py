@@ -160,7 +160,8 @@ class Reservation:
     __slots__ = ("lock", "excl", "shared")
 
     def __init__(self, name: str) -> None:
-        self.lock = sync.Mutex(f"{name}.resv")
+        # one lockdep class for every BO's reservation, as reservation_ww_class is in the kernel
+        self.lock = sync.Mutex(f"{name}.resv", lock_class="reservation_ww_class_mutex")
         self.excl: Fence | None = None
         self.shared: list[Fence] = []
 
@@ -324,24 +325,45 @@ class RadeonBO:
 
 
 class RadeonFile:
-    """An open DRM file of a radeon device (``struct drm_file``): GEM handles of one process."""
+    """An open DRM file of a radeon device (``struct drm_file``): GEM handles of one process.
+
+    ``table_lock`` guards ``handles`` (the kernel's ``object_idr``): every
+    lookup, insertion and removal of a handle happens under it, so a thread
+    that looks a handle up while another closes it gets the object or "no such
+    handle", never half of a removal.
+    """
 
     def __init__(self, rdev: RadeonDevice, mm: MM) -> None:
         self.rdev = rdev
         self.mm = mm
         self.handles: dict[int, RadeonBO] = {}
+        self.table_lock = sync.SpinLock("drm_file.table_lock")
         self._next = itertools.count(1)
         self.closed = False
 
     def add(self, bo: RadeonBO) -> int:
-        """``drm_gem_handle_create``."""
-        handle = next(self._next)
-        self.handles[handle] = bo
+        """``drm_gem_handle_create``: a new handle for ``bo``, under ``table_lock``."""
+        with self.table_lock:
+            handle = next(self._next)
+            self.handles[handle] = bo
         return handle
+
+    def find(self, handle: int) -> RadeonBO | None:
+        """``drm_gem_object_lookup``: the object of ``handle`` under ``table_lock``, or None."""
+        with self.table_lock:
+            return self.handles.get(handle)
 
     def lookup(self, handle: int) -> RadeonBO:
         """``drm_gem_object_lookup``: EINVAL (ENOENT in the kernel) for an unknown handle."""
-        bo = self.handles.get(handle)
+        bo = self.find(handle)
+        if bo is None:
+            raise InvalidArgumentError(f"radeon file of mm {self.mm.id}: no GEM handle {handle}")
+        return bo
+
+    def remove(self, handle: int) -> RadeonBO:
+        """``drm_gem_handle_delete``: take ``handle`` out of the table under ``table_lock``."""
+        with self.table_lock:
+            bo = self.handles.pop(handle, None)
         if bo is None:
             raise InvalidArgumentError(f"radeon file of mm {self.mm.id}: no GEM handle {handle}")
         return bo
@@ -377,13 +399,17 @@ class RadeonDevice:
         #: 5.3 only: ``rdev->mn_lock`` and ``rdev->mn_hash`` (keyed by mm); patch 08 deleted both
         self.mn_lock = sync.Mutex(f"{self.name}.mn_lock")
         self.mn_hash: dict[MM, RadeonMN] = {}
-        self.bos: list[RadeonBO] = []
+        #: every BO of the device, oldest first (a dict: a free is O(1) at any scale)
+        self.bos: dict[RadeonBO, None] = {}
+        #: the userptr BOs of each mm (a model-side index, not in the kernel): :meth:`translations` of one
+        #: mm costs O(that mm's BOs), not O(every BO of the device)
+        self.bos_of_mm: dict[MM, dict[RadeonBO, None]] = {}
 
     # -- files -------------------------------------------------------------------
     def open(self, mm: MM) -> RadeonFile:
         """``open("/dev/dri/cardN")`` by a process whose mm is ``mm``."""
         file = RadeonFile(self, mm)
-        self.module.files.append(file)
+        self.module.files[file] = None
         return file
 
     def close(self, file: RadeonFile) -> None:
@@ -391,8 +417,7 @@ class RadeonDevice:
         for handle in list(file.handles):
             self.gem_close(file, handle)
         file.closed = True
-        if file in self.module.files:
-            self.module.files.remove(file)
+        self.module.files.pop(file, None)
 
     # -- ioctls ------------------------------------------------------------------
     def gem_create(self, file: RadeonFile, size: int) -> int:
@@ -400,7 +425,7 @@ class RadeonDevice:
         if size <= 0 or size % self.page_size:
             raise InvalidArgumentError(f"{self.name}: BO size {size:#x} is not a positive number of pages")
         bo = RadeonBO(self, size)
-        self.bos.append(bo)
+        self.bos[bo] = None
         self.module.stat("bo_create")
         return file.add(bo)
 
@@ -425,7 +450,8 @@ class RadeonDevice:
         elif not (flags & ANONONLY and flags & REGISTER):
             raise AccessDeniedError(f"{self.name}: a writable userptr needs the ANONONLY and REGISTER flags")
         bo = RadeonBO(self, size, addr, mm, flags)
-        self.bos.append(bo)
+        self.bos[bo] = None
+        self.bos_of_mm.setdefault(mm, {})[bo] = None
         self.module.stat("bo_create")
         handle = file.add(bo)
         try:
@@ -463,7 +489,8 @@ class RadeonDevice:
         read), and unreserved.
         """
         mm = file.mm
-        bos = sorted({file.lookup(h).id: (file.lookup(h), w) for h, w in relocs}.values(), key=lambda p: p[0].id)
+        looked_up = [(file.lookup(h), w) for h, w in relocs]
+        bos = sorted({bo.id: (bo, w) for bo, w in looked_up}.values(), key=lambda p: p[0].id)
         need_mmap_lock = any(bo.is_userptr for bo, _ in bos)
         if need_mmap_lock:
             mm.mmap_lock.down_read()
@@ -494,7 +521,7 @@ class RadeonDevice:
         or not: that is why the guard exists), then TTM releases the BO:
         once it is idle its user pages are unbound and unpinned.
         """
-        bo = file.handles.pop(handle)
+        bo = file.remove(handle)
         self.module.scheme.unregister(self, bo)
         self.bo_reserve(bo)
         try:
@@ -505,7 +532,12 @@ class RadeonDevice:
         finally:
             self.bo_unreserve(bo)
         bo.freed = True
-        self.bos.remove(bo)
+        del self.bos[bo]
+        if bo.usermm is not None:
+            of_mm = self.bos_of_mm[bo.usermm]
+            del of_mm[bo]
+            if not of_mm:
+                del self.bos_of_mm[bo.usermm]
         self.module.scheme.free_bo(bo)
         self.module.stat("bo_free")
 
@@ -596,7 +628,7 @@ class RadeonDevice:
         out: dict[int, int] = {}
         shift = mm.page_shift
         entries = mm.page_table.entries
-        for bo in self.bos:
+        for bo in self.bos_of_mm.get(mm, {}):
             if bo.bound and bo.usermm is mm:
                 assert bo.userptr is not None
                 for i, pfn in enumerate(bo.pages):
@@ -623,7 +655,8 @@ class Radeon:
         self.config = config
         self.scheme = scheme
         self.devices = [RadeonDevice(self, i) for i in range(config.devices)]
-        self.files: list[RadeonFile] = []
+        #: the open files, oldest first (a dict: a close is O(1) at any scale)
+        self.files: dict[RadeonFile, None] = {}
         self.rmns: dict[int, str] = {}
         self.stats: Counter[str] = Counter()
 

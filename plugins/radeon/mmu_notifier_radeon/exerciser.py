@@ -133,15 +133,29 @@ class RadeonExerciser:
         """A command submission using the newest BO covering ``address``; the frame the GPU reads there."""
         state: RadeonAttach = handle.state
         mm = handle.mm
-        covering = [gem for start, end, gem in state.bos if start <= address < end and gem in state.file.handles]
-        if not covering:
+        file = state.file
+        # The newest BO covering the address whose handle is still open: each handle looked up once, under
+        # the file's table_lock (drm_gem_object_lookup), never tested and then read again (another thread
+        # may close it in between).
+        bo = None
+        for start, end, gem in reversed(state.bos):
+            if start <= address < end:
+                bo = file.find(gem)
+                if bo is not None:
+                    break
+        if bo is None:
             raise BadAddressError(f"radeon: no userptr BO of this file covers {address:#x}")
         if not mm.mmget_not_zero():
             raise NoSuchProcessError(f"radeon: mm {mm.id} exited; no thread of it can submit")
         try:
-            gem = covering[-1]
-            state.file.rdev.cs(state.file, [(gem, write)])
-            return state.file.handles[gem].frame_at(address)
+            file.rdev.cs(file, [(gem, write)])
+            # what the GPU reads: the GTT entry, read under the BO's reservation (an invalidation on another
+            # thread unbinds the BO under it, so the pages and ``bound`` are seen together)
+            file.rdev.bo_reserve(bo)
+            try:
+                return bo.frame_at(address)
+            finally:
+                file.rdev.bo_unreserve(bo)
         finally:
             mm.mmput()
 

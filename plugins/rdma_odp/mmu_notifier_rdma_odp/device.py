@@ -95,7 +95,11 @@ class Mlx5Device:
         self.driver = driver
         self.name = name
         self.mr_srcu = Srcu(f"{name}.mr_srcu")
-        self.mrs: list[Mlx5Mr] = []
+        #: every registered MR, oldest first (a dict: a deregistration is O(1) at any scale)
+        self.mrs: dict[Mlx5Mr, None] = {}
+        #: the registered MRs of each mm (a model-side index, not in the kernel): :meth:`translations`
+        #: of one mm costs O(that mm's MRs), not O(every MR of the device)
+        self.mrs_of_mm: dict[MM, dict[Mlx5Mr, None]] = {}
         self.mtt_used = 0
 
     def __repr__(self) -> str:
@@ -309,7 +313,7 @@ class Mlx5Device:
     def translations(self, mm: MM) -> dict[int, int]:
         """Virtual page -> frame of every MTT the HCA can reach for ``mm`` (live MRs, live parents' children)."""
         found: dict[int, int] = {}
-        for mr in self.mrs:
+        for mr in self.mrs_of_mm.get(mm, {}):
             if not mr.live or mr.umem.owning_mm is not mm:
                 continue
             for reachable in mr.ksm.values() if mr.implicit else (mr,):
@@ -361,7 +365,8 @@ class IbUcontext:
         umem.private = mr
         mr.live = True
         self.mrs.append(mr)
-        self.device.mrs.append(mr)
+        self.device.mrs[mr] = None
+        self.device.mrs_of_mm.setdefault(umem.owning_mm, {})[mr] = None
         return mr
 
     def dereg_mr(self, mr: Mlx5Mr) -> None:
@@ -369,7 +374,11 @@ class IbUcontext:
         if mr not in self.mrs:
             raise InvalidArgumentError(f"{mr!r} is not registered on {self!r}")
         self.mrs.remove(mr)
-        self.device.mrs.remove(mr)
+        del self.device.mrs[mr]
+        of_mm = self.device.mrs_of_mm[mr.umem.owning_mm]
+        del of_mm[mr]
+        if not of_mm:
+            del self.device.mrs_of_mm[mr.umem.owning_mm]
         mr.live = False
         self.device.mr_srcu.synchronize()
         if mr.implicit:
