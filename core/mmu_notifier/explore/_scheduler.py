@@ -49,10 +49,13 @@ is still installed.
 from __future__ import annotations
 
 import contextlib
+import itertools
+import operator
 import sys
 import threading
 from bisect import bisect_left, insort
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
@@ -73,6 +76,10 @@ FINISHED = "finished"
 FAILED = "failed"
 STEP_BOUND = "step-bound"
 ABORTED = "aborted"
+
+
+#: a trace step's thread index (C-level: the schedule of every execution is read this way)
+_THREAD_OF_STEP = operator.itemgetter(0)
 
 
 def _index(thread: ModelThread) -> int:
@@ -274,7 +281,7 @@ class Outcome:
     @property
     def choices(self) -> tuple[int, ...]:
         """The schedule: the thread index of every step."""
-        return tuple(step[0] for step in self.trace)
+        return tuple(map(_THREAD_OF_STEP, self.trace))
 
 
 #: waits ``lazy_waits`` turns into "not offered until it can get through"
@@ -324,20 +331,6 @@ def _parked(th: ModelThread) -> bool:
     """``lazy_waits``: the thread's next step would only go to sleep."""
     return th.op in LAZY_WAITS and not passable(th.res)
 
-
-class _NoLock:
-    """``critical()`` for a backend that runs one thread at a time: nothing to guard."""
-
-    __slots__ = ()
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-_NO_LOCK = _NoLock()
 
 
 def _work(ex: Execution, th: ModelThread) -> None:
@@ -411,7 +404,6 @@ class Execution(sync.Backend):
         self.problem: Problem | None = None
         self.preemptions = 0
         self.status = ""
-        self.walk_point = self._walk
         self._always = chooser.always
         #: a chooser whose choice is a uniform index (``pick(n)``) is served without a candidate list
         self._pick = _pick_of(chooser)
@@ -436,6 +428,11 @@ class Execution(sync.Backend):
         self.records: list[StepRecord] = []
         self._keys: dict[int, tuple[int, int]] = {}
         self._made: dict[int, int] = {}
+        # ``critical()``: one model thread runs at a time, so there is nothing to guard; primitives enter it
+        # about once a step, so it is a C-level callable handing out a C-level context manager (no Python
+        # call at all). A reentrant lock of this execution only: greenlets switch inside it (a wait),
+        # always on the OS thread that runs the execution, which owns it.
+        self.critical: Callable[[], AbstractContextManager[Any]] = itertools.repeat(threading.RLock()).__next__
 
     @property
     def live(self) -> list[ModelThread]:
@@ -825,9 +822,6 @@ class Execution(sync.Backend):
     def current(self) -> sync.Task:
         return self._task
 
-    def critical(self) -> _NoLock:
-        return _NO_LOCK
-
     def point(self, op: str, resource: object) -> None:
         cur = self._cur
         if cur is None or self._stopping:
@@ -850,7 +844,8 @@ class Execution(sync.Backend):
             else:
                 self._switch(nxt)
 
-    def _walk(self, element: object) -> None:
+    def walk_point(self, element: object) -> None:
+        """A list walk's scheduling point (a method, not an attribute bound to this execution: no reference cycle)."""
         self.point("walk", element)
 
     def wait_until(
