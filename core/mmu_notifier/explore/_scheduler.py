@@ -405,8 +405,6 @@ class Execution(sync.Backend):
         self.preemptions = 0
         self.status = ""
         self._always = chooser.always
-        #: a chooser whose choice is a uniform index (``pick(n)``) is served without a candidate list
-        self._pick = _pick_of(chooser)
         self._cur: ModelThread | None = None
         self._task = sync.Task("setup")
         self._hub: Any = None
@@ -428,6 +426,10 @@ class Execution(sync.Backend):
         self.records: list[StepRecord] = []
         self._keys: dict[int, tuple[int, int]] = {}
         self._made: dict[int, int] = {}
+        #: a chooser whose choice is a uniform index (``pick(n)``) is served without a candidate list
+        self._pick = _pick_of(chooser)
+        #: ``_pick`` when a scheduling point may choose inline (no records, no lazy waits: see ``point``)
+        self._quick = self._pick if not (self._rec or self._lazy) else None
         # ``critical()``: one model thread runs at a time, so there is nothing to guard; primitives enter it
         # about once a step, so it is a C-level callable handing out a C-level context manager (no Python
         # call at all). A reentrant lock of this execution only: greenlets switch inside it (a wait),
@@ -835,6 +837,33 @@ class Execution(sync.Backend):
             held = cur.task.held
             if held:  # lockdep records the dependency at the attempt, before any wait
                 self.lock_order.acquire(held, resource, cur.name, len(self.trace), stack, self.acquired, cur.idx)
+        pick = self._quick
+        if pick is not None and not self._woken and not self.status:
+            # Most steps of a random walk: no woken waiter, no records, no lazy waits. The step
+            # ``_next`` and ``_take`` would choose and record (the same draw), made here inline.
+            trace = self.trace
+            k = len(trace)
+            runnable = self._runnable
+            n = len(runnable)
+            if n and k < self.max_steps:
+                if n > 1:
+                    chosen = runnable[pick(n)]
+                    if chosen is not cur and cur.state == RUN:
+                        self.preemptions += 1
+                else:
+                    chosen = runnable[0]
+                chosen.last = k
+                trace.append((chosen.idx, chosen.op, chosen.res))
+                if chosen.op in ACQUIRE_OPS:
+                    self._acquire(chosen, k)
+                if chosen is not cur:
+                    if chosen.glet is not None:
+                        self._cur = chosen
+                        self._task = chosen.task
+                        chosen.glet.switch()
+                    else:
+                        self._switch(chosen)
+                return
         nxt = self._next(cur)
         if nxt is not cur:
             if nxt is not None and nxt.glet is not None:  # started: one direct switch, from this frame
