@@ -222,15 +222,29 @@ def backend() -> Backend:
     return _backend
 
 
-@contextmanager
-def use_backend(new: Backend) -> Iterator[Backend]:
+class _Using:
+    """The context :func:`use_backend` returns (a class, not a generator: every explored schedule enters one)."""
+
+    __slots__ = ("new", "old")
+
+    def __init__(self, new: Backend) -> None:
+        self.new = new
+        self.old: Backend | None = None
+
+    def __enter__(self) -> Backend:
+        global _backend
+        self.old, _backend = _backend, self.new
+        return self.new
+
+    def __exit__(self, *exc: object) -> None:
+        global _backend
+        assert self.old is not None
+        _backend, self.old = self.old, None
+
+
+def use_backend(new: Backend) -> AbstractContextManager[Backend]:
     """Run the block with ``new`` as the backend (the explorer's entry point)."""
-    global _backend
-    old, _backend = _backend, new
-    try:
-        yield new
-    finally:
-        _backend = old
+    return _Using(new)
 
 
 def current() -> Task:

@@ -388,6 +388,8 @@ class Execution(sync.Backend):
         self._names: set[str] = set()
         #: live threads by index (a dict: leaving is O(1), iteration stays in index order)
         self._live: dict[int, ModelThread] = {}
+        #: live threads that are not daemons (the run is over when none is left)
+        self._users = 0
         # Kept up to date on every state change so a step costs O(woken), not O(threads):
         # threads in state RUN (index order), threads WOKEN since the last step, and the
         # BLOCKED threads by the resource they wait on.
@@ -543,6 +545,8 @@ class Execution(sync.Backend):
         th.fn = fn
         self.threads.append(th)
         self._live[idx] = th
+        if not daemon:
+            self._users += 1
         self._runnable.append(th)  # the newest index: order kept
         self._merged_ready = None
         return th
@@ -567,6 +571,8 @@ class Execution(sync.Backend):
         """A thread that failed is done; the others run on (``run_past_failures``)."""
         th.state = DONE
         del self._live[th.idx]
+        if not th.daemon:
+            self._users -= 1
         if th in self._runnable:
             _remove(self._runnable, th)
             self._merged_ready = None
@@ -574,7 +580,7 @@ class Execution(sync.Backend):
 
     def _maybe_finale(self, th: ModelThread) -> None:
         """Start the finale once the last non-daemon thread is done."""
-        if not th.daemon and self._finale is not None and all(t.daemon for t in self._live.values()):
+        if not th.daemon and self._finale is not None and not self._users:
             fn, self._finale = self._finale, None
             finale = self._spawn("finale", fn, daemon=False)
             finale.parents = tuple(t.last for t in self.threads if not t.daemon and t.last >= 0)
@@ -582,6 +588,8 @@ class Execution(sync.Backend):
     def _exit(self, th: ModelThread) -> None:
         th.state = DONE
         del self._live[th.idx]
+        if not th.daemon:
+            self._users -= 1
         _remove(self._runnable, th)
         self._merged_ready = None
         task = th.task
@@ -800,7 +808,7 @@ class Execution(sync.Backend):
     def _idle(self) -> ModelThread | None:
         """No thread can run: fire a timeout, or end the run as finished or deadlocked."""
         live = self._live.values()
-        if all(t.daemon for t in live):
+        if not self._users:
             self.status = FINISHED
             return None
         for t in live:
