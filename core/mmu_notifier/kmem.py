@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 
 from mmu_notifier import sync
 from mmu_notifier.errors import DoubleFreeError, Site, UseAfterFreeError
-from mmu_notifier.workqueue import check_work_free
+from mmu_notifier.workqueue import Work, check_work_free
 
 __all__ = [
     "POISON_FRAMES",
@@ -258,8 +258,55 @@ def check_free(obj: object, site: str) -> None:
     (:class:`~mmu_notifier.errors.ActiveObjectFreedError`, a use after free in kind). Only ``obj``'s own attributes are
     looked at, not objects they point to, as the kernel checks only the freed range.
     """
-    sync.check_no_locks_freed(obj, site)
-    check_work_free(obj, site)
+    if _may_hold_active(obj):
+        sync.check_no_locks_freed(obj, site)
+        check_work_free(obj, site)
+
+
+#: what the two checks of :func:`check_free` look for in the freed object's attributes
+_ACTIVE_KINDS = (sync.Mutex, sync.SpinLock, sync.RWSemaphore, Work)
+_SLOT_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _may_hold_active(obj: object) -> bool:
+    """``obj`` is a work item or has an attribute that is a lock or a work item: :func:`check_free` must look.
+
+    One pass with ``type()`` and ``object.__getattribute__`` only (an attribute may be a freed
+    object, which raises on any access); nearly every freed object holds neither, and then
+    both checks would find nothing.
+    """
+    if issubclass(type(obj), Work):
+        return True
+    try:
+        state = object.__getattribute__(obj, "__dict__")
+    except AttributeError:
+        state = None
+    if isinstance(state, dict):
+        for value in state.values():
+            if issubclass(type(value), _ACTIVE_KINDS):
+                return True
+    for slot in _slot_names(type(obj)):
+        try:
+            value = object.__getattribute__(obj, slot)
+        except AttributeError:
+            continue
+        if issubclass(type(value), _ACTIVE_KINDS):
+            return True
+    return False
+
+
+def _slot_names(kind: type) -> tuple[str, ...]:
+    """The slots of ``kind`` and its bases that hold values (found once per class: every free asks)."""
+    names = _SLOT_NAMES.get(kind)
+    if names is None:
+        found: list[str] = []
+        for cls in kind.__mro__:
+            slots = cls.__dict__.get("__slots__", ())
+            for slot in (slots,) if isinstance(slots, str) else slots:
+                if isinstance(slot, str) and slot not in ("__dict__", "__weakref__"):
+                    found.append(slot)
+        names = _SLOT_NAMES[kind] = tuple(found)
+    return names
 
 
 def poison(obj: object, site: str, freed_by: str = "kfree") -> None:

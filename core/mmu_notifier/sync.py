@@ -740,27 +740,14 @@ def _attributes(obj: object) -> list[tuple[str, object]]:
     except AttributeError:
         state = None
     if isinstance(state, dict):
-        found.extend(state.items())
-    for slot in _slot_names(type(obj)):
-        try:
-            found.append((slot, object.__getattribute__(obj, slot)))
-        except AttributeError:
-            continue
+        found.extend((str(k), v) for k, v in state.items())
+    for cls in type(obj).__mro__:
+        slots = cls.__dict__.get("__slots__", ())
+        for slot in (slots,) if isinstance(slots, str) else slots:
+            if slot in ("__dict__", "__weakref__"):
+                continue
+            try:
+                found.append((slot, object.__getattribute__(obj, slot)))
+            except AttributeError:
+                continue
     return found
-
-
-_SLOT_NAMES: dict[type, tuple[str, ...]] = {}
-
-
-def _slot_names(kind: type) -> tuple[str, ...]:
-    """The slots of ``kind`` and its bases that hold values (found once per class: every free asks)."""
-    names = _SLOT_NAMES.get(kind)
-    if names is None:
-        found: list[str] = []
-        for cls in kind.__mro__:
-            slots = cls.__dict__.get("__slots__", ())
-            for slot in (slots,) if isinstance(slots, str) else slots:
-                if slot not in ("__dict__", "__weakref__"):
-                    found.append(slot)
-        names = _SLOT_NAMES[kind] = tuple(found)
-    return names
