@@ -319,12 +319,22 @@ def _pick_of(chooser: Chooser) -> Callable[[int], int] | None:
     pick: Callable[[int], int] | None = getattr(chooser, "pick", None)
     if pick is None or chooser.always:
         return None
-    for klass in type(chooser).__mro__:
-        if "pick" in vars(klass):
-            return pick
-        if "choose" in vars(klass):
-            return None
-    return None
+    kind = type(chooser)
+    own = _OWN_PICK.get(kind)
+    if own is None:
+        own = False
+        for klass in kind.__mro__:
+            if "pick" in vars(klass):
+                own = True
+                break
+            if "choose" in vars(klass):
+                break
+        _OWN_PICK[kind] = own
+    return pick if own else None
+
+
+#: chooser class -> whether its ``pick`` makes its choices (decided once per class: every execution asks)
+_OWN_PICK: dict[type, bool] = {}
 
 
 def _parked(th: ModelThread) -> bool:
@@ -452,7 +462,7 @@ class Execution(sync.Backend):
             self._finale = instance.finale
             for name, fn in instance.threads:
                 self._spawn(name, fn, daemon=False)
-            declared = tuple(t.name for t in self.threads)
+            declared = tuple([t.name for t in self.threads])
             if not self.threads and self._finale is not None:
                 self._spawn("finale", self._finale, daemon=False)
                 self._finale = None
