@@ -958,7 +958,8 @@ class Execution(sync.Backend):
         return len(self.trace) - 1 if self._cur is not None else None
 
     def note(self, what: str, label: str) -> None:
-        self.events.append(Event(self.step(), self._task.name, what, label))
+        step = len(self.trace) - 1 if self._cur is not None else None  # as step() says
+        self.events.append(Event(step, self._task.name, what, label))
 
     def task_site(self, task: sync.Task) -> str | None:
         for th in self._live.values():
