@@ -611,7 +611,9 @@ class Completion:
     def wait(self, timeout: float | None = None) -> bool:
         """``wait_for_completion``: consumes one ``complete``; False on timeout."""
         b = _backend
-        might_sleep(f"wait_for_completion({self.name})")
+        task = b.current()
+        if task.atomic_depth or task.non_block_depth:  # the message is built only for the report
+            might_sleep(f"wait_for_completion({self.name})")
         b.point("wait_for_completion", self)
         with b.critical():
             if not b.wait_until(self, self.is_done, "wait_for_completion", timeout):
