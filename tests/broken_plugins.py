@@ -5,7 +5,8 @@
 put the directory on ``sys.path`` (or ``PYTHONPATH`` for a subprocess) and
 ``importlib.metadata`` finds their entry points exactly as it finds installed
 wheels, with no pip and no venv. Every plugin is a self-contained copy of a
-small, correct mirroring driver (``rb_base``) with one fault:
+small, correct mirroring driver (``rb_base``: the ``MirrorDriver`` of
+``mirror_driver.py``, copied beside them) with one fault:
 
 ===============  ==============================================================
 ``rb_good``      none: the healthy control
@@ -22,104 +23,20 @@ small, correct mirroring driver (``rb_base``) with one fault:
 
 from __future__ import annotations
 
+import shutil
 import textwrap
 from pathlib import Path
 
+#: the correct mirroring driver the plugins derive from
+MIRROR = Path(__file__).resolve().with_name("mirror_driver.py")
+
+#: the base every plugin derives from: the small, correct mirroring driver of ``mirror_driver.py`` (copied beside it)
 BASE = '''
-"""A small, correct mirroring driver with an exerciser: the base of the broken test plugins."""
-import mmu_notifier as mn
-from mmu_notifier import exerciser, sync
+"""The base of the broken test plugins: the correct mirroring driver of mirror_driver.py, named by each plugin."""
+from mirror_driver import MirrorDriver as Base
+from mirror_driver import MirrorSub as Sub
 
-
-class Sub(mn.MMUNotifier):
-    def __init__(self):
-        super().__init__()
-        self.lock = sync.SpinLock("rb.lock")
-        self.translations = {}
-        self.active = 0
-
-
-class Base(mn.Driver):
-    version = "0.1"
-    capabilities = frozenset({exerciser.DEVICE_TRANSLATIONS})
-
-    @mn.hookimpl
-    def alloc_notifier(self, mm):
-        return Sub()
-
-    @mn.hookimpl
-    def free_notifier(self, subscription):
-        subscription.translations.clear()
-
-    @mn.hookimpl
-    def invalidate_range_start(self, subscription, range):
-        with subscription.lock:
-            subscription.active += 1
-            first, last = range.start >> range.mm.page_shift, range.end >> range.mm.page_shift
-            for vpn in [v for v in subscription.translations if first <= v < last]:
-                del subscription.translations[vpn]
-        return 0
-
-    @mn.hookimpl
-    def invalidate_range_end(self, subscription, range):
-        with subscription.lock:
-            subscription.active -= 1
-
-    @mn.hookimpl
-    def release(self, subscription, mm):
-        with subscription.lock:
-            subscription.translations.clear()
-
-    @mn.hookimpl
-    def exerciser(self, kernel):
-        return Ex(self, kernel)
-
-
-class Ex:
-    def __init__(self, driver, kernel):
-        self.plugin = driver
-        self.driver = driver.name
-        self.capabilities = type(driver).capabilities
-        self.kernel = kernel
-        self.subs = {}
-
-    def attach(self, mm):
-        sub = mn.get(self.plugin, mm)
-        self.subs[mm.id] = sub
-        return exerciser.Handle(mm, sub)
-
-    def map_range(self, handle, start, end):
-        handle.ranges.append((start, end))
-
-    def access(self, handle, address, write=False):
-        mm, sub = handle.mm, handle.subscription
-        if not mm.mmget_not_zero():
-            return None
-        try:
-            mm.mmap_lock.down_read()
-            try:
-                pfn = mm.handle_mm_fault(address, write)
-                with sub.lock:
-                    if sub.active:
-                        return None
-                    sub.translations[address >> mm.page_shift] = pfn
-                    return pfn
-            finally:
-                mm.mmap_lock.up_read()
-        finally:
-            mm.mmput()
-
-    def translations(self, mm):
-        sub = self.subs.get(mm.id)
-        if sub is None or mn.kmem.is_freed(sub):
-            return {}
-        return dict(sub.translations)
-
-    def detach(self, handle):
-        mn.put(handle.subscription)
-
-    def unload(self):
-        mn.synchronize(self.kernel)
+__all__ = ["Base", "Sub"]
 '''
 
 #: each plugin's module body after ``from rb_base import Base`` (its class must be ``Driver``)
@@ -199,6 +116,7 @@ def install(directory: Path, names: tuple[str, ...] | list[str]) -> Path:
     """Write the plugins ``names`` (and ``rb_base``) into ``directory`` as importable distributions."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "rb_base.py").write_text(BASE)
+    shutil.copy(MIRROR, directory / MIRROR.name)
     for name in names:
         body = "import mmu_notifier as mn\nfrom rb_base import Base, Sub\n" + textwrap.dedent(PLUGINS[name])
         (directory / f"{name}.py").write_text(body)

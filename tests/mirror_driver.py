@@ -1,5 +1,8 @@
 """A minimal, correct mirroring driver with an exerciser, for the core's own workload tests.
 
+It is also the base of the deliberately broken plugins of ``broken_plugins.py``,
+which copies this file next to them (so keep it importable on its own).
+
 Its device keeps a translation table per mm; an invalidation drops the range
 and holds new translations back until its end, as a real secondary MMU must.
 """
@@ -56,11 +59,12 @@ class MirrorDriver(mn.Driver):
 
 
 class MirrorExerciser:
-    driver = "mirror"
-    capabilities = MirrorDriver.capabilities
+    """Drives a :class:`MirrorDriver`, or a subclass under its own name (the broken test plugins derive one)."""
 
     def __init__(self, driver: MirrorDriver, kernel: mn.Kernel) -> None:
         self.plugin = driver
+        self.driver = driver.name
+        self.capabilities = type(driver).capabilities
         self.kernel = kernel
         self.subs: dict[int, MirrorSub] = {}
 

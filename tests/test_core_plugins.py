@@ -253,3 +253,26 @@ def test_an_environment_variable_is_text_for_a_text_field_and_json_for_others() 
     }
     built = config.validate("x", Model, config.read_environ(environ)["x"])
     assert (built.scheme, built.label, built.chiplets, built.ratios) == ("5.3", "12", 4, (0.5, 2.0))
+
+
+def test_kernel_version_reads_a_number_as_text_and_maps_deprecated_names(tmp_path) -> None:
+    """config.kernel_version: a TOML ``scheme = 5.13`` is "5.13", "legacy" is "5.3"; anything else is the field's
+    to judge, with the allowed versions in the error."""
+    from typing import Annotated, Literal
+
+    from mmu_notifier.errors import ConfigError
+
+    class Model(config.DriverConfig):
+        scheme: Annotated[Literal["5.3", "5.4", "5.13"], config.kernel_version({"legacy": "5.3"})] = "5.4"
+
+    path = tmp_path / "c.toml"
+    path.write_text("[drivers.x]\nscheme = 5.13\n")
+    assert config.validate("x", Model, config.read_toml(path)["x"]).scheme == "5.13"
+    assert config.validate("x", Model, {"scheme": "legacy"}).scheme == "5.3"
+    assert config.validate("x", Model, config.read_environ({"MMU_NOTIFIER_X__SCHEME": "5.4"})["x"]).scheme == "5.4"
+    assert Model().scheme == "5.4"
+    with pytest.raises(ConfigError) as error:
+        config.validate("x", Model, {"scheme": "getput"})  # not an alias of this model
+    assert "scheme" in str(error.value) and "'getput'" in str(error.value) and "5.13" in str(error.value)
+    with pytest.raises(ConfigError):
+        config.validate("x", Model, {"scheme": 6})

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from mmu_notifier.errors import ConfigError
 
@@ -33,6 +33,38 @@ class DriverConfig(BaseModel):
     """Base of every driver's configuration: unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def kernel_version(aliases: Mapping[str, str] | None = None) -> BeforeValidator:
+    """A pydantic "before" validator for a field that names a kernel version as text (``"5.4"``).
+
+    A driver modelling several kernels picks one with a text field such as
+    ``scheme``. Two inputs need help before pydantic checks the value against
+    the field's ``Literal``: a TOML ``scheme = 5.4`` (and a JSON value) arrives
+    as the number 5.4, which is read back as the text ``"5.4"``; and the names
+    earlier releases of a plugin used (``"legacy"``, ``"getput"``) are mapped,
+    through ``aliases``, to the version each meant, so old configs keep
+    working. Anything else is passed on unchanged for the field to judge (an
+    unknown version is the field's error, naming the allowed values)::
+
+        from typing import Annotated, Literal
+        from mmu_notifier.config import DriverConfig, kernel_version
+
+        class MyConfig(DriverConfig):
+            scheme: Annotated[Literal["5.3", "5.4"], kernel_version({"legacy": "5.3"})] = "5.4"
+
+    A number keeps the text Python gives it, so write versions whose float
+    reads back the same (``5.13`` does; a ``5.10`` in TOML would read as
+    ``"5.1"`` and must be quoted).
+    """
+    table = dict(aliases or {})
+
+    def text(value: object) -> object:
+        if isinstance(value, float):
+            return str(value)
+        return table.get(value, value) if isinstance(value, str) else value
+
+    return BeforeValidator(text)
 
 
 #: the largest input file the model reads (a workload or a ``--config`` file), in bytes

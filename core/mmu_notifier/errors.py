@@ -75,6 +75,27 @@ class InvalidArgumentError(KernelError):
     errno = _errno.EINVAL
 
 
+class PermissionDeniedError(KernelError):
+    """EPERM: the operation is not allowed on that memory (``hmm_range_fault`` asked to write where the VMA
+    is read-only; a userptr that is not the caller's private anonymous memory)."""
+
+    errno = _errno.EPERM
+
+
+class AccessDeniedError(KernelError):
+    """EACCES: the caller lacks a right the request needs (a writable userptr without the flags that make
+    writing safe)."""
+
+    errno = _errno.EACCES
+
+
+class NoSuchProcessError(KernelError):
+    """ESRCH: no process is behind the mm any more, or the driver has none for it (a submission on behalf of
+    an exited process; ``alloc_notifier`` finding no per-process state)."""
+
+    errno = _errno.ESRCH
+
+
 class ModelBug(Exception):
     """A rule of the kernel was broken: what the kernel reports with WARN/BUG."""
 

@@ -5,13 +5,10 @@ their own entry-point names, as the kit's acceptance tests do, and the built-in
 workload runs over each alone in a fresh interpreter. Coherence is checked at
 every quiescent point of each mm during the run, so a driver that keeps a
 stale translation, or records a mapping without checking its sequence count,
-fails although every translation is gone by the end; each violation is filed
-under the driver and a next step is printed.
-
-Not yet caught by ``run``: ``gntdev-skip-end`` (its end never lowers the
-in-flight count, so device accesses are refused for ever; the kit sees it
-as an access refused after every invalidation ended, which the main job does
-not judge yet).
+fails although every translation is gone by the end; a driver whose end
+never undoes its start (its device accesses are refused for ever) fails
+because accesses are refused at quiescent points, where every invalidation
+had ended. Each violation is filed under the driver and a next step is printed.
 """
 
 from __future__ import annotations
@@ -32,6 +29,7 @@ EXAMPLE_SRC = HERE.parents[1] / "examples" / "gntdev" / "src"
 
 BROKEN = {
     "gntdev-free-twice": ("FreeTwice", "use-after-free"),
+    "gntdev-skip-end": ("SkipEnd", "although every invalidation of it had ended"),
     "gntdev-sleeps": ("SleepsInNonblock", "SleepInAtomicError"),
     "gntdev-stale": ("KeepsStale", "[coherence]"),
     "gntdev-no-retry": ("NoRetry", "[coherence]"),
@@ -73,3 +71,10 @@ def test_run_fails_each_broken_copy_and_files_it_under_the_driver(site: Path, dr
 def test_stale_translations_are_caught_while_the_run_goes_on(site: Path) -> None:
     done = run(site, "gntdev-stale")
     assert "(seen at quiescent point" in done.stdout  # not only after unload, when nothing is translated
+
+
+def test_a_stuck_device_is_judged_at_quiescent_points_and_filed_as_pairing(site: Path) -> None:
+    done = run(site, "gntdev-skip-end")
+    lines = [line for line in done.stdout.splitlines() if line.startswith("  - gntdev-skip-end: ")]
+    assert len(lines) == 1, done.stdout  # filed once, not once per refused access
+    assert "[start-end-pairing]" in lines[0] and "(seen at quiescent point" in lines[0]

@@ -14,7 +14,9 @@ scenarios here build kernels, mms and drivers, so they live apart from it:
 * the registry: :func:`scenarios` and :func:`get` by name, with the installed
   plugins' scenarios (the ``explore_scenarios`` hook) when asked;
   :func:`register` for scenarios defined in code;
-* :func:`explore` and :func:`replay`: the engine's, taking a name as well.
+* :func:`explore` and :func:`replay`: the engine's, taking a name as well;
+* :func:`kernel_clean`: the end-of-run check every scenario ends with (no WARN, no
+  deferred callback raised), for the built-ins, the plugins and anyone's scenarios.
 
 Typical use::
 
@@ -26,6 +28,7 @@ Typical use::
 """
 
 from mmu_notifier.scenarios._by_name import explore, replay
+from mmu_notifier.scenarios._checks import kernel_clean
 from mmu_notifier.scenarios._registry import (
     BUILTIN,
     UnknownScenarioError,
@@ -46,6 +49,7 @@ __all__ = [
     "conformance_scenario",
     "explore",
     "get",
+    "kernel_clean",
     "load_file",
     "plugin_scenarios",
     "plugin_scenarios_report",

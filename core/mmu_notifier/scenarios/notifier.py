@@ -25,14 +25,15 @@ from __future__ import annotations
 
 import functools
 
-from mmu_notifier import invariants, kmem, legacy, notifier, sync
-from mmu_notifier.explore import LeakTracker, Scenario, ScenarioInstance, Violation
+from mmu_notifier import kmem, legacy, notifier, sync
+from mmu_notifier.explore import LeakTracker, Scenario, ScenarioInstance
 from mmu_notifier.hookspecs import hookimpl
 from mmu_notifier.kernel import Kernel
 from mmu_notifier.mm import MM
 from mmu_notifier.notifier import MMUNotifier
 from mmu_notifier.plugins import Driver, MMUNotifierOps
 from mmu_notifier.range import Event, Range
+from mmu_notifier.scenarios._checks import kernel_clean
 
 #: pages of the invalidated range (any range: the walk visits every subscription)
 _PAGES = 16
@@ -95,15 +96,6 @@ def loaded(driver_class: type[Driver]) -> tuple[Driver, MMUNotifierOps]:
     """
     driver = driver_class()
     return driver, Kernel(frames=1).drivers.add(driver)
-
-
-def kernel_clean(kernel: Kernel) -> None:
-    """End-of-run check :func:`mmu_notifier.invariants.check_kernel`; a deferred callback's error keeps its kind."""
-    if kernel.bugs:
-        raise kernel.bugs[0]
-    found = invariants.check_kernel(kernel)
-    if found:
-        raise Violation(found[0].message)
 
 
 def _invalidate(mm: MM, visible: sync.Completion) -> None:

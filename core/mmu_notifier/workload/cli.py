@@ -12,13 +12,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from mmu_notifier import log, plugins
-from mmu_notifier.cli_common import add_driver_selection, check_timeline_option, driver_settings, select_drivers
+from mmu_notifier.cli_common import (
+    add_driver_selection,
+    check_timeline_option,
+    driver_settings,
+    select_drivers,
+    styled,
+)
 from mmu_notifier.errors import UsageError
 from mmu_notifier.workload import model, runner, summary
 from mmu_notifier.workload.default import DEFAULT
@@ -28,30 +36,79 @@ MAX_THREADS = 256
 
 
 class Progress:
-    """A one-line progress bar on stderr, shown only once a run has taken over a second."""
+    """A one-line progress bar with an ETA on a terminal's stderr, shown only once a run has taken over a second.
 
-    def __init__(self, total: int, enabled: bool) -> None:
+    It shows the steps done of the workload's total and the time left at the rate so far; a run that goes
+    past its estimated total (background operations are counted as they happen) raises the total, so the
+    bar never overflows. :meth:`close` leaves the last state on screen with the time the run took. Off
+    (``enabled=False``) it writes nothing: the CLI turns it off when stderr is not a terminal or with
+    ``--json``, so a pipe or a log never holds carriage returns.
+    """
+
+    def __init__(self, total: int, enabled: bool, stream: TextIO | None = None,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         self.total = max(1, total)
         self.enabled = enabled
-        self.started = time.perf_counter()
+        self.stream = stream if stream is not None else sys.stderr
+        self.clock = clock
+        self.started = clock()
         self.last = 0.0
+        self.done = 0
         self.shown = False
 
     def __call__(self, done: int) -> None:
         if not self.enabled:
             return
-        now = time.perf_counter()
+        self.done = done
+        now = self.clock()
         if now - self.started < 1.0 or now - self.last < 0.2:
             return
         self.last = now
+        self._draw(now, final=False)
+
+    def line(self, now: float, final: bool = False) -> str:
+        """The bar as it reads at ``now``: ``[####....] 120/400 steps  ETA 7s`` (at the end: ``in 9s``)."""
+        done = self.done
+        self.total = max(self.total, done)
+        elapsed = now - self.started
+        if final:
+            when = f"in {_duration(elapsed)}"
+        elif done:
+            when = f"ETA {_duration(elapsed / done * (self.total - done))}"
+        else:
+            when = "ETA ?"
+        count = f"{done}/{self.total} steps"
+        room = shutil.get_terminal_size().columns - len(count) - len(when) - 6
+        bar = max(10, min(30, room))
+        filled = bar * done // self.total
+        return f"[{'#' * filled}{'.' * (bar - filled)}] {count}  {when}"
+
+    def _draw(self, now: float, final: bool) -> None:
         self.shown = True
-        filled = min(30, 30 * done // self.total)
-        sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {done}/{self.total} steps")
-        sys.stderr.flush()
+        self.stream.write(f"\r{self.line(now, final)}\x1b[K")
+        self.stream.flush()
 
     def close(self) -> None:
+        """End the bar's line (its last state stays on screen, with how long the run took)."""
         if self.shown:
-            sys.stderr.write("\n")
+            self._draw(self.clock(), final=True)
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _duration(seconds: float) -> str:
+    """``7s``, ``2m05s`` or ``1h02m``."""
+    whole = max(0, round(seconds))
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+
+
+def progress_enabled(stream: TextIO, as_json: bool) -> bool:
+    """Progress is drawn only for a person: ``stream`` is a terminal and the output is not ``--json``."""
+    return stream.isatty() and not as_json
 
 
 def _workload(args: argparse.Namespace) -> model.Workload:
@@ -92,7 +149,11 @@ def _check_flags(args: argparse.Namespace) -> None:
 
 
 def _print(doc: dict[str, Any], as_json: bool) -> None:
-    print(json.dumps(doc, indent=2) if as_json else summary.render(doc))
+    if as_json:
+        print(json.dumps(doc, indent=2))
+    else:  # fitted to the terminal (COLUMNS, else 80 when piped); colour and folded lines only for a person
+        width = shutil.get_terminal_size().columns
+        print(summary.render(doc, width, colour=styled(sys.stdout), wrap=sys.stdout.isatty()))
     sys.stdout.flush()
 
 
@@ -106,7 +167,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.log_format:
         log.configure(args.log_format)
     seed = workload.seed if args.seed is None else args.seed
-    progress = Progress(workload.total_steps(), enabled=sys.stderr.isatty() and not args.json)
+    progress = Progress(workload.total_steps(), enabled=progress_enabled(sys.stderr, args.json))
     try:
         result = runner.run(
             workload, seed, args.threads, on_step=progress, watchdog=args.watchdog, record=args.timeline is not None

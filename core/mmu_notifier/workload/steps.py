@@ -29,6 +29,7 @@ from mmu_notifier import sync
 from mmu_notifier.errors import KernelError
 from mmu_notifier.exerciser import Handle
 from mmu_notifier.mm import MM, RW, Prot
+from mmu_notifier.workload import refusals
 from mmu_notifier.workload.model import Process, ProcessStep
 from mmu_notifier.workload.world import JobWorld, Region, check_quiescent, exit_coherence
 
@@ -230,18 +231,25 @@ class ProcessRunner:
                 continue
             handle = self.handles[name][0]
             stats = self.world.stats[name]
+            before = refusals.quiet(self.world, name, self.mm)
+            served = refused = 0
             for page in range(region.pages):
                 try:
                     pfn = self._device(name, "access", self.world.exercisers[name].access, handle,
                                        region.start + page * page_size, step.write)
                 except KernelError:
-                    pfn = None
+                    stats.retries += 1  # no translation; an error, not a "retry", so not judged as a refusal
+                    continue
                 except _DeviceFault:
                     break  # recorded; the other drivers still access
                 if pfn is None:
                     stats.retries += 1
+                    refused += 1
                 else:
                     stats.device_faults += 1
+                    served += 1
+            else:
+                refusals.judge_access(self.world, name, self.mm, before, served, refused)
         return True
 
     def _op_detach(self, step: ProcessStep) -> bool:

@@ -73,6 +73,10 @@ class JobWorld:
     left_out: dict[str, str] = field(default_factory=dict)
     #: the top-level module package of each driver (to attribute an exception to the driver whose code raised)
     packages: dict[str, str] = field(default_factory=dict)
+    #: access steps refused at every page while the mm stayed quiet, in a row, per (driver, id(mm)); and the
+    #: drivers already filed as stuck (see :mod:`mmu_notifier.workload.refusals`)
+    refused_streaks: dict[tuple[str, int], int] = field(default_factory=dict)
+    stuck: set[str] = field(default_factory=set)
 
     def count_step(self) -> None:
         """One process step or background operation done."""

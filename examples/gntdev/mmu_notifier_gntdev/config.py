@@ -10,17 +10,18 @@ list notifier per mm) or ``"5.5"`` (one interval notifier per grant map, as
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from mmu_notifier.config import DriverConfig
+from mmu_notifier.config import DriverConfig, kernel_version
 
 
 class GntdevConfig(DriverConfig):
     """Module parameters of gntdev."""
 
-    scheme: Literal["5.4", "5.5"] = Field(
+    #: ``scheme = 5.5`` (TOML) arrives as a number: read as text
+    scheme: Annotated[Literal["5.4", "5.5"], kernel_version()] = Field(
         default="5.4", description='"5.4" (get/put: one list notifier per mm) or "5.5" (an interval notifier per '
                                    'grant map)')
 
@@ -29,9 +30,3 @@ class GntdevConfig(DriverConfig):
         gt=0,
         description="most grant pages one IOCTL_GNTDEV_MAP_GRANT_REF may map (the module parameter 'limit')",
     )
-
-    @field_validator("scheme", mode="before")
-    @classmethod
-    def _scheme_number_as_text(cls, value: object) -> object:
-        """``scheme = 5.5`` (TOML) and ``MMU_NOTIFIER_GNTDEV__SCHEME=5.5`` (JSON) arrive as a number."""
-        return str(value) if isinstance(value, float) else value

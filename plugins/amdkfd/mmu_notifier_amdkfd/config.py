@@ -29,11 +29,11 @@ conversion to ``mmu_notifier_get``). The names of earlier releases,
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from mmu_notifier import DriverConfig
+from mmu_notifier.config import DriverConfig, kernel_version
 
 #: The kernels the model can be: 5.4 (patches 09+10), 5.3 (before them), and 5.13 (the 2021 ``get`` conversion).
 Scheme = Literal["5.3", "5.4", "5.13"]
@@ -64,7 +64,9 @@ class KfdFaults(BaseModel):
 class KfdConfig(DriverConfig):
     """Configuration of the amdkfd driver model."""
 
-    scheme: Scheme = Field(default="5.4", description='"5.4" (default), "5.3" or "5.13" (the 2021 get conversion)')
+    #: a TOML ``scheme = 5.4`` is read as text; a deprecated name (``"legacy"``, ``"get"``) as its version
+    scheme: Annotated[Scheme, kernel_version(SCHEME_ALIASES)] = Field(
+        default="5.4", description='"5.4" (default), "5.3" or "5.13" (the 2021 get conversion)')
     gpus: int = Field(default=1, ge=1, le=16, description="KFD devices (GPUs) in the topology")
     pasid_min: int = Field(default=1, ge=1, description="first PASID handed out (0 is never valid)")
     pasid_max: int = Field(default=0xFFFF, ge=1, le=0xFFFFF, description="last PASID handed out (20 bits at most)")
@@ -73,17 +75,6 @@ class KfdConfig(DriverConfig):
     queues_per_process: int = Field(default=1024, ge=1, description="queue ids of a process queue manager")
     cwsr: bool = Field(default=True, description="APU CWSR trap handler: a vm_mmap into the process at creation")
     faults: KfdFaults = Field(default_factory=KfdFaults, description="injected failures of process creation")
-
-    @field_validator("scheme", mode="before")
-    @classmethod
-    def _scheme_number_as_text(cls, value: object) -> object:
-        """``MMU_NOTIFIER_AMDKFD__SCHEME=5.4`` (JSON) and ``scheme = 5.4`` (TOML) arrive as the number 5.4.
-
-        A deprecated name (``"legacy"``, ``"get"``) is mapped to its version.
-        """
-        if isinstance(value, float):
-            return str(value)
-        return SCHEME_ALIASES.get(value, value) if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _pasid_range_not_empty(self) -> KfdConfig:

@@ -17,12 +17,11 @@ lead-thread reference, then the process itself.
 
 from __future__ import annotations
 
-import errno
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mmu_notifier import MM, MMUNotifier, get, kmem, put, register, sync, synchronize
-from mmu_notifier.errors import InvalidArgumentError, KernelError, MisuseError, NoMemoryError
+from mmu_notifier.errors import InvalidArgumentError, KernelError, MisuseError, NoMemoryError, NoSuchProcessError
 from mmu_notifier.log import LOG
 from mmu_notifier.srcu import Srcu
 from mmu_notifier_amdkfd.config import KfdConfig
@@ -285,12 +284,6 @@ class Unwind:
         if isinstance(error, KernelError):
             for undo in reversed(self._undo):
                 undo()
-
-
-class NoSuchProcessError(KernelError):
-    """ESRCH: ``alloc_notifier`` found no kfd_process for the mm."""
-
-    errno = errno.ESRCH
 
 
 class Scheme54:

@@ -36,9 +36,10 @@ from __future__ import annotations
 import contextlib
 import functools
 
-from mmu_notifier import MM, Kernel, NoMemoryError, invariants
-from mmu_notifier.explore import Leak, Scenario, ScenarioInstance, Violation
+from mmu_notifier import MM, Kernel, NoMemoryError
+from mmu_notifier.explore import Leak, Scenario, ScenarioInstance
 from mmu_notifier.plugins import MMUNotifierOps
+from mmu_notifier.scenarios import kernel_clean
 from mmu_notifier_amdkfd import KfdDriver
 from mmu_notifier_amdkfd.config import FaultPoint, KfdConfig, KfdFaults, Scheme
 from mmu_notifier_amdkfd.faults import Step
@@ -60,11 +61,7 @@ def loaded(scheme: Scheme, failing: Step | None = None) -> tuple[KfdDriver, MMUN
 
 def check_clean(kernel: Kernel, kfd: Kfd, *, lead_thread_leak_ok: bool = False) -> None:
     """End-of-run check: no deferred-callback bug, no WARN, nothing kfd allocated is left."""
-    if kernel.bugs:
-        raise kernel.bugs[0]
-    found = invariants.check_kernel(kernel)
-    if found:
-        raise Violation(found[0].message)
+    kernel_clean(kernel)
     leaks = kfd.leaks()
     if lead_thread_leak_ok:
         leaks.pop("lead_threads", None)

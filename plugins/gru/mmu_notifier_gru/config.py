@@ -13,11 +13,11 @@ aliases.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import field_validator, model_validator
 
-from mmu_notifier import DriverConfig
+from mmu_notifier.config import DriverConfig, kernel_version
 
 #: ``GRU_NUM_CCH``: contexts per chiplet; the per-mm context bitmap (``mt_ctxbitmap``) has 16 bits.
 MAX_CONTEXTS = 16
@@ -38,7 +38,7 @@ class GruConfig(DriverConfig):
     """``[drivers.gru]``: the machine's GRU chiplets and the driver build."""
 
     #: ``"5.4"`` (mmu_notifier_get_locked/put) or ``"5.3"`` (own lookup and refcount)
-    scheme: Literal["5.3", "5.4"] = "5.4"
+    scheme: Annotated[Literal["5.3", "5.4"], kernel_version(SCHEME_ALIASES)] = "5.4"
     #: GRU chiplets in the machine
     chiplets: int = 2
     #: hardware contexts (CCHs) per chiplet
@@ -51,14 +51,6 @@ class GruConfig(DriverConfig):
     asid_max: int = MAX_ASID
     #: how a device TLB miss reaches the driver: ``"interrupt"`` (gru_intr) or ``"call_os"`` (user call-OS ioctl)
     dropin_mode: Literal["interrupt", "call_os"] = "call_os"
-
-    @field_validator("scheme", mode="before")
-    @classmethod
-    def _scheme_alias(cls, value: object) -> object:
-        """Map a deprecated name to its version; a TOML/env ``5.4`` arrives as a number and is read as text."""
-        if isinstance(value, float):
-            return str(value)
-        return SCHEME_ALIASES.get(value, value) if isinstance(value, str) else value
 
     @field_validator("chiplets")
     @classmethod

@@ -55,12 +55,24 @@ class GruExerciser:
         return self.gru.device_translations(mm)
 
     def detach(self, handle: Handle) -> None:
-        """munmap the GSEG (if the mm still lives); its close drops the thread state and ``put``s the GMS."""
+        """munmap the GSEG (if the mm still lives); its close drops the thread state and ``put``s the GMS.
+
+        The munmap holds an ``mm_users`` reference (``mmget_not_zero``) for its
+        whole length, as a task unmapping its own mm does: after the process
+        exited, another holder's last ``mmput`` could otherwise run
+        ``exit_mmap`` between the munmap's start and end, unlinking every
+        subscription so that a driver keeping a lock from start to end (rdma_odp's
+        ``umem_rwsem``) never gets the end. A dying mm is left to ``exit_mmap``.
+        """
         gts: GruThreadState = handle.state
         vma = gts.ts_vma
         assert vma is not None
-        if handle.mm.alive:
-            handle.mm.munmap(vma.start, vma.end - vma.start)
+        mm = handle.mm
+        if mm.mmget_not_zero():
+            try:
+                mm.munmap(vma.start, vma.end - vma.start)
+            finally:
+                mm.mmput()
         self.gru.gru_vma_close(vma)
 
     def unload(self) -> None:

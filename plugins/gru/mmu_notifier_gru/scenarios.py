@@ -29,8 +29,9 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
-from mmu_notifier import MM, Event, Kernel, Range, invariants, notifier
+from mmu_notifier import MM, Event, Kernel, Range, notifier
 from mmu_notifier.explore import Leak, Scenario, ScenarioInstance, Violation
+from mmu_notifier.scenarios import kernel_clean
 from mmu_notifier_gru import GruConfig, GruDriver
 from mmu_notifier_gru.device import GruDriverBase
 
@@ -50,13 +51,7 @@ def _finish(run: ScenarioInstance, kernel: Kernel, driver: GruDriverBase) -> Non
     """Module exit as the finale; then: kernel clean and every GMS freed."""
     run.finale = lambda: driver.gru_exit(kernel)
 
-    @run.check
-    def kernel_clean() -> None:
-        if kernel.bugs:
-            raise kernel.bugs[0]
-        found = invariants.check_kernel(kernel)
-        if found:
-            raise Violation(found[0].message)
+    run.check(lambda: kernel_clean(kernel))
 
     @run.check
     def every_gms_freed() -> None:

@@ -336,3 +336,32 @@ def test_concurrent_dropins_and_invalidations_on_real_threads_stay_coherent(make
     for vpn, pfn in driver.device_translations(mm).items():
         assert mm.page_table.entries[vpn].pfn == pfn
     assert gms_of(states[0]).ms_range_active.value == 0 and not kernel.warnings and not kernel.bugs
+
+
+def test_detach_after_exit_unmaps_under_its_own_mm_users_reference(make: Callable[..., Loaded]) -> None:
+    """The exerciser's detach munmaps the GSEG holding ``mm_users`` itself (``mmget_not_zero``), so another
+    holder's last ``mmput`` cannot run ``exit_mmap`` (and unlink every subscription) between the munmap's start
+    and end; a dying mm is left alone. Found by the default workload at seed 1: rdma_odp's read lock, taken at
+    the start, never saw its end."""
+    kernel, driver = make()
+    exerciser = driver.exerciser(kernel)
+    mm = mn.MM(kernel)
+    handle = exerciser.attach(mm)
+    mm.mmget()  # another holder (a kernel thread's mmget_not_zero) outlives the process
+    mm.exit()
+    seen: list[int] = []
+    munmap = mm.munmap
+    mm.munmap = lambda start, length: (seen.append(mm.mm_users.value), munmap(start, length))  # type: ignore[method-assign]
+    exerciser.detach(handle)
+    assert seen == [2]  # the other holder's reference and the munmap's own
+    assert mm.mm_users.value == 1 and mm.alive
+    mm.mmput()
+    assert not mm.alive
+
+    dying = mn.MM(kernel)
+    other = exerciser.attach(dying)
+    dying.exit()
+    calls: list[int] = []
+    dying.munmap = lambda start, length: calls.append(start)  # type: ignore[method-assign]
+    exerciser.detach(other)  # the GSEG's close still runs
+    assert calls == [] and dying.mm_users.value == 0

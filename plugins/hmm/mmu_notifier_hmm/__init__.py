@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 from mmu_notifier import MM, Driver, Kernel, MMUIntervalNotifier, Range, hookimpl
+from mmu_notifier.errors import PermissionDeniedError  # EPERM: the core's, re-exported for earlier imports
 from mmu_notifier.exerciser import DEVICE_TRANSLATIONS, INTERVAL, REFUSES_NONBLOCK, RELEASE
 from mmu_notifier_hmm.config import HmmConfig
 from mmu_notifier_hmm.device import DeviceMirror
@@ -35,7 +36,6 @@ from mmu_notifier_hmm.range import (
     HmmPfn,
     HmmPfnFlag,
     HmmRange,
-    PermissionDeniedError,
     range_fault,
     range_register,
     range_unregister,

@@ -19,11 +19,11 @@ Two groups of settings:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from mmu_notifier import DriverConfig
+from mmu_notifier.config import DriverConfig, kernel_version
 
 #: The deprecated scheme names of earlier releases, and the kernel version each meant.
 SCHEME_ALIASES = {"legacy": "5.3", "getput": "5.4"}
@@ -51,7 +51,7 @@ class HmmConfig(DriverConfig):
     the fault path checks ``mmu_interval_read_retry`` instead.
     """
 
-    scheme: Literal["5.3", "5.4", "5.5"] = "5.4"
+    scheme: Annotated[Literal["5.3", "5.4", "5.5"], kernel_version(SCHEME_ALIASES)] = "5.4"
     legacy_srcu_fix: bool = True
     device_pages: int = Field(default=512, ge=1, description="entries of the device page table")
     fault_timeout_ms: int = Field(
@@ -59,11 +59,3 @@ class HmmConfig(DriverConfig):
     )
     refuse_nonblock: Literal["all", "overlapping"] = "all"
     collision_check: Literal["range_valid", "sequence"] = "sequence"
-
-    @field_validator("scheme", mode="before")
-    @classmethod
-    def _scheme_alias(cls, value: object) -> object:
-        """Map a deprecated name to its version; a TOML/env ``5.4`` arrives as a number and is read as text."""
-        if isinstance(value, float):
-            return str(value)
-        return SCHEME_ALIASES.get(value, value) if isinstance(value, str) else value

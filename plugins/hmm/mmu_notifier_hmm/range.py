@@ -20,7 +20,6 @@ to explore every order of the two.
 
 from __future__ import annotations
 
-import errno
 from dataclasses import dataclass, field
 from enum import IntFlag
 from typing import TYPE_CHECKING
@@ -30,21 +29,15 @@ from mmu_notifier import (
     BadAddressError,
     BusyError,
     InvalidArgumentError,
-    KernelError,
     MisuseError,
     MMUIntervalNotifier,
     interval_check_retry,
 )
+from mmu_notifier.errors import PermissionDeniedError
 
 if TYPE_CHECKING:
     from mmu_notifier_hmm.hmm import Hmm
     from mmu_notifier_hmm.mirror import HmmMirror
-
-
-class PermissionDeniedError(KernelError):
-    """EPERM: ``hmm_range_fault`` was asked to write (or read) where the VMA does not allow it."""
-
-    errno = errno.EPERM
 
 
 class HmmPfnFlag(IntFlag):

@@ -33,23 +33,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from mmu_notifier import MM, Kernel, invariants, sync, synchronize
+from mmu_notifier import MM, Kernel, sync, synchronize
 from mmu_notifier.explore import Scenario, ScenarioInstance, Violation
+from mmu_notifier.scenarios import kernel_clean
 from mmu_notifier_hmm import HmmDriver
 from mmu_notifier_hmm.config import HmmConfig
 from mmu_notifier_hmm.device import DeviceMirror
 
 #: Frames of a scenario's kernel: a handful, so freed frames are reused at once.
 FRAMES = 16
-
-
-def kernel_clean(kernel: Kernel) -> None:
-    """No exception in a deferred callback and no WARN."""
-    if kernel.bugs:
-        raise kernel.bugs[0]
-    found = invariants.check_kernel(kernel)
-    if found:
-        raise Violation(found[0].message)
 
 
 def world(config: HmmConfig, pages: int) -> tuple[Kernel, HmmDriver, MM, int]:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 import mmu_notifier as mn
 from mmu_notifier.explore import Scenario, ScenarioInstance, Violation
 from mmu_notifier.notifier import invalidate_range_end, invalidate_range_start
-from mmu_notifier.scenarios import explore
+from mmu_notifier.scenarios import explore, kernel_clean
 from mmu_notifier_hmm import DeviceMirror, HmmConfig, HmmDriver, PermissionDeniedError
 
 
@@ -205,12 +205,8 @@ def _coherence_world(
             _cpu_op(mm, op, base + page * mm.page_size)
             coherent(f"after {op} of page {page}")
 
-    def kernel_clean() -> None:
-        if kernel.warnings or kernel.bugs:
-            raise Violation(f"kernel: {kernel.warnings or kernel.bugs}")
-
     run.check(lambda: coherent("at the end"))
-    run.check(kernel_clean)
+    run.check(lambda: kernel_clean(kernel))
     return run
 
 

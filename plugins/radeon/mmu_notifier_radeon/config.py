@@ -32,11 +32,11 @@ table::
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from mmu_notifier import DriverConfig
+from mmu_notifier.config import DriverConfig, kernel_version
 
 #: The kernels the model can be: 5.4 (patch 08 + the guard), 5.3 (the per-device hash), 5.5 (interval notifiers).
 Scheme = Literal["5.4", "5.3", "5.5"]
@@ -45,8 +45,10 @@ Scheme = Literal["5.4", "5.3", "5.5"]
 class RadeonConfig(DriverConfig):
     """Configuration of the radeon userptr driver model."""
 
-    scheme: Scheme = Field(default="5.4", description='"5.4" (default: patch 08 and the guard), "5.3" (per-device '
-                                                      'hash, before patch 08) or "5.5" (one interval notifier per BO)')
+    #: ``scheme = 5.4`` (TOML) and ``MMU_NOTIFIER_RADEON__SCHEME=5.4`` arrive as a number: read as text
+    scheme: Annotated[Scheme, kernel_version()] = Field(
+        default="5.4", description='"5.4" (default: patch 08 and the guard), "5.3" (per-device hash, before patch 08) '
+                                   'or "5.5" (one interval notifier per BO)')
     devices: int = Field(default=1, ge=1, le=8, description="radeon devices (GPUs) in the machine")
     gtt_pages: int = Field(default=4096, ge=1, description="pages of each device's GTT aperture")
     fence_latency: int = Field(default=1, ge=0, le=64,
@@ -63,9 +65,3 @@ class RadeonConfig(DriverConfig):
         default=False, description="put the user reference when the node allocation fails after the get (5.4 returns "
                                    "-ENOMEM without the put: a leak)")
     r600: bool = Field(default=True, description="the devices are R600 or newer (read-only userptrs allowed)")
-
-    @field_validator("scheme", mode="before")
-    @classmethod
-    def _scheme_number_as_text(cls, value: object) -> object:
-        """``MMU_NOTIFIER_RADEON__SCHEME=5.4`` (JSON) and ``scheme = 5.4`` (TOML) arrive as the number 5.4."""
-        return str(value) if isinstance(value, float) else value

@@ -35,7 +35,6 @@ only models how long the BO stays busy.
 
 from __future__ import annotations
 
-import errno
 import itertools
 from collections import Counter, deque
 from collections.abc import Iterable
@@ -43,11 +42,13 @@ from typing import TYPE_CHECKING, Any
 
 from mmu_notifier import MMUIntervalNotifier, sync
 from mmu_notifier.errors import (
+    AccessDeniedError,
     BadAddressError,
     InvalidArgumentError,
-    KernelError,
     ModelBug,
     NoMemoryError,
+    NoSuchProcessError,
+    PermissionDeniedError,
 )
 from mmu_notifier.log import LOG
 
@@ -95,22 +96,12 @@ DOMAIN_CPU = 0x1
 DOMAIN_GTT = 0x2
 
 
-class PermissionDeniedError(KernelError):
-    """EPERM: the userptr cannot be pinned (another process, or not private anonymous memory)."""
-
-    errno = errno.EPERM
-
-
-class AccessDeniedError(KernelError):
-    """EACCES: a writable userptr without the ANONONLY and REGISTER flags."""
-
-    errno = errno.EACCES
-
-
-class NoProcessError(KernelError):
-    """ESRCH: the process owning the mm exited, so nothing can submit on its behalf."""
-
-    errno = errno.ESRCH
+#: ESRCH: the process owning the mm exited, so nothing can submit on its behalf (the core's
+#: :class:`~mmu_notifier.errors.NoSuchProcessError`, under the name earlier releases exported).
+#: The core's EPERM (:class:`~mmu_notifier.errors.PermissionDeniedError`: the userptr cannot be pinned, another
+#: process or not private anonymous memory) and EACCES (:class:`~mmu_notifier.errors.AccessDeniedError`: a
+#: writable userptr without the ANONONLY and REGISTER flags) are re-exported here under their own names.
+NoProcessError = NoSuchProcessError
 
 
 class KernelOops(ModelBug):

@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 
 from mmu_notifier import MM, invariants
 from mmu_notifier import exerciser as contract
-from mmu_notifier.errors import BadAddressError
+from mmu_notifier.errors import BadAddressError, NoSuchProcessError
 from mmu_notifier.exerciser import Handle
-from mmu_notifier_radeon.device import ANONONLY, REGISTER, VALIDATE, NoProcessError, Radeon, RadeonFile
+from mmu_notifier_radeon.device import ANONONLY, REGISTER, VALIDATE, Radeon, RadeonFile
 
 CAPABILITIES = frozenset({
     contract.RELEASE,
@@ -137,7 +137,7 @@ class RadeonExerciser:
         if not covering:
             raise BadAddressError(f"radeon: no userptr BO of this file covers {address:#x}")
         if not mm.mmget_not_zero():
-            raise NoProcessError(f"radeon: mm {mm.id} exited; no thread of it can submit")
+            raise NoSuchProcessError(f"radeon: mm {mm.id} exited; no thread of it can submit")
         try:
             gem = covering[-1]
             state.file.rdev.cs(state.file, [(gem, write)])

@@ -62,6 +62,7 @@ from typing import Any
 from mmu_notifier import MM, Kernel, synchronize
 from mmu_notifier.errors import KernelError
 from mmu_notifier.explore import Leak, Scenario, ScenarioInstance, Violation
+from mmu_notifier.scenarios import kernel_clean
 from mmu_notifier_radeon.config import RadeonConfig
 from mmu_notifier_radeon.device import ANONONLY, REGISTER, VALIDATE, Radeon, RadeonDevice, RadeonFile
 
@@ -105,12 +106,7 @@ def _checks(run: ScenarioInstance, module: Radeon) -> None:
     """Kernel clean and every ``radeon_mn`` freed, after the module exit."""
     kernel = module.kernel
 
-    @run.check
-    def kernel_clean() -> None:
-        if kernel.bugs:
-            raise kernel.bugs[0]
-        if kernel.warnings:
-            raise Violation(f"kernel WARN: {kernel.warnings[0]}")
+    run.check(lambda: kernel_clean(kernel))
 
     @run.check
     def every_radeon_mn_freed() -> None:

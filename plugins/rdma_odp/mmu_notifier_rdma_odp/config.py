@@ -14,11 +14,11 @@ fixed (each named in its description); all default to the fixed code.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
-from mmu_notifier import DriverConfig
+from mmu_notifier.config import DriverConfig, kernel_version
 
 #: ``MMU_NOTIFIER_TIMEOUT`` of drivers/infiniband/hw/mlx5/odp.c, in milliseconds.
 MMU_NOTIFIER_TIMEOUT_MS = 1000
@@ -29,7 +29,7 @@ MLX5_IMR_MTT_SIZE = 1 << 30
 class RdmaOdpConfig(DriverConfig):
     """``[drivers.rdma_odp]``: the ODP core, the mlx5-like device and the bug switches."""
 
-    scheme: Literal["5.3", "5.4", "5.5"] = Field(
+    scheme: Annotated[Literal["5.3", "5.4", "5.5"], kernel_version()] = Field(
         default="5.4",
         description='"5.4": one ib_ucontext_per_mm per mm via mmu_notifier_get/put; '
         '"5.3": one per (ucontext, mm) on the ucontext\'s per_mm_list, registered while holding its lock; '

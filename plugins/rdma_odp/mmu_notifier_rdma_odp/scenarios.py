@@ -42,8 +42,9 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from mmu_notifier import MM, Kernel, KernelError, invariants, synchronize
+from mmu_notifier import MM, Kernel, KernelError, synchronize
 from mmu_notifier.explore import Leak, Scenario, ScenarioInstance, Violation
+from mmu_notifier.scenarios import kernel_clean
 from mmu_notifier_rdma_odp import RdmaOdpConfig, RdmaOdpDriver
 from mmu_notifier_rdma_odp.device import IbUcontext, Mlx5Device
 
@@ -74,13 +75,7 @@ def _finish(run: ScenarioInstance, kernel: Kernel, driver: RdmaOdpDriver, contex
 
     run.finale = finale
 
-    @run.check
-    def kernel_clean() -> None:
-        if kernel.bugs:
-            raise kernel.bugs[0]
-        found = invariants.check_kernel(kernel)
-        if found:
-            raise Violation(found[0].message)
+    run.check(lambda: kernel_clean(kernel))
 
     @run.check
     def everything_freed() -> None:
