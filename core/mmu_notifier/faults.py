@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from mmu_notifier import sync
 from mmu_notifier.errors import InvalidArgumentError
@@ -54,11 +54,15 @@ class FaultRule:
     failed: int = 0
 
 
-@dataclass
 class _Counts:
-    calls: int = 0
-    failed: int = 0
-    history: list[int] = field(default_factory=list)  # call numbers that failed
+    """Calls and failures of one site (a plain class: every kernel makes one per site it asks)."""
+
+    __slots__ = ("calls", "failed", "history")
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.failed = 0
+        self.history: list[int] = []  # call numbers that failed
 
 
 class FaultInjector:

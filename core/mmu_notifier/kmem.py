@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 
 from mmu_notifier import sync
 from mmu_notifier.errors import DoubleFreeError, Site, UseAfterFreeError
-from mmu_notifier.workqueue import check_work_free
+from mmu_notifier.workqueue import Work, check_work_free
 
 __all__ = [
     "POISON_FRAMES",
@@ -101,24 +101,60 @@ def _is_skipped(filename: str) -> bool:
     return any(d in filename for d in _SKIP_DIRS)
 
 
-def _record(skip_core: bool = True) -> Site:
-    """The :class:`Site` of the caller: first frame outside the allocator, the task, the step and the stack.
+class _Recorded:
+    """A site as recorded: the frames raw (code and instruction offset), formatted into a :class:`Site` when read.
+
+    Every allocation and free records one, and nearly none is ever read (only a
+    report reads them), so recording keeps what the frames are executing and
+    leaves decoding line numbers and building strings to :func:`_site`.
+    """
+
+    __slots__ = ("where", "thread", "step", "frames")
+
+    def __init__(self, where: str | None, thread: str, step: int | None, frames: tuple[tuple[Any, int], ...]) -> None:
+        self.where = where
+        self.thread = thread
+        self.step = step
+        self.frames = frames
+
+
+def _line(code: Any, offset: int) -> int:
+    """The line of the instruction at ``offset`` in ``code``: what the frame's ``f_lineno`` read when recorded."""
+    for start, end, line in code.co_lines():
+        if start <= offset < end:
+            return int(line) if line is not None else int(code.co_firstlineno)
+    return int(code.co_firstlineno)
+
+
+def _site(state: dict[str, Any], key: str) -> Site | None:
+    """The :class:`Site` kept under ``key`` in an object's ``__dict__``, formatted (once) if still raw."""
+    record = state.get(key)
+    if type(record) is _Recorded:
+        stack = tuple(f"{code.co_filename}:{_line(code, offset)} in {code.co_name}" for code, offset in record.frames)
+        where = record.where if record.where is not None else (stack[0] if stack else "?")
+        record = state[key] = Site(where, record.thread, record.step, stack)
+    return record
+
+
+def _record(where: str | None = None) -> _Recorded:
+    """The caller's site, raw: first frame outside the allocator, the task, the step and the stack.
 
     Frames of the allocator, notifier and legacy modules are skipped (as
     :func:`call_site`), and so are the explorer's scheduler frames below the
-    model thread's function.
+    model thread's function. ``where`` (a free's site, named by its caller)
+    replaces the innermost frame as the site's ``where``.
     """
     frame = sys._getframe(2)
-    while frame is not None and skip_core and _is_core(frame.f_code.co_filename):
+    while frame is not None and _is_core(frame.f_code.co_filename):
         frame = frame.f_back  # type: ignore[assignment]
-    stack: list[str] = []
-    while frame is not None and len(stack) < STACK_DEPTH:
-        name = frame.f_code.co_filename
-        if not _is_skipped(name):
-            stack.append(f"{name}:{frame.f_lineno} in {frame.f_code.co_name}")
+    frames: list[tuple[Any, int]] = []
+    while frame is not None and len(frames) < STACK_DEPTH:
+        code = frame.f_code
+        if not _is_skipped(code.co_filename):
+            frames.append((code, frame.f_lasti))
         frame = frame.f_back  # type: ignore[assignment]
     backend = sync.backend()
-    return Site(stack[0] if stack else "?", sync.current().name, backend.step(), tuple(stack))
+    return _Recorded(where, backend.current().name, backend.step(), tuple(frames))
 
 
 def note_alloc(obj: object) -> None:
@@ -149,18 +185,17 @@ def kmalloc(obj: _T) -> _T:
 def alloc_record(obj: object) -> Site | None:
     """Where ``obj`` was allocated, if it was recorded (:func:`kmalloc`, or a subscription)."""
     try:
-        site: Site | None = object.__getattribute__(obj, "__dict__").get("_alloc")
+        state = object.__getattribute__(obj, "__dict__")
     except AttributeError:
         return None
-    return site
+    return _site(state, "_alloc")
 
 
 def free_record(obj: object) -> Site | None:
     """Where ``obj`` was freed (thread, step, stack), or ``None`` if it is live."""
     if not is_freed(obj):
         return None
-    site: Site | None = object.__getattribute__(obj, "__dict__").get("_free")
-    return site
+    return _site(object.__getattribute__(obj, "__dict__"), "_free")
 
 
 def _poisoned_class(cls: type) -> type:
@@ -175,8 +210,8 @@ def _poisoned_class(cls: type) -> type:
         raise UseAfterFreeError(
             f"{cls.__name__}.{name} touched after {freed_by}",
             free_site=state.get("_free_site"),
-            free=state.get("_free"),
-            alloc=state.get("_alloc"),
+            free=_site(state, "_free"),
+            alloc=_site(state, "_alloc"),
         )
 
     def describe_freed(self: Any) -> str:
@@ -223,8 +258,55 @@ def check_free(obj: object, site: str) -> None:
     (:class:`~mmu_notifier.errors.ActiveObjectFreedError`, a use after free in kind). Only ``obj``'s own attributes are
     looked at, not objects they point to, as the kernel checks only the freed range.
     """
-    sync.check_no_locks_freed(obj, site)
-    check_work_free(obj, site)
+    if _may_hold_active(obj):
+        sync.check_no_locks_freed(obj, site)
+        check_work_free(obj, site)
+
+
+#: what the two checks of :func:`check_free` look for in the freed object's attributes
+_ACTIVE_KINDS = (sync.Mutex, sync.SpinLock, sync.RWSemaphore, Work)
+_SLOT_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _may_hold_active(obj: object) -> bool:
+    """``obj`` is a work item or has an attribute that is a lock or a work item: :func:`check_free` must look.
+
+    One pass with ``type()`` and ``object.__getattribute__`` only (an attribute may be a freed
+    object, which raises on any access); nearly every freed object holds neither, and then
+    both checks would find nothing.
+    """
+    if issubclass(type(obj), Work):
+        return True
+    try:
+        state = object.__getattribute__(obj, "__dict__")
+    except AttributeError:
+        state = None
+    if isinstance(state, dict):
+        for value in state.values():
+            if issubclass(type(value), _ACTIVE_KINDS):
+                return True
+    for slot in _slot_names(type(obj)):
+        try:
+            value = object.__getattribute__(obj, slot)
+        except AttributeError:
+            continue
+        if issubclass(type(value), _ACTIVE_KINDS):
+            return True
+    return False
+
+
+def _slot_names(kind: type) -> tuple[str, ...]:
+    """The slots of ``kind`` and its bases that hold values (found once per class: every free asks)."""
+    names = _SLOT_NAMES.get(kind)
+    if names is None:
+        found: list[str] = []
+        for cls in kind.__mro__:
+            slots = cls.__dict__.get("__slots__", ())
+            for slot in (slots,) if isinstance(slots, str) else slots:
+                if isinstance(slot, str) and slot not in ("__dict__", "__weakref__"):
+                    found.append(slot)
+        names = _SLOT_NAMES[kind] = tuple(found)
+    return names
 
 
 def poison(obj: object, site: str, freed_by: str = "kfree") -> None:
@@ -244,11 +326,10 @@ def poison(obj: object, site: str, freed_by: str = "kfree") -> None:
             alloc=alloc_record(obj),
         )
     check_free(obj, site)
-    record = _record()
     state = obj.__dict__
     state["_free_site"] = site
     state["_freed_by"] = freed_by
-    state["_free"] = Site(site, record.thread, record.step, record.stack)
+    state["_free"] = _record(site)
     obj.__class__ = _poisoned_class(type(obj))
     sync.backend().note(freed_by, type(obj).__mro__[1].__name__)
     sync.backend().touch("kfree", obj)  # the explorer orders frees with the list walks that read them

@@ -96,9 +96,10 @@ class Srcu:
     # -- grace periods ---------------------------------------------------
     def synchronize(self) -> None:
         """``synchronize_srcu``: wait until every reader present now has left."""
-        sync.might_sleep(f"synchronize_srcu({self.name})")
         b = sync.backend()
         task = b.current()
+        if task.atomic_depth or task.non_block_depth:  # the message is built only for the report
+            sync.might_sleep(f"synchronize_srcu({self.name})")
         if task.srcu_depth.get(self):
             raise DeadlockError(f"task {task.name} calls synchronize_srcu({self.name}) inside its own read section")
         b.point("synchronize_srcu", self)
@@ -123,9 +124,10 @@ class Srcu:
 
     def barrier(self) -> None:
         """``srcu_barrier``: wait until every callback queued before the call has run."""
-        sync.might_sleep(f"srcu_barrier({self.name})")
         b = sync.backend()
         task = b.current()
+        if task.atomic_depth or task.non_block_depth:  # the message is built only for the report
+            sync.might_sleep(f"srcu_barrier({self.name})")
         if task.srcu_depth.get(self):
             raise DeadlockError(f"task {task.name} calls srcu_barrier({self.name}) inside its own read section")
         b.point("srcu_barrier", self)

@@ -225,15 +225,29 @@ def backend() -> Backend:
     return _backend
 
 
-@contextmanager
-def use_backend(new: Backend) -> Iterator[Backend]:
+class _Using:
+    """The context :func:`use_backend` returns (a class, not a generator: every explored schedule enters one)."""
+
+    __slots__ = ("new", "old")
+
+    def __init__(self, new: Backend) -> None:
+        self.new = new
+        self.old: Backend | None = None
+
+    def __enter__(self) -> Backend:
+        global _backend
+        self.old, _backend = _backend, self.new
+        return self.new
+
+    def __exit__(self, *exc: object) -> None:
+        global _backend
+        assert self.old is not None
+        _backend, self.old = self.old, None
+
+
+def use_backend(new: Backend) -> AbstractContextManager[Backend]:
     """Run the block with ``new`` as the backend (the explorer's entry point)."""
-    global _backend
-    old, _backend = _backend, new
-    try:
-        yield new
-    finally:
-        _backend = old
+    return _Using(new)
 
 
 def current() -> Task:
@@ -631,7 +645,9 @@ class Completion:
     def wait(self, timeout: float | None = None) -> bool:
         """``wait_for_completion``: consumes one ``complete``; False on timeout."""
         b = _backend
-        might_sleep(f"wait_for_completion({self.name})")
+        task = b.current()
+        if task.atomic_depth or task.non_block_depth:  # the message is built only for the report
+            might_sleep(f"wait_for_completion({self.name})")
         b.point("wait_for_completion", self)
         with b.critical():
             if not b.wait_until(self, self.is_done, "wait_for_completion", timeout):

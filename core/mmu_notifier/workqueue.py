@@ -31,7 +31,6 @@ Where it deliberately differs
 
 from __future__ import annotations
 
-import contextlib
 from collections import deque
 from collections.abc import Callable
 
@@ -304,22 +303,40 @@ def check_work_free(obj: object, site: str | None = None) -> None:
 def _works_of(obj: object) -> list[Work]:
     # type() and object.__getattribute__ only: an attribute may be a freed (poisoned) object,
     # which raises on any attribute access, __class__ included (what isinstance would read)
-    if issubclass(type(obj), Work):
+    kind = type(obj)
+    if issubclass(kind, Work):
         return [obj]  # type: ignore[list-item]
     found: list[Work] = []
-    values: list[object] = []
     try:
         state = object.__getattribute__(obj, "__dict__")
     except AttributeError:
         state = None
     if isinstance(state, dict):
-        values.extend(state.values())
-    for cls in type(obj).__mro__:
-        for slot in cls.__dict__.get("__slots__", ()):
-            if isinstance(slot, str):
-                with contextlib.suppress(AttributeError):
-                    values.append(object.__getattribute__(obj, slot))
-    for value in values:
+        for value in state.values():
+            if issubclass(type(value), Work):
+                found.append(value)
+    for slot in _slot_names(kind):
+        try:
+            value = object.__getattribute__(obj, slot)
+        except AttributeError:
+            continue
         if issubclass(type(value), Work):
-            found.append(value)  # type: ignore[arg-type]
+            found.append(value)
     return found
+
+
+_SLOT_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _slot_names(kind: type) -> tuple[str, ...]:
+    """The slots of ``kind`` and its bases that can hold a value (decided once per class: every free asks)."""
+    names = _SLOT_NAMES.get(kind)
+    if names is None:
+        found: list[str] = []
+        for cls in kind.__mro__:
+            slots = cls.__dict__.get("__slots__", ())
+            for slot in (slots,) if isinstance(slots, str) else slots:
+                if isinstance(slot, str) and slot not in ("__dict__", "__weakref__"):
+                    found.append(slot)
+        names = _SLOT_NAMES[kind] = tuple(found)
+    return names

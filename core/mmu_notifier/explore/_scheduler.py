@@ -49,10 +49,13 @@ is still installed.
 from __future__ import annotations
 
 import contextlib
+import itertools
+import operator
 import sys
 import threading
 from bisect import bisect_left, insort
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any, Protocol, cast
@@ -74,6 +77,10 @@ FINISHED = "finished"
 FAILED = "failed"
 STEP_BOUND = "step-bound"
 ABORTED = "aborted"
+
+
+#: a trace step's thread index (C-level: the schedule of every execution is read this way)
+_THREAD_OF_STEP = operator.itemgetter(0)
 
 
 def _index(thread: ModelThread) -> int:
@@ -290,7 +297,7 @@ class Outcome:
     @property
     def choices(self) -> tuple[int, ...]:
         """The schedule: the thread index of every step."""
-        return tuple(step[0] for step in self.trace)
+        return tuple(map(_THREAD_OF_STEP, self.trace))
 
 
 #: waits ``lazy_waits`` turns into "not offered until it can get through"
@@ -328,32 +335,28 @@ def _pick_of(chooser: Chooser) -> Callable[[int], int] | None:
     pick: Callable[[int], int] | None = getattr(chooser, "pick", None)
     if pick is None or chooser.always:
         return None
-    for klass in type(chooser).__mro__:
-        if "pick" in vars(klass):
-            return pick
-        if "choose" in vars(klass):
-            return None
-    return None
+    kind = type(chooser)
+    own = _OWN_PICK.get(kind)
+    if own is None:
+        own = False
+        for klass in kind.__mro__:
+            if "pick" in vars(klass):
+                own = True
+                break
+            if "choose" in vars(klass):
+                break
+        _OWN_PICK[kind] = own
+    return pick if own else None
+
+
+#: chooser class -> whether its ``pick`` makes its choices (decided once per class: every execution asks)
+_OWN_PICK: dict[type, bool] = {}
 
 
 def _parked(th: ModelThread) -> bool:
     """``lazy_waits``: the thread's next step would only go to sleep."""
     return th.op in LAZY_WAITS and not passable(th.res)
 
-
-class _NoLock:
-    """``critical()`` for a backend that runs one thread at a time: nothing to guard."""
-
-    __slots__ = ()
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-_NO_LOCK = _NoLock()
 
 
 def _work(ex: Execution, th: ModelThread) -> None:
@@ -423,6 +426,8 @@ class Execution(sync.Backend):
         self._names: set[str] = set()
         #: live threads by index (a dict: leaving is O(1), iteration stays in index order)
         self._live: dict[int, ModelThread] = {}
+        #: live threads that are not daemons (the run is over when none is left)
+        self._users = 0
         # Kept up to date on every state change so a step costs O(woken), not O(threads):
         # threads in state RUN (index order), threads WOKEN since the last step, and the
         # BLOCKED threads by the resource they wait on.
@@ -443,10 +448,7 @@ class Execution(sync.Backend):
         self.problem: Problem | None = None
         self.preemptions = 0
         self.status = ""
-        self.walk_point = self._walk
         self._always = chooser.always
-        #: a chooser whose choice is a uniform index (``pick(n)``) is served without a candidate list
-        self._pick = _pick_of(chooser)
         self._cur: ModelThread | None = None
         self._task = sync.Task("setup")
         self._hub: Any = None
@@ -468,6 +470,15 @@ class Execution(sync.Backend):
         self.records: list[StepRecord] = []
         self._keys: dict[int, tuple[int, int]] = {}
         self._made: dict[int, int] = {}
+        #: a chooser whose choice is a uniform index (``pick(n)``) is served without a candidate list
+        self._pick = _pick_of(chooser)
+        #: ``_pick`` when a scheduling point may choose inline (no records, no lazy waits: see ``point``)
+        self._quick = self._pick if not (self._rec or self._lazy) else None
+        # ``critical()``: one model thread runs at a time, so there is nothing to guard; primitives enter it
+        # about once a step, so it is a C-level callable handing out a C-level context manager (no Python
+        # call at all). A reentrant lock of this execution only: greenlets switch inside it (a wait),
+        # always on the OS thread that runs the execution, which owns it.
+        self.critical: Callable[[], AbstractContextManager[Any]] = itertools.repeat(threading.RLock()).__next__
 
     @property
     def live(self) -> list[ModelThread]:
@@ -483,7 +494,7 @@ class Execution(sync.Backend):
             self._finale = instance.finale
             for name, fn in instance.threads:
                 self._spawn(name, fn, daemon=False)
-            declared = tuple(t.name for t in self.threads)
+            declared = tuple([t.name for t in self.threads])
             if not self.threads and self._finale is not None:
                 self._spawn("finale", self._finale, daemon=False)
                 self._finale = None
@@ -576,6 +587,8 @@ class Execution(sync.Backend):
         th.fn = fn
         self.threads.append(th)
         self._live[idx] = th
+        if not daemon:
+            self._users += 1
         self._runnable.append(th)  # the newest index: order kept
         self._merged_ready = None
         return th
@@ -600,6 +613,8 @@ class Execution(sync.Backend):
         """A thread that failed is done; the others run on (``run_past_failures``)."""
         th.state = DONE
         del self._live[th.idx]
+        if not th.daemon:
+            self._users -= 1
         if th in self._runnable:
             _remove(self._runnable, th)
             self._merged_ready = None
@@ -607,7 +622,7 @@ class Execution(sync.Backend):
 
     def _maybe_finale(self, th: ModelThread) -> None:
         """Start the finale once the last non-daemon thread is done."""
-        if not th.daemon and self._finale is not None and all(t.daemon for t in self._live.values()):
+        if not th.daemon and self._finale is not None and not self._users:
             fn, self._finale = self._finale, None
             finale = self._spawn("finale", fn, daemon=False)
             finale.parents = tuple(t.last for t in self.threads if not t.daemon and t.last >= 0)
@@ -615,6 +630,8 @@ class Execution(sync.Backend):
     def _exit(self, th: ModelThread) -> None:
         th.state = DONE
         del self._live[th.idx]
+        if not th.daemon:
+            self._users -= 1
         _remove(self._runnable, th)
         self._merged_ready = None
         task = th.task
@@ -864,7 +881,7 @@ class Execution(sync.Backend):
     def _idle(self) -> ModelThread | None:
         """No thread can run: fire a timeout, or end the run as finished or deadlocked."""
         live = self._live.values()
-        if all(t.daemon for t in live):
+        if not self._users:
             self.status = FINISHED
             return None
         for t in live:
@@ -888,9 +905,6 @@ class Execution(sync.Backend):
     def current(self) -> sync.Task:
         return self._task
 
-    def critical(self) -> _NoLock:
-        return _NO_LOCK
-
     def point(self, op: str, resource: object) -> None:
         cur = self._cur
         if cur is None or self._stopping or cur.task.observing:
@@ -904,6 +918,33 @@ class Execution(sync.Backend):
             held = cur.task.held
             if held:  # lockdep records the dependency at the attempt, before any wait
                 self.lock_order.acquire(held, resource, cur.name, len(self.trace), stack, self.acquired, cur.idx)
+        pick = self._quick
+        if pick is not None and not self._woken and not self.status:
+            # Most steps of a random walk: no woken waiter, no records, no lazy waits. The step
+            # ``_next`` and ``_take`` would choose and record (the same draw), made here inline.
+            trace = self.trace
+            k = len(trace)
+            runnable = self._runnable
+            n = len(runnable)
+            if n and k < self.max_steps:
+                if n > 1:
+                    chosen = runnable[pick(n)]
+                    if chosen is not cur and cur.state == RUN:
+                        self.preemptions += 1
+                else:
+                    chosen = runnable[0]
+                chosen.last = k
+                trace.append((chosen.idx, chosen.op, chosen.res))
+                if chosen.op in ACQUIRE_OPS:
+                    self._acquire(chosen, k)
+                if chosen is not cur:
+                    if chosen.glet is not None:
+                        self._cur = chosen
+                        self._task = chosen.task
+                        chosen.glet.switch()
+                    else:
+                        self._switch(chosen)
+                return
         nxt = self._next(cur)
         if nxt is not cur:
             if nxt is not None and nxt.glet is not None:  # started: one direct switch, from this frame
@@ -913,7 +954,8 @@ class Execution(sync.Backend):
             else:
                 self._switch(nxt)
 
-    def _walk(self, element: object) -> None:
+    def walk_point(self, element: object) -> None:
+        """A list walk's scheduling point (a method, not an attribute bound to this execution: no reference cycle)."""
         self.point("walk", element)
 
     def wait_until(
@@ -980,7 +1022,8 @@ class Execution(sync.Backend):
         return len(self.trace) - 1 if self._cur is not None else None
 
     def note(self, what: str, label: str) -> None:
-        self.events.append(Event(self.step(), self._task.name, what, label))
+        step = len(self.trace) - 1 if self._cur is not None else None  # as step() says
+        self.events.append(Event(step, self._task.name, what, label))
 
     def task_site(self, task: sync.Task) -> str | None:
         for th in self._live.values():
