@@ -13,7 +13,10 @@ SRCU's callback workqueue) in atomic context, so a callback that sleeps is
 reported, as the kernel's ``free_notifier`` contract demands. They run in the
 order they were queued. An exception from a callback is handed to ``on_error``
 (the kernel records it as a bug) and the worker goes on with the next one;
-without ``on_error`` it propagates out of the worker task.
+without ``on_error`` it propagates out of the worker task. What stops the
+program rather than reports a bug (``KeyboardInterrupt``, ``SystemExit``, the
+explorer abandoning a thread: any ``BaseException`` that is no ``Exception``)
+always propagates.
 """
 
 from __future__ import annotations
@@ -160,7 +163,9 @@ class Srcu:
                 with sync.atomic_context():
                     callback()
             except BaseException as error:
-                if self.on_error is None:
+                # a callback's bug goes to on_error; what stops the program (Ctrl-C, exit, the explorer
+                # abandoning the thread) is never a callback's bug and always propagates
+                if self.on_error is None or not isinstance(error, Exception):
                     with b.critical():
                         self._completed += 1
                         self._worker_running = False

@@ -188,7 +188,8 @@ class Workqueue:
                 work.func()
             except BaseException as error:
                 self._finish(work)
-                if self.on_error is None:
+                # a work item's bug goes to on_error; Ctrl-C, exit or the explorer's abandon always propagate
+                if self.on_error is None or not isinstance(error, Exception):
                     with self.lock:
                         self._workers -= 1
                     raise
