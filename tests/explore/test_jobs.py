@@ -223,7 +223,8 @@ def test_ctrl_c_stops_the_workers_and_exits_130() -> None:
 
 
 def _workers(pid: int) -> list[int]:
-    """The spawned worker processes of ``pid`` (not multiprocessing's resource tracker), read from /proc."""
+    """The worker processes of ``pid`` (forked or spawned; not multiprocessing's resource tracker), read from
+    /proc."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -233,7 +234,7 @@ def _workers(pid: int) -> list[int]:
             command = (entry / "cmdline").read_bytes()
         except (OSError, IndexError, ValueError):
             continue
-        if ppid == pid and b"spawn_main" in command:
+        if ppid == pid and b"resource_tracker" not in command:
             found.append(int(entry.name))
     return found
 
