@@ -70,12 +70,14 @@ class Srcu:
             del self._readers[index]
             tickets = self._tickets
             if tickets[0] == index:
-                # The oldest reader left: grace periods may end now. Pruning is amortised
-                # O(log n). Leaving any other reader changes no waiter's condition (it
-                # depends on the oldest reader only), so nobody is woken for nothing.
+                # The oldest reader left: prune the heap (amortised O(log n)).
                 while tickets and tickets[0] not in self._readers:
                     heapq.heappop(tickets)
-                b.wake(self)
+            # Every leave wakes the waiters, although only the oldest reader's can end a grace
+            # period: DPOR orders a waiter after the read_unlock that woke it, and a reordered
+            # prefix must offer the same threads when replayed (waking on the oldest only made
+            # rdma-odp-put-under-rwsem look nondeterministic to it).
+            b.wake(self)
         depth = task.srcu_depth[self] - 1
         if depth:
             task.srcu_depth[self] = depth

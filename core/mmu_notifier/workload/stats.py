@@ -184,6 +184,9 @@ class StatsTracer:
         self.in_flight: dict[int, _Call] = {}
         #: the time a call starting now is stamped with (advanced by :meth:`overdue`)
         self.clock = time.monotonic()
+        #: the last (callbacks counted, newest call in flight) seen by :meth:`overdue`, and when it changed
+        self._progress_mark: tuple[int, int] = (-1, -1)
+        self._progress_at = self.clock
         self._tokens = itertools.count()
         self._lock = threading.Lock()
         self._seen: dict[tuple[str, str], int] = {}
@@ -229,8 +232,17 @@ class StatsTracer:
         thread switched out by the deterministic scheduler is waiting (its greenlet has a saved frame); of
         the OS threads, one whose innermost frame outside the standard library is the model's own
         ``sync``/``srcu`` code waits on a model lock. The oldest remaining call is the hang.
+
+        When every late call is waiting (switched out, or on a model lock), it is a hang only if the
+        whole run made no progress (no callback counted, no call begun) for ``deadline`` seconds: in a
+        long run a call may legitimately wait longer than the deadline for its turn or for a lock
+        while the others go on (a deterministic run of thousands of processes under load), but a
+        world where nothing moves (real threads deadlocked on model locks) is stuck.
         """
         now = self.clock = time.monotonic()
+        mark = (self.callbacks, next(reversed(self.in_flight), -1))
+        if mark != self._progress_mark:
+            self._progress_mark, self._progress_at = mark, now
         late = [(token, call) for token, call in list(self.in_flight.items()) if now - call[2] > deadline]
         if not late:
             return None
@@ -241,10 +253,12 @@ class StatsTracer:
             if key not in innermost or token > innermost[key].token:
                 innermost[key] = InFlight(driver, what, names.get(ident, str(ident)), started, ident, glet, token)
         calls = sorted(innermost.values(), key=lambda call: call.started)
-        running = [call for call in calls if getattr(call.glet, "gr_frame", None) is None] or calls
+        running = [call for call in calls if getattr(call.glet, "gr_frame", None) is None]
         frames = sys._current_frames()
         stuck = [call for call in running if not _waits_in_model(frames.get(call.ident))]
-        return (stuck or running)[0]
+        if stuck:
+            return stuck[0]
+        return (running or calls)[0] if now - self._progress_at > deadline else None
 
     # -- the callbacks -------------------------------------------------------
     def wrap_callback(self, driver: str, callback: str, function: Callable[..., Any]) -> Callable[..., Any]:
