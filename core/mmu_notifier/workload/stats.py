@@ -233,16 +233,20 @@ class StatsTracer:
         the OS threads, one whose innermost frame outside the standard library is the model's own
         ``sync``/``srcu`` code waits on a model lock. The oldest remaining call is the hang.
 
-        When every late call is waiting (switched out, or on a model lock), it is a hang only if the
-        whole run made no progress (no callback counted, no call begun) for ``deadline`` seconds: in a
-        long run a call may legitimately wait longer than the deadline for its turn or for a lock
-        while the others go on (a deterministic run of thousands of processes under load), but a
-        world where nothing moves (real threads deadlocked on model locks) is stuck.
+        A late call is a hang only if the whole run made no progress (no callback counted, no call
+        begun) for ``deadline`` seconds: in a long run a call may legitimately stay in flight longer
+        than the deadline while it waits for its turn or a lock and the others go on (a deterministic
+        run of 10,000 processes under load: a call that waited for minutes may be the one running
+        at the poll), but a callback that never returns stops every other thread sooner or later
+        (the deterministic run at once; real threads when they need what it holds or run out of
+        work), and a world where nothing moves is stuck.
         """
         now = self.clock = time.monotonic()
         mark = (self.callbacks, next(reversed(self.in_flight), -1))
         if mark != self._progress_mark:
             self._progress_mark, self._progress_at = mark, now
+        if now - self._progress_at <= deadline:
+            return None
         late = [(token, call) for token, call in list(self.in_flight.items()) if now - call[2] > deadline]
         if not late:
             return None
@@ -256,9 +260,7 @@ class StatsTracer:
         running = [call for call in calls if getattr(call.glet, "gr_frame", None) is None]
         frames = sys._current_frames()
         stuck = [call for call in running if not _waits_in_model(frames.get(call.ident))]
-        if stuck:
-            return stuck[0]
-        return (running or calls)[0] if now - self._progress_at > deadline else None
+        return (stuck or running or calls)[0]
 
     # -- the callbacks -------------------------------------------------------
     def wrap_callback(self, driver: str, callback: str, function: Callable[..., Any]) -> Callable[..., Any]:
