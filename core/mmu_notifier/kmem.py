@@ -265,7 +265,6 @@ def check_free(obj: object, site: str) -> None:
 
 #: what the two checks of :func:`check_free` look for in the freed object's attributes
 _ACTIVE_KINDS = (sync.Mutex, sync.SpinLock, sync.RWSemaphore, Work)
-_SLOT_NAMES: dict[type, tuple[str, ...]] = {}
 
 
 def _may_hold_active(obj: object) -> bool:
@@ -277,36 +276,7 @@ def _may_hold_active(obj: object) -> bool:
     """
     if issubclass(type(obj), Work):
         return True
-    try:
-        state = object.__getattribute__(obj, "__dict__")
-    except AttributeError:
-        state = None
-    if isinstance(state, dict):
-        for value in state.values():
-            if issubclass(type(value), _ACTIVE_KINDS):
-                return True
-    for slot in _slot_names(type(obj)):
-        try:
-            value = object.__getattribute__(obj, slot)
-        except AttributeError:
-            continue
-        if issubclass(type(value), _ACTIVE_KINDS):
-            return True
-    return False
-
-
-def _slot_names(kind: type) -> tuple[str, ...]:
-    """The slots of ``kind`` and its bases that hold values (found once per class: every free asks)."""
-    names = _SLOT_NAMES.get(kind)
-    if names is None:
-        found: list[str] = []
-        for cls in kind.__mro__:
-            slots = cls.__dict__.get("__slots__", ())
-            for slot in (slots,) if isinstance(slots, str) else slots:
-                if isinstance(slot, str) and slot not in ("__dict__", "__weakref__"):
-                    found.append(slot)
-        names = _SLOT_NAMES[kind] = tuple(found)
-    return names
+    return any(issubclass(type(value), _ACTIVE_KINDS) for _, value in sync.attributes(obj))
 
 
 def poison(obj: object, site: str, freed_by: str = "kfree") -> None:

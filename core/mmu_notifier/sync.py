@@ -743,7 +743,7 @@ def check_no_locks_freed(obj: object, free_site: str) -> None:
     the freed memory range. Called before anything is freed, so nothing changes on an error.
     """
     b = _backend
-    for name, value in _attributes(obj):
+    for name, value in attributes(obj):
         kind = type(value)  # not isinstance: a freed attribute raises on reading __class__
         if issubclass(kind, _ExclusiveLock):
             assert isinstance(value, _ExclusiveLock)
@@ -769,21 +769,38 @@ def check_no_locks_freed(obj: object, free_site: str) -> None:
         )
 
 
-def _attributes(obj: object) -> list[tuple[str, object]]:
-    found: list[tuple[str, object]] = []
+_SLOT_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def slot_names(kind: type) -> tuple[str, ...]:
+    """The slots of ``kind`` and its bases that can hold a value (found once per class: every free asks)."""
+    names = _SLOT_NAMES.get(kind)
+    if names is None:
+        found: list[str] = []
+        for cls in kind.__mro__:
+            slots = cls.__dict__.get("__slots__", ())
+            for slot in (slots,) if isinstance(slots, str) else slots:
+                if isinstance(slot, str) and slot not in ("__dict__", "__weakref__"):
+                    found.append(slot)
+        names = _SLOT_NAMES[kind] = tuple(found)
+    return names
+
+
+def attributes(obj: object) -> Iterator[tuple[str, object]]:
+    """``obj``'s attributes (its ``__dict__``, then its slots) as (name, value), for the checks at a free.
+
+    Reads with ``object.__getattribute__`` only: an attribute (or ``obj``) may be a freed object,
+    which raises on any other access.
+    """
     try:
         state = object.__getattribute__(obj, "__dict__")
     except AttributeError:
         state = None
     if isinstance(state, dict):
-        found.extend((str(k), v) for k, v in state.items())
-    for cls in type(obj).__mro__:
-        slots = cls.__dict__.get("__slots__", ())
-        for slot in (slots,) if isinstance(slots, str) else slots:
-            if slot in ("__dict__", "__weakref__"):
-                continue
-            try:
-                found.append((slot, object.__getattribute__(obj, slot)))
-            except AttributeError:
-                continue
-    return found
+        for key, value in state.items():
+            yield str(key), value
+    for slot in slot_names(type(obj)):
+        try:
+            yield slot, object.__getattribute__(obj, slot)
+        except AttributeError:
+            continue

@@ -308,36 +308,9 @@ def _works_of(obj: object) -> list[Work]:
     if issubclass(kind, Work):
         return [obj]  # type: ignore[list-item]
     found: list[Work] = []
-    try:
-        state = object.__getattribute__(obj, "__dict__")
-    except AttributeError:
-        state = None
-    if isinstance(state, dict):
-        for value in state.values():
-            if issubclass(type(value), Work):
-                found.append(value)
-    for slot in _slot_names(kind):
-        try:
-            value = object.__getattribute__(obj, slot)
-        except AttributeError:
-            continue
+    for _, value in sync.attributes(obj):
         if issubclass(type(value), Work):
-            found.append(value)
+            found.append(value)  # type: ignore[arg-type]
     return found
 
 
-_SLOT_NAMES: dict[type, tuple[str, ...]] = {}
-
-
-def _slot_names(kind: type) -> tuple[str, ...]:
-    """The slots of ``kind`` and its bases that can hold a value (decided once per class: every free asks)."""
-    names = _SLOT_NAMES.get(kind)
-    if names is None:
-        found: list[str] = []
-        for cls in kind.__mro__:
-            slots = cls.__dict__.get("__slots__", ())
-            for slot in (slots,) if isinstance(slots, str) else slots:
-                if isinstance(slot, str) and slot not in ("__dict__", "__weakref__"):
-                    found.append(slot)
-        names = _SLOT_NAMES[kind] = tuple(found)
-    return names

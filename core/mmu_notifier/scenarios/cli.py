@@ -280,37 +280,20 @@ def cmd_explore(args: argparse.Namespace) -> int:
         raise UsageError("explore: name a scenario, or use --list or --all")
     _check_args(args)
     scenario, broken = _scenario(args.scenario, "explore", args)
+    common: dict[str, Any] = {
+        "depth": args.depth, "preemptions": args.preemptions, "stop_on_first": not args.keep_going,
+    }
+    positional = (args.strategy or "portfolio", args.budget, args.seed, args.time_budget)
     if args.jobs is not None or args.scheduler:
         from mmu_notifier.scenarios._parallel import explore_parallel
 
         if args.progress:
             print("explore: --progress is not shown with --jobs/--scheduler (the shards report when merged)",
                   file=sys.stderr)
-        result = explore_parallel(
-            scenario,
-            args.strategy or "portfolio",
-            args.budget,
-            args.seed,
-            args.time_budget,
-            depth=args.depth,
-            preemptions=args.preemptions,
-            stop_on_first=not args.keep_going,
-            jobs=args.jobs or 1,
-            scheduler=args.scheduler,
-        )
+        result = explore_parallel(scenario, *positional, **common, jobs=args.jobs or 1, scheduler=args.scheduler)
     else:
         progress = _Progress(sys.stderr) if args.progress or sys.stderr.isatty() else None
-        result = explore(
-            scenario,
-            args.strategy or "portfolio",
-            args.budget,
-            args.seed,
-            args.time_budget,
-            depth=args.depth,
-            preemptions=args.preemptions,
-            stop_on_first=not args.keep_going,
-            progress=progress,
-        )
+        result = explore(scenario, *positional, **common, progress=progress)
         if progress is not None:
             progress.done()
     text = result.text()
