@@ -246,3 +246,45 @@ def test_wait_event_locked_times_out_and_rejects_a_held_lock() -> None:
         wq.wait_event_locked(lambda: True, lock)
     with pytest.raises(LockingError, match="is not a Mutex or SpinLock"):
         wq.wait_event_locked(lambda: True, object())  # type: ignore[arg-type]
+
+
+class _CountingWakes(sync.ThreadBackend):
+    """The threads backend, counting the wakes of one resource."""
+
+    def __init__(self, watched: list[object], eager: bool) -> None:
+        super().__init__()
+        self.watched = watched
+        self.eager_wakes = eager
+        self.wakes = 0
+
+    def wake(self, resource: object) -> None:
+        if self.watched and resource is self.watched[0]:
+            self.wakes += 1
+        super().wake(resource)
+
+
+@pytest.mark.parametrize("eager", [False, True])
+def test_srcu_wakes_a_grace_period_waiter_only_when_its_grace_period_ends(eager):
+    # A leave that is not the oldest reader's cannot end a grace period: it wakes nobody, unless the
+    # backend asks for a wake at every change (the explorer's partial-order reduction does).
+    watched: list[object] = []
+    backend = _CountingWakes(watched, eager)
+    with sync.use_backend(backend):
+        srcu = Srcu()
+        watched.append(srcu)
+        oldest, newer = srcu.read_lock(), srcu.read_lock()
+        finished = threading.Event()
+        syncer = threading.Thread(target=lambda: (srcu.synchronize(), finished.set()))
+        syncer.start()
+        for _ in range(500):
+            if backend.has_waiters(srcu):
+                break
+            threading.Event().wait(0.01)
+        assert backend.has_waiters(srcu)
+        srcu.read_unlock(newer)
+        assert backend.wakes == (1 if eager else 0)
+        assert not finished.wait(0.05)
+        srcu.read_unlock(oldest)
+        syncer.join(5)
+        assert finished.is_set()
+        assert backend.wakes == (2 if eager else 1)

@@ -41,6 +41,10 @@ class Srcu:
         #: tickets of open read sections, a min-heap with lazy deletion (the oldest reader in O(log n))
         self._tickets: list[int] = []
         self._callbacks: deque[tuple[int, Callable[[], None]]] = deque()
+        #: the grace periods waited for now: targets of ``synchronize`` callers and of the callback
+        #: worker waiting for its head, a min-heap with a count per target (see :meth:`read_unlock`)
+        self._awaited: list[int] = []
+        self._awaited_count: dict[int, int] = {}
         self._queued = 0
         self._completed = 0
         self._worker_running = False
@@ -73,11 +77,14 @@ class Srcu:
                 # The oldest reader left: prune the heap (amortised O(log n)).
                 while tickets and tickets[0] not in self._readers:
                     heapq.heappop(tickets)
-            # Every leave wakes the waiters, although only the oldest reader's can end a grace
-            # period: DPOR orders a waiter after the read_unlock that woke it, and a reordered
-            # prefix must offer the same threads when replayed (waking on the oldest only made
-            # rdma-odp-put-under-rwsem look nondeterministic to it).
-            b.wake(self)
+            # Only the oldest reader's leave can end a grace period, so the waiters are woken when the
+            # earliest one awaited is over, not at every leave (with many waiters, rechecking each at
+            # every leave made a long run quadratic; on OS threads it was a herd of futex wakes). A
+            # backend that orders a waiter after the step that woke it (the explorer's partial-order
+            # reduction, its retried waits) needs the same wakes in every order: every leave wakes.
+            awaited = self._awaited
+            if b.eager_wakes or (awaited and (not tickets or tickets[0] >= awaited[0])):
+                b.wake(self)
         depth = task.srcu_depth[self] - 1
         if depth:
             task.srcu_depth[self] = depth
@@ -110,7 +117,11 @@ class Srcu:
         b.point("synchronize_srcu", self)
         with b.critical():
             target = self._next_ticket
-            b.wait_until(self, lambda: self._grace_period_over(target), "synchronize_srcu")
+            self._await(target)
+            try:
+                b.wait_until(self, lambda: self._grace_period_over(target), "synchronize_srcu")
+            finally:
+                self._awaited_done(target)
 
     def call(self, callback: Callable[[], None]) -> None:
         """``call_srcu``: run ``callback`` after every reader present now has left.
@@ -148,6 +159,27 @@ class Srcu:
         tickets = self._tickets  # pruned at every read_unlock: its head is the oldest open reader
         return not tickets or tickets[0] >= ticket
 
+    def _await(self, target: int) -> None:
+        """A task is about to wait for the grace period that ends when no ticket below ``target`` is left."""
+        count = self._awaited_count.get(target, 0)
+        if not count:
+            heapq.heappush(self._awaited, target)
+        self._awaited_count[target] = count + 1
+
+    def _awaited_done(self, target: int) -> None:
+        """That task stopped waiting (its grace period ended, or it was abandoned)."""
+        count = self._awaited_count[target] - 1
+        if count:
+            self._awaited_count[target] = count
+            return
+        del self._awaited_count[target]
+        awaited = self._awaited
+        if awaited[0] == target:
+            heapq.heappop(awaited)
+        else:  # not the earliest: rare (a later target's waiter ran first), rebuild
+            awaited.remove(target)
+            heapq.heapify(awaited)
+
     def _head_ready(self) -> bool:
         return self._grace_period_over(self._callbacks[0][0])
 
@@ -159,7 +191,12 @@ class Srcu:
                 if not self._callbacks:
                     self._worker_running = False
                     return
-                b.wait_until(self, self._head_ready, "srcu_gp")
+                head = self._callbacks[0][0]
+                self._await(head)
+                try:
+                    b.wait_until(self, self._head_ready, "srcu_gp")
+                finally:
+                    self._awaited_done(head)
                 _, callback = self._callbacks.popleft()
             try:
                 with sync.atomic_context():

@@ -91,6 +91,11 @@ class Backend:
 
     name = "abstract"
     walk_point: Callable[[object], None] | None = None
+    #: True when the backend wants a primitive to wake its waiters at every change that may concern
+    #: them, not only when a waiter's condition now holds: the explorer's partial-order reduction
+    #: orders a waiter after the step that woke it, and a retried wait is a step of its own, so the
+    #: wakes must not depend on the order the search is trying (see ``Srcu.read_unlock``).
+    eager_wakes = False
 
     def current(self) -> Task:
         """The task running now."""

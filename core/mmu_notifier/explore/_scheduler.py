@@ -474,6 +474,9 @@ class Execution(sync.Backend):
         self._pick = _pick_of(chooser)
         #: ``_pick`` when a scheduling point may choose inline (no records, no lazy waits: see ``point``)
         self._quick = self._pick if not (self._rec or self._lazy) else None
+        #: records and retried or lazy waits see every wake (see ``sync.Backend.eager_wakes``); a random walk
+        #: or DFS over ready threads only sees threads whose condition holds, however often they are woken
+        self.eager_wakes = bool(self._rec or self._retry or self._lazy)
         # ``critical()``: one model thread runs at a time, so there is nothing to guard; primitives enter it
         # about once a step, so it is a C-level callable handing out a C-level context manager (no Python
         # call at all). A reentrant lock of this execution only: greenlets switch inside it (a wait),
