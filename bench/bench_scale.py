@@ -29,8 +29,16 @@ Targets (each printed with PASS or MISS):
 4. peak memory per process reported: the growth of the peak RSS over the
    smallest size, per added process.
 
-Run: ``python bench/bench_scale.py [--sizes 100,1000,3000] [--repeat 3] [--baseline-ref REF] [--ten-thousand]``
-(``--one N MODE`` is the per-process worker; ``--no-baseline`` skips the old core).
+A mode is ``deterministic``, ``threads`` (8 OS threads) or ``threads-K`` (K OS threads: ``threads-1``
+is the threads mode's own baseline, the same bodies without contention). Besides the times, each
+run reports its system CPU time and its voluntary context switches (``getrusage``): on OS threads
+a lock convoy shows as system time and hundreds of thousands of switches (see
+``mmu_notifier.sync.ThreadBackend``), and a convoy comes and goes between repeats, so the table
+gives min/median/max of the run's CPU time.
+
+Run: ``python bench/bench_scale.py [--sizes 100,1000,3000] [--repeat 3] [--modes deterministic,threads,threads-1]
+[--baseline-ref REF] [--ten-thousand]`` (``--one N MODE`` is the per-process worker; ``--no-baseline``
+skips the old core).
 """
 
 from __future__ import annotations
@@ -60,6 +68,12 @@ def one(processes: int, mode: str) -> dict[str, float]:
     from mmu_notifier.workload.default import DEFAULT
     from mmu_notifier.workload.model import Process
 
+    threads = 0
+    if mode != "deterministic":
+        name, _, count = mode.partition("-")
+        if name != "threads" or (count and not count.isdigit()):
+            raise SystemExit(f"unknown mode {mode!r}: deterministic, threads or threads-K")
+        threads = int(count or 8)
     worker = DEFAULT.processes[0]
     specs, left = [], processes
     while left:  # a process spec holds at most 1,000 processes
@@ -68,6 +82,7 @@ def one(processes: int, mode: str) -> dict[str, float]:
         left -= count
     # the drivers both cores have (the old core cannot load plugins written after it)
     workload = DEFAULT.model_copy(update={"processes": specs, "drivers": list(DRIVERS)})
+    before = resource.getrusage(resource.RUSAGE_SELF)
     cpu = time.process_time()
     if mode == "deterministic":
         try:
@@ -75,10 +90,14 @@ def one(processes: int, mode: str) -> dict[str, float]:
         except TypeError:  # an older core records every step
             result = runner.run_deterministic(workload, 0)
     else:
-        result = runner.run_threads(workload, 8)
+        result = runner.run_threads(workload, threads)
     cpu = time.process_time() - cpu
+    after = resource.getrusage(resource.RUSAGE_SELF)
     if not result.ok:
-        raise SystemExit(f"{mode} run of {processes} processes had violations: {result.violations[:3]}")
+        drivers = {name: s.violations[:3] for name, s in result.drivers.items() if s.violations}
+        raise SystemExit(f"{mode} run of {processes} processes had violations: {result.violations[:3]} "
+                         f"drivers {drivers} left out {getattr(result, 'left_out', None)} "
+                         f"stopped {getattr(result, 'stopped', None)}")
     # (the baseline core counted differently, before issue 16's honest summary: only the new one is checked)
     unbalanced = {name: (s.allocated, s.freed) for name, s in result.drivers.items()
                   if hasattr(s, "allocated") and s.allocated != s.freed}
@@ -86,7 +105,8 @@ def one(processes: int, mode: str) -> dict[str, float]:
         raise SystemExit(f"{mode} run of {processes} processes: allocs != frees {unbalanced}")
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {"events": result.events, "wall": result.wall, "cpu": cpu, "rss_mb": usage.ru_maxrss / 1024,
-            "proc_cpu": usage.ru_utime + usage.ru_stime}
+            "proc_cpu": usage.ru_utime + usage.ru_stime, "sys": after.ru_stime - before.ru_stime,
+            "switches": after.ru_nvcsw - before.ru_nvcsw}
 
 
 def measure(processes: int, mode: str, src: Path | None) -> dict[str, float]:
@@ -146,11 +166,18 @@ def main() -> int:
     def low(key: tuple[str, int, str], field: str) -> float:
         return min(r[field] for r in runs[key])
 
+    def high(key: tuple[str, int, str], field: str) -> float:
+        return max(r[field] for r in runs[key])
+
+    def got(key: tuple[str, int, str], field: str) -> bool:  # the baseline core's worker may predate a field
+        return all(field in r for r in runs[key])
+
     if base is not None:
         print(f"baseline: the core at {args.baseline_ref} (before issue 18), 100 processes, deterministic")
-    print(f"{args.repeat} interleaved repeat(s); times are min/median")
-    print(f"{'core':<9} {'processes':>9} {'mode':<14} {'events':>7} {'run wall s':>13} {'run cpu s':>13} "
-          f"{'process s':>13} {'ev/s run cpu':>12} {'ev/s process':>12} {'peak MB':>8} {'MB/proc':>8}")
+    print(f"{args.repeat} interleaved repeat(s); times are min/median (run cpu: min/median/max)")
+    print(f"{'core':<9} {'processes':>9} {'mode':<11} {'events':>7} {'run wall s':>13} {'run cpu s':>20} "
+          f"{'sys s':>5} {'switches':>9} {'process s':>13} {'ev/s run cpu':>12} {'ev/s process':>12} "
+          f"{'peak MB':>8} {'MB/proc':>8}")
     for (core, n, mode), rs in runs.items():
         key = (core, n, mode)
         events = rs[0]["events"]
@@ -158,8 +185,11 @@ def main() -> int:
         # per process: the peak's growth over the smallest run of the same core and mode
         smallest = min(k[1] for k in runs if k[0] == core and k[2] == mode)
         per = (rss - med((core, smallest, mode), "rss_mb")) / (n - smallest) if n > smallest else float("nan")
-        print(f"{core:<9} {n:>9} {mode:<14} {events:>7.0f} "
-              f"{low(key, 'wall'):>6.2f}/{med(key, 'wall'):<6.2f} {low(key, 'cpu'):>6.2f}/{med(key, 'cpu'):<6.2f} "
+        sys_s = f"{med(key, 'sys'):>5.2f}" if got(key, "sys") else f"{'?':>5}"
+        switches = f"{med(key, 'switches'):>9,.0f}" if got(key, "switches") else f"{'?':>9}"
+        print(f"{core:<9} {n:>9} {mode:<11} {events:>7.0f} "
+              f"{low(key, 'wall'):>6.2f}/{med(key, 'wall'):<6.2f} "
+              f"{low(key, 'cpu'):>6.2f}/{med(key, 'cpu'):<6.2f}/{high(key, 'cpu'):<6.2f} {sys_s} {switches} "
               f"{low(key, 'proc_wall'):>6.2f}/{med(key, 'proc_wall'):<6.2f} "
               f"{events / med(key, 'cpu'):>12,.0f} {events / med(key, 'proc_wall'):>12,.0f} {rss:>8.1f} {per:>8.3f}")
     verdicts: list[tuple[str, bool | None]] = []
@@ -187,6 +217,13 @@ def main() -> int:
         exponent = math.log(med(hi, "cpu") / med(lo, "cpu")) / math.log(runs[hi][0]["events"] / runs[lo][0]["events"])
         verdicts.append((f"2. growth exponent {mode} {low_n} -> {high_n} processes (CPU time of the run): "
                          f"{exponent:.2f} <= 1.05", exponent <= 1.05))
+    if "threads" in modes and "threads-1" in modes:
+        # not an issue-18 target: the threads mode's contention cost, the same bodies on 8 threads vs on 1
+        for n in sizes:
+            ratio = med(("new", n, "threads"), "cpu") / med(("new", n, "threads-1"), "cpu")
+            worst = high(("new", n, "threads"), "cpu") / med(("new", n, "threads-1"), "cpu")
+            print(f"threads (8 OS threads) vs threads-1 at {n} processes, CPU time of the run: median {ratio:.2f}x, "
+                  f"worst repeat {worst:.2f}x")
     if args.ten_thousand:
         try:
             big = measure(10_000, "deterministic", None)
