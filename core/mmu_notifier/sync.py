@@ -39,6 +39,7 @@ from mmu_notifier.errors import DeadlockError, LockFreedError, LockingError, Sle
 __all__ = [
     "Atomic",
     "Backend",
+    "BargingLock",
     "Completion",
     "Mutex",
     "RWSemaphore",
@@ -162,27 +163,30 @@ def frame_site(frame: Any) -> str | None:
     return f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
 
 
-class _CriticalSection:
-    """The :class:`ThreadBackend`'s lock over all primitive state: taken only by a thread that runs.
+class BargingLock:
+    """A lock for short sections shared by OS threads under the GIL, taken only by a thread that runs.
 
-    A plain ``threading.Lock`` convoys under the GIL. When the GIL is switched away from a thread
-    inside a (short) critical section, the next thread that wants the section sleeps in the OS on
-    the lock; the release wakes it and, on the machine's other core, it takes the lock at once,
-    *before* it has the GIL again. The releasing thread still runs (it has the GIL) and soon wants
-    the section itself: it finds the lock held by a thread that is waiting for the GIL, so it
-    sleeps, which hands the GIL over, and so on. From then on every entry to the section is a
-    futex sleep and wake plus a GIL handoff, and since the lock is now nearly always owned by a
-    thread waiting for the GIL, the pattern feeds itself: the run of 1,000 processes on 8 threads
-    took 25 s instead of 4 s, most of it system time, with 200,000-300,000 contended entries (about
-    7,000 without the convoy) and a million context switches.
+    Not a model primitive (nothing in the kernel corresponds): the lock the :class:`ThreadBackend`
+    guards primitive state with, and the invariants recorder its bookkeeping. A plain
+    ``threading.Lock`` convoys there. When the GIL is switched away from a thread inside a short
+    section, the next thread that wants the section sleeps in the OS on the lock; the release wakes
+    it and, on the machine's other core, it takes the lock at once, *before* it has the GIL again.
+    The releasing thread still runs (it has the GIL) and soon wants the section itself: it finds the
+    lock held by a thread that waits for the GIL, so it sleeps, which hands the GIL over, and so on.
+    From then on every entry is a futex sleep and wake plus a GIL handoff, and since the lock is now
+    nearly always owned by a thread waiting for the GIL, the pattern feeds itself until the run
+    ends: the main job's 1,000 processes on 8 threads took 10-25 s instead of 4-5 s, half of it
+    system time, with 160,000-270,000 contended entries (7,000-10,000 without a convoy) and up to a
+    million context switches. Yielding the GIL a few times before blocking made it rarer, not gone.
 
-    Here a waiter never *takes* the lock while it sleeps: it parks on a gate of its own, a
-    release opens the oldest gate, and the woken waiter, once it runs again (holding the GIL),
-    tries the lock like any other thread. So the lock's owner is always a running thread or one
-    the GIL switched out in the middle of a few bytecodes, which is rare and does not feed
-    itself. A thread may overtake a woken waiter (as a kernel spinlock's fast path may); a waiter
-    that loses parks again and the owner's release wakes it. Entering and leaving is a
-    non-blocking ``acquire`` and a ``release`` when nobody waits.
+    Here a waiter never *takes* the lock while it sleeps: it parks on a gate of its own (a
+    registration made before its second try, so no release is missed), a release opens the oldest
+    gate, and the woken waiter, once it runs again (holding the GIL), tries the lock like any other
+    thread. So the owner is always a running thread, or one the GIL switched out in the middle of
+    its few bytecodes: rare, and it does not feed itself. A running thread may overtake a woken
+    waiter; the waiter then parks again and the owner's release wakes it. Uncontended, entering
+    and leaving is a non-blocking ``acquire`` and a ``release`` of a ``threading.Lock``. Not
+    reentrant; ``with lock:`` only (or :meth:`acquire`/:meth:`release`).
     """
 
     __slots__ = ("_lock", "_parked")
@@ -201,10 +205,13 @@ class _CriticalSection:
         if self._parked:
             self._open_one()
 
-    acquire = __enter__
+    def acquire(self) -> None:
+        """Take the lock, sleeping (parked, without the GIL) while a running thread holds it."""
+        if not self._lock.acquire(False):
+            self._wait()
 
     def release(self) -> None:
-        """Leave the section (wakes the oldest waiter, if any)."""
+        """Release the lock and wake the oldest parked waiter, if any."""
         self._lock.release()
         if self._parked:
             self._open_one()
@@ -234,7 +241,7 @@ class _CriticalSection:
         gate.release()
 
     def locked(self) -> bool:
-        """True while some thread is inside the section."""
+        """True while some thread holds the lock."""
         return self._lock.locked()
 
 
@@ -266,7 +273,7 @@ _EXCLUSIVE_OPS = frozenset({"mutex_lock", "spin_lock", "down_write"})
 class ThreadBackend(Backend):
     """Model tasks are OS threads; one critical section guards all primitive state.
 
-    The critical section is convoy-free under the GIL (see :class:`_CriticalSection`). A task that
+    The critical section is a :class:`BargingLock`: a plain lock convoys under the GIL (see there). A task that
     must wait sleeps on a gate of its own, listed under the resource it waits on; a wake of that
     resource (called inside the critical section, so the state is stable) evaluates each sleeper's
     condition and opens the gates of those whose condition now holds, and, of the sleepers that
@@ -282,7 +289,7 @@ class ThreadBackend(Backend):
     name = "threads"
 
     def __init__(self) -> None:
-        self._critical = _CriticalSection()
+        self._critical = BargingLock()
         #: sleepers per resource (by ``id``), oldest first; a resource is listed only while it has some
         self._waiters: dict[int, list[_Waiter]] = {}
         self._local = threading.local()

@@ -15,7 +15,6 @@ quiescent (no invalidation in flight).
 from __future__ import annotations
 
 import errno
-import threading
 from collections.abc import Generator, Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from mmu_notifier.invariants.violations import (
 )
 from mmu_notifier.kmem import is_freed
 from mmu_notifier.notifier import MMUNotifier
+from mmu_notifier.sync import BargingLock
 
 if TYPE_CHECKING:
     from mmu_notifier.kernel import Kernel
@@ -100,8 +100,13 @@ class Recorder:
         #: per mm (by ``id``): the (subscription, range) pairs started and not yet ended, so "is an
         #: invalidation of this mm in flight?" costs O(1) whatever the number of mms and ranges
         self.open_by_mm: dict[int, int] = {}
-        #: guards every field above; the checks of this package take it too
-        self.lock = threading.Lock()
+        #: per mm (by ``id``): invalidation starts delivered so far (counted as a start callback begins), so a
+        #: check on OS threads can tell that an invalidation began while it read (see :meth:`quiet_seq`)
+        self.starts_by_mm: dict[int, int] = {}
+        #: guards every field above; the checks of this package take it too. Taken about three times per
+        #: event by every model thread, so on OS threads a plain ``threading.Lock`` would convoy with the GIL
+        #: (see :class:`mmu_notifier.sync.BargingLock`)
+        self.lock = BargingLock()
 
     # -- installation -------------------------------------------------------------
     def install(self, kernel: Kernel) -> Recorder:
@@ -145,6 +150,22 @@ class Recorder:
         """True while some invalidation of ``mm`` has started on a subscription and not yet ended (O(1))."""
         with self.lock:
             return id(mm) in self.open_by_mm
+
+    def quiet_seq(self, mm: MM) -> int | None:
+        """``None`` while an invalidation of ``mm`` is in flight, else how many starts of ``mm`` were delivered.
+
+        A check that reads the device's translations and the page table is quiescent only if no
+        invalidation of the mm began while it read; on OS threads another thread (reclaim, migration)
+        may begin one at any moment. The check reads this before and after its reads and keeps what it
+        found only if both are the same number, as a reader of ``mmu_interval_read_begin`` /
+        ``mmu_interval_read_retry`` does. A start is counted when its callback begins, before the
+        driver drops anything and before the kernel changes the page table after the starts.
+        """
+        key = id(mm)
+        with self.lock:
+            if key in self.open_by_mm:
+                return None
+            return self.starts_by_mm.get(key, 0)
 
     def _violate(self, check: str, message: str) -> None:
         self.violations.append(InvariantViolation(check, message))
@@ -245,6 +266,8 @@ class Recorder:
         with self._callback("invalidate_range_start", sub) as rec:
             key = id(range)
             with self.lock:
+                mm_key = id(range.mm)
+                self.starts_by_mm[mm_key] = self.starts_by_mm.get(mm_key, 0) + 1
                 if key in rec.open_ranges:
                     self._violate(
                         PAIRING, f"invalidate_range_start delivered twice for {range!r} to {subscription_label(sub)}"

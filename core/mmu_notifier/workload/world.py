@@ -219,11 +219,6 @@ def exit_coherence(world: JobWorld, mm: MM) -> None:
                 record(world, name, violation)
 
 
-def _in_flight(world: JobWorld, mm: MM) -> bool:
-    """True while some invalidation of ``mm`` has started on a subscription and not yet ended."""
-    return world.monitor.recorder.in_flight(mm)
-
-
 def check_quiescent(world: JobWorld, mm: MM | None) -> None:
     """Coherence of ``mm`` at a quiescent point: after a process step or a background operation.
 
@@ -233,25 +228,41 @@ def check_quiescent(world: JobWorld, mm: MM | None) -> None:
     is filed under its driver, once. An exited mm is judged by
     :func:`exit_coherence` instead.
 
+    On OS threads (the threads mode) the background thread may begin an invalidation of the mm
+    while the check reads: a translation read before the driver dropped it, compared with the
+    page table read after the kernel changed it, is no stale translation. So the check keeps
+    what it found only if no invalidation of the mm began during its reads (the recorder's
+    :meth:`~mmu_notifier.invariants.Recorder.quiet_seq` before and after, the seqcount retry
+    of an interval notifier's reader); otherwise the point was not quiescent after all. On the
+    deterministic scheduler nothing runs between the two reads, so nothing is ever dropped there.
+
     Costs O(the work of ``mm``) whatever the number of processes: "in flight"
     is the recorder's per-mm count, and each exerciser finds the mm's device
     state through its own per-mm index. The drivers' reads run as an observer
     (:func:`mmu_notifier.sync.observing`): no scheduling decisions of their own.
     """
-    if mm is None or not mm.alive or _in_flight(world, mm):
+    if mm is None or not mm.alive:
         return
-    world.quiescent_checks += 1
+    recorder = world.monitor.recorder
+    seq = recorder.quiet_seq(mm)
+    if seq is None:
+        return
+    found: list[tuple[str, InvariantViolation]] = []
     for name, ex in world.exercisers.items():
         if contract.DEVICE_TRANSLATIONS not in ex.capabilities:
             continue
         with sync.observing():  # the check's reads are no steps of the run: no decisions, the same interleavings
             translations = ex.translations(mm)
-        for violation in check_coherence(mm, translations, (), name):
-            key = f"{name}: {violation.check}: {violation.message}"
-            if key not in world.seen:
-                world.seen.add(key)
-                record(world, name, InvariantViolation(
-                    violation.check, f"{violation.message} (seen at quiescent point {world.steps})"))
+        found.extend((name, violation) for violation in check_coherence(mm, translations, (), name))
+    if recorder.quiet_seq(mm) != seq:
+        return  # an invalidation of the mm began while the check read (OS threads): not a quiescent point
+    world.quiescent_checks += 1
+    for name, violation in found:
+        key = f"{name}: {violation.check}: {violation.message}"
+        if key not in world.seen:
+            world.seen.add(key)
+            record(world, name, InvariantViolation(
+                violation.check, f"{violation.message} (seen at quiescent point {world.steps})"))
 
 
 def check_world(world: JobWorld) -> None:
