@@ -37,8 +37,9 @@ a lock convoy shows as system time and hundreds of thousands of switches (see
 gives min/median/max of the run's CPU time.
 
 Run: ``python bench/bench_scale.py [--sizes 100,1000,3000] [--repeat 3] [--modes deterministic,threads,threads-1]
-[--baseline-ref REF] [--ten-thousand]`` (``--one N MODE`` is the per-process worker; ``--no-baseline``
-skips the old core).
+[--baseline-ref REF] [--compare REF] [--ten-thousand]`` (``--one N MODE`` is the per-process worker;
+``--no-baseline`` skips the old core; ``--compare REF`` measures every size and mode of the core at REF too,
+interleaved, and prints this core's CPU time over REF's).
 """
 
 from __future__ import annotations
@@ -93,7 +94,10 @@ def one(processes: int, mode: str) -> dict[str, float]:
         result = runner.run_threads(workload, threads)
     cpu = time.process_time() - cpu
     after = resource.getrusage(resource.RUSAGE_SELF)
-    if not result.ok:
+    broken = not result.ok
+    if broken and os.environ.get("BENCH_SCALE_TOLERATE"):  # a --compare core: its known races are not this one's
+        pass
+    elif broken:
         drivers = {name: s.violations[:3] for name, s in result.drivers.items() if s.violations}
         raise SystemExit(f"{mode} run of {processes} processes had violations: {result.violations[:3]} "
                          f"drivers {drivers} left out {getattr(result, 'left_out', None)} "
@@ -106,11 +110,13 @@ def one(processes: int, mode: str) -> dict[str, float]:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {"events": result.events, "wall": result.wall, "cpu": cpu, "rss_mb": usage.ru_maxrss / 1024,
             "proc_cpu": usage.ru_utime + usage.ru_stime, "sys": after.ru_stime - before.ru_stime,
-            "switches": after.ru_nvcsw - before.ru_nvcsw}
+            "switches": after.ru_nvcsw - before.ru_nvcsw, "broken": float(broken)}
 
 
-def measure(processes: int, mode: str, src: Path | None) -> dict[str, float]:
+def measure(processes: int, mode: str, src: Path | None, tolerate: bool = False) -> dict[str, float]:
     env = dict(os.environ)
+    if tolerate:
+        env["BENCH_SCALE_TOLERATE"] = "1"
     if src is not None:  # the old core and the old plugins first on the path
         paths = [src / "core", *(src / d for d in PLUGIN_DIRS)]
         env["PYTHONPATH"] = os.pathsep.join([*map(str, paths), env.get("PYTHONPATH", "")])
@@ -131,6 +137,7 @@ def baseline_source(ref: str, into: Path) -> Path:
     archive = subprocess.run(
         ["git", "-C", str(ROOT), "archive", ref, "core", *PLUGIN_DIRS], capture_output=True, check=True
     )
+    into.mkdir(parents=True, exist_ok=True)
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
     return into
 
@@ -143,6 +150,8 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--baseline-ref", default=BASELINE_REF)
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--compare", metavar="REF",
+                        help="also measure every size and mode with the core and plugins at REF, interleaved")
     parser.add_argument("--ten-thousand", action="store_true", help="also run 10,000 processes deterministic, once")
     args = parser.parse_args()
     if args.one:
@@ -152,12 +161,15 @@ def main() -> int:
     modes = args.modes.split(",")
     runs: dict[tuple[str, int, str], list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        base = None if args.no_baseline else baseline_source(args.baseline_ref, Path(tmp))
+        base = None if args.no_baseline else baseline_source(args.baseline_ref, Path(tmp) / "baseline")
+        other = None if args.compare is None else baseline_source(args.compare, Path(tmp) / "compare")
         for _ in range(args.repeat):
             if base is not None:
                 runs.setdefault(("baseline", 100, "deterministic"), []).append(measure(100, "deterministic", base))
             for n in sizes:
                 for mode in modes:
+                    if other is not None:
+                        runs.setdefault((args.compare[:9], n, mode), []).append(measure(n, mode, other, tolerate=True))
                     runs.setdefault(("new", n, mode), []).append(measure(n, mode, None))
 
     def med(key: tuple[str, int, str], field: str) -> float:
@@ -189,7 +201,7 @@ def main() -> int:
         switches = f"{med(key, 'switches'):>9,.0f}" if got(key, "switches") else f"{'?':>9}"
         print(f"{core:<9} {n:>9} {mode:<11} {events:>7.0f} "
               f"{low(key, 'wall'):>6.2f}/{med(key, 'wall'):<6.2f} "
-              f"{low(key, 'cpu'):>6.2f}/{med(key, 'cpu'):<6.2f}/{high(key, 'cpu'):<6.2f} {sys_s} {switches} "
+              f"{low(key, 'cpu'):>6.2f}/{med(key, 'cpu'):.2f}/{high(key, 'cpu'):<6.2f} {sys_s} {switches} "
               f"{low(key, 'proc_wall'):>6.2f}/{med(key, 'proc_wall'):<6.2f} "
               f"{events / med(key, 'cpu'):>12,.0f} {events / med(key, 'proc_wall'):>12,.0f} {rss:>8.1f} {per:>8.3f}")
     verdicts: list[tuple[str, bool | None]] = []
@@ -217,6 +229,15 @@ def main() -> int:
         exponent = math.log(med(hi, "cpu") / med(lo, "cpu")) / math.log(runs[hi][0]["events"] / runs[lo][0]["events"])
         verdicts.append((f"2. growth exponent {mode} {low_n} -> {high_n} processes (CPU time of the run): "
                          f"{exponent:.2f} <= 1.05", exponent <= 1.05))
+    if args.compare is not None:
+        for n in sizes:
+            for mode in modes:
+                new_key, old_key = ("new", n, mode), (args.compare[:9], n, mode)
+                broken = sum(r.get("broken", 0) for r in runs[old_key])
+                print(f"{mode} at {n} processes, CPU time of the run, this core vs {args.compare}: median "
+                      f"{med(new_key, 'cpu') / med(old_key, 'cpu'):.2f}x, worst repeat "
+                      f"{high(new_key, 'cpu') / high(old_key, 'cpu'):.2f}x"
+                      + (f" ({broken:.0f} of {args.compare}'s runs had violations)" if broken else ""))
     if "threads" in modes and "threads-1" in modes:
         # not an issue-18 target: the threads mode's contention cost, the same bodies on 8 threads vs on 1
         for n in sizes:
