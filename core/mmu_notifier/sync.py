@@ -200,7 +200,7 @@ class BargingLock:
         if not self._lock.acquire(False):
             self._wait()
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:  # no *args: no tuple per exit
         self._lock.release()
         if self._parked:
             self._open_one()
