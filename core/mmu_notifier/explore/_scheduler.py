@@ -365,6 +365,20 @@ def _pick_of(chooser: Chooser) -> Callable[[int], int] | None:
     return pick if own else None
 
 
+def _random_of(chooser: Chooser) -> Callable[[], float] | None:
+    """The uniform stream a random walk's ``pick`` draws from (``int(stream() * n)``), else None.
+
+    Only when the class that defines the chooser's ``pick`` declares itself uniform (``uniform_pick`` in
+    its own body, as :class:`RandomWalk` does): a subclass with a ``pick`` of its own is asked.
+    """
+    for klass in type(chooser).__mro__:
+        if "pick" in vars(klass):
+            if vars(klass).get("uniform_pick"):
+                return cast("Callable[[], float]", chooser.stream)  # type: ignore[attr-defined]
+            return None
+    return None
+
+
 #: chooser class -> whether its ``pick`` makes its choices (decided once per class: every execution asks)
 _OWN_PICK: dict[type, bool] = {}
 
@@ -499,6 +513,10 @@ class Execution(sync.Backend):
         self._pick = _pick_of(chooser)
         #: ``_pick`` when a scheduling point may choose inline (no records, no lazy waits: see ``point``)
         self._quick = self._pick if not (self._rec or self._lazy) else None
+        #: the random walk's own stream when its ``pick`` is :meth:`RandomWalk.pick` (the same draw, no call)
+        self._rand: Callable[[], float] | None = _random_of(chooser) if self._quick is not None else None
+        #: the trace when it only counts (see ``point``)
+        self._counted = self.trace if type(self.trace) is _CountingTrace else None
         #: records and retried or lazy waits see every wake (see ``sync.Backend.eager_wakes``); a random walk
         #: or DFS over ready threads only sees threads whose condition holds, however often they are woken
         self.eager_wakes = bool(self._rec or self._retry or self._lazy)
@@ -990,7 +1008,9 @@ class Execution(sync.Backend):
         cur.op = op
         cur.res = resource
         if op in ACQUIRE_OPS:
-            stack = self._stacks[cur.idx] = findings.stack_here() if self._sites else ()
+            stack: findings.RawStack = ()
+            if self._sites:
+                stack = self._stacks[cur.idx] = findings.stack_here()
             held = cur.task.held
             if held:  # lockdep records the dependency at the attempt, before any wait
                 self.lock_order.acquire(held, resource, cur.name, len(self.trace), stack, self.acquired, cur.idx)
@@ -998,20 +1018,25 @@ class Execution(sync.Backend):
         if pick is not None and not self._woken and not self._herds and not self.status:
             # Most steps of a random walk: no woken waiter, no records, no lazy waits. The step
             # ``_next`` and ``_take`` would choose and record (the same draw), made here inline.
-            trace = self.trace
-            k = len(trace)
+            counted = self._counted  # an unrecorded run: the counting trace's fields, without its methods
+            k = counted._steps if counted is not None else len(self.trace)
             runnable = self._runnable
             n = len(runnable)
             if n and k < self.max_steps:
                 if n > 1:
-                    chosen = runnable[pick(n)]
+                    rand = self._rand
+                    chosen = runnable[int(rand() * n) if rand is not None else pick(n)]
                     if chosen is not cur and cur.state == RUN:
                         self.preemptions += 1
                 else:
                     chosen = runnable[0]
                 chosen.last = k
-                trace.append((chosen.idx, chosen.op, chosen.res))
-                if chosen.op in ACQUIRE_OPS:
+                if counted is not None:
+                    counted._steps = k + 1
+                    counted._last = (chosen.idx, chosen.op, chosen.res)
+                else:
+                    self.trace.append((chosen.idx, chosen.op, chosen.res))
+                if self._sites and chosen.op in ACQUIRE_OPS:
                     self._acquire(chosen, k)
                 if chosen is not cur:
                     if chosen.glet is not None:
