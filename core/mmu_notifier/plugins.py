@@ -248,7 +248,12 @@ def _adapter(function: Callback, spec_args: tuple[str, ...], impl_args: tuple[st
     if impl_args == spec_args:
         return function
     positions = tuple(spec_args.index(name) for name in impl_args)
-    return lambda *args: function(*(args[i] for i in positions))
+
+    def adapted(*args: Any) -> Any:
+        return function(*(args[i] for i in positions))
+
+    adapted.__wrapped__ = function  # type: ignore[attr-defined]  # what it calls (functools' convention)
+    return adapted
 
 
 def _wrapped(inner: Callback, wrappers: list[tuple[Callback, tuple[int, ...] | None]], name: str) -> Callback:
@@ -537,6 +542,7 @@ class DriverRegistry:
                 registry._fault(name, callback, error)
                 return None
 
+        isolating.__wrapped__ = function  # type: ignore[attr-defined]  # what it calls (functools' convention)
         return isolating
 
     # -- unloading --------------------------------------------------------
