@@ -372,7 +372,7 @@ class DriverRegistry:
           plugin offering it is registered, the walks count.
         * ``callback_fault(driver: str, callback: str, error: Exception) -> None``: while any plugin
           offering it is registered, an observed callback that raises an ``Exception`` other than a
-          :class:`~mmu_notifier.errors.KernelError` (the model's own detectors) is that driver's fault:
+          :class:`~mmu_notifier.errors.KernelError` (an errno for the caller) is that driver's fault:
           every such plugin is told, and dispatch carries on as if the callback had returned nothing
           (a kernel oops in a module is that module's bug; here the run goes on). Anything wrapping
           the driver's function (a ``wrap_callback`` closure of another plugin, a pluggy wrapper) sees
@@ -408,13 +408,14 @@ class DriverRegistry:
         must re-raise it.
 
         Re-raised: anything not an ``Exception`` (``KeyboardInterrupt``, a model thread unwound after its run
-        ended), the model's own :class:`~mmu_notifier.errors.KernelError` (a use after free, a lockdep
-        report: found by the model, not raised by the driver), every exception when no plugin handles faults,
-        and every exception of a field that isolates the driver inside already (:attr:`MMUNotifierOps.isolated`:
-        what reaches the walk then came from a wrapper, not from the driver).
+        ended); a :class:`~mmu_notifier.errors.KernelError` (an errno the kernel returns through the
+        callback, for the caller to handle, as a wrapper around the callback lets it through too); every
+        exception when no plugin handles faults; the use after free of an unloaded module's callback (no
+        driver code ran); and every exception of a field that isolates the driver inside already
+        (:attr:`MMUNotifierOps.isolated`: what reaches the walk then came from a wrapper, not the driver).
         """
         if (not isinstance(error, Exception) or isinstance(error, KernelError) or not self._fault_handlers
-                or callback in ops.isolated):
+                or callback in ops.isolated or ops.unloaded_at is not None):
             return False
         self._fault(ops.name, callback, error)
         return True
