@@ -99,6 +99,9 @@ class _Invalidations(Counter[str]):
         self.own[key] += value - self.get(key, 0)
         super().__setitem__(key, value)
 
+    def __repr__(self) -> str:
+        return repr(Counter(self))
+
 
 @dataclass
 class DriverStats:
@@ -151,6 +154,14 @@ class DriverStats:
         view.own = self.own_invalidations
         dict.update(view, merged)
         return view
+
+    @invalidations.setter
+    def invalidations(self, value: Counter[str]) -> None:
+        """Set the counts read back from now on (the core's counts so far are taken out of the tracer's own)."""
+        own = Counter(value)
+        for name, count in self.invalidations.items():
+            own[name] -= count - self.own_invalidations.get(name, 0)
+        self.own_invalidations = own
 
     @property
     def refusals(self) -> int:
