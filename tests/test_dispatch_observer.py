@@ -307,3 +307,20 @@ def test_the_watchdog_blames_a_parked_model_thread_inside_a_callback_once_nothin
     assert late is not None and (late.driver, late.what, late.thread) == ("logged", "invalidate_range_start", "P7")
     glet.switch(0)  # let it finish
     assert glet.dead
+
+
+def test_driver_stats_read_the_cores_counts_and_keep_what_is_added_to_them() -> None:
+    kernel, _, mm, tracer, _ = _world(("logged",), subs=2)
+    notifier.invalidate_range_start(Range(mm, 0, 4096, Event.CLEAR, flags=RANGE_BLOCKABLE))
+    stats = tracer.stats["logged"]
+    assert stats.invalidations == {"CLEAR": 2} and stats.own_invalidations == {}
+    stats.invalidations["UNMAP"] += 1  # as a tracer's own wrapper (the interval invalidate) adds
+    stats.refusals += 1
+    notifier.invalidate_range_start(Range(mm, 0, 4096, Event.CLEAR, flags=RANGE_BLOCKABLE))
+    assert stats.invalidations == {"CLEAR": 4, "UNMAP": 1} and stats.refusals == 1
+    assert stats.to_json()["invalidations"] == {"CLEAR": 4, "UNMAP": 1}
+    total = DriverStats()  # no dispatch counts: the counter itself, as the summary's totals add to it
+    total.invalidations.update(stats.invalidations)
+    total.refusals += stats.refusals
+    assert total.invalidations == {"CLEAR": 4, "UNMAP": 1} and total.refusals == 1
+    assert kernel.drivers.ops_of("logged").counts.starts[Event.CLEAR] == 4
