@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mmu_notifier.errors import UsageError
-from mmu_notifier.explore import Scenario, explore
+from mmu_notifier.explore import Scenario, explore, worker_context
 from mmu_notifier.scenarios._parallel import ScenarioRef, scenario_ref
 
 #: the searches tried in turn for a scenario declared to show a finding, when no strategy is named
@@ -127,16 +127,12 @@ def _ignore_sigint() -> None:
 
 def _on_processes(chosen: list[Scenario], options: AllOptions, jobs: int) -> Iterator[Row]:
     """``jobs - 1`` worker processes (two scenarios queued each) plus this one, which takes the next in turn."""
-    import multiprocessing
-
-    from mmu_notifier.explore._shards import _start_method
-
     refs = [_ref(scenario) for scenario in chosen]
     queue = deque(range(len(chosen)))
     pending: dict[Future[Row], int] = {}
     rows: dict[int, Row] = {}
     emitted = 0
-    context = multiprocessing.get_context(_start_method())
+    context = worker_context()
     pool = ProcessPoolExecutor(jobs - 1, mp_context=context, initializer=_ignore_sigint)
     aborted = True
     try:
