@@ -4,7 +4,8 @@
    (10,000 within 1.5x of 1).
 2. Per-subscription dispatch of an invalidation: within 3x of a plain method
    call with no wrapper installed (1 or 50 drivers), and with the main job's
-   tracer (``StatsTracer``, a wrapper plugin) installed (issue 18).
+   tracer (``StatsTracer``, a dispatch observer: the walk counts and isolates,
+   no wrapper) installed, for the start walk and the end walk (issue 18).
 3. A disabled log call on a hot path: within 2x of an ``if`` on a module flag.
 4. Registering 10,000 subscriptions on one mm: linear in N (the time per
    registration at 10,000 within 1.5x of that at 1,000; ``MMUNotifierMM.link``;
@@ -54,6 +55,14 @@ class Plain(mn.Driver):
     @mn.hookimpl
     def invalidate_range_start(self, subscription: mn.MMUNotifier, range: Range) -> int:
         return 0
+
+
+class PlainEnd(Plain):
+    """With an end callback too (the end walk's case)."""
+
+    @mn.hookimpl
+    def invalidate_range_end(self, subscription: mn.MMUNotifier, range: Range) -> None:
+        pass
 
 
 def once(fn: Callable[[], object], number: int) -> float:
@@ -113,9 +122,10 @@ class Method:
         return 0
 
 
-def dispatch_case(installed: int, tracer: bool = False, subscriptions: int = 1000) -> Callable[[], float]:
+def dispatch_case(installed: int, tracer: bool = False, subscriptions: int = 1000,
+                  end: bool = False) -> Callable[[], float]:
     kernel = mn.Kernel()
-    drivers = [Plain() for _ in range(installed)]
+    drivers = [PlainEnd() if end else Plain() for _ in range(installed)]
     for index, driver in enumerate(drivers):
         kernel.drivers.add(driver, name=f"d{index}")
     if tracer:  # the main job's counting tracer, a wrapper plugin around every driver
@@ -130,7 +140,10 @@ def dispatch_case(installed: int, tracer: bool = False, subscriptions: int = 100
     def dispatch() -> None:
         notifier._start(rng, container)
 
-    return lambda: once(dispatch, 50) / subscriptions
+    def dispatch_end() -> None:
+        notifier._end(rng, container, only_end=True)
+
+    return lambda: once(dispatch_end if end else dispatch, 50) / subscriptions
 
 
 def plain_call_case(subscriptions: int = 1000) -> Callable[[], float]:
@@ -172,6 +185,7 @@ def main() -> int:
         "dispatch 1": dispatch_case(1),
         "dispatch 50": dispatch_case(50),
         "dispatch traced": dispatch_case(1, tracer=True),
+        "end traced": dispatch_case(1, tracer=True, end=True),
         "log off": disabled_log,
         "flag": module_flag,
     }
@@ -206,6 +220,7 @@ def main() -> int:
     row("dispatch per subscription, 50 drivers installed", "dispatch 50", "plain", 3.0)
     row("dispatch, 50 drivers vs 1 driver installed", "dispatch 50", "dispatch 1", 1.3)
     row("dispatch per subscription, main job's tracer installed", "dispatch traced", "plain", 3.0)
+    row("end walk per subscription, main job's tracer installed", "end traced", "plain", 3.0)
     row("disabled log call (vs if on a module flag)", "log off", "flag", 2.0)
     return 0 if ok else 1
 

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from mmu_notifier.kernel import Kernel
     from mmu_notifier.mm import MM
     from mmu_notifier.pagetable import PTE
-    from mmu_notifier.plugins import MMUNotifierOps
+    from mmu_notifier.plugins import DriverRegistry, MMUNotifierOps
     from mmu_notifier.srcu import Srcu
 
 __all__ = [
@@ -97,6 +97,22 @@ class MMUNotifier:
         return f"<{type(self).__name__} driver={name} mm={mm} users={self.users} linked={self.linked}>"
 
 
+#: the slot ``MMUNotifier.ops`` itself, read past the poison of a freed subscription (see :func:`_ops_of`)
+_SUB_OPS: Any = MMUNotifier.__dict__["ops"]
+
+
+def _ops_of(sub: MMUNotifier) -> MMUNotifierOps:
+    """``sub.ops`` read as the model's own bookkeeping (a dispatch observer's counts), never a use after free.
+
+    A subscription a buggy driver freed too early is a use after free when the
+    *kernel* touches it (the walk's ``sub.linked`` and the callback report it);
+    the counting that follows a walk is no access of the kernel's and must not
+    report one of its own.
+    """
+    ops: MMUNotifierOps = _SUB_OPS.__get__(sub, MMUNotifier)
+    return ops
+
+
 class MMUNotifierMM:
     """The per-mm container (``struct mmu_notifier_mm``).
 
@@ -117,7 +133,7 @@ class MMUNotifierMM:
     registering N subscriptions costs O(N) in all, not O(N^2).
     """
 
-    __slots__ = ("lock", "_members", "_version", "_snapshot", "by_ops", "interval")
+    __slots__ = ("lock", "_members", "_version", "_snapshot", "by_ops", "interval", "_census")
 
     def __init__(self) -> None:
         self.lock = sync.SpinLock("mmu_notifier_mm.lock")
@@ -128,6 +144,8 @@ class MMUNotifierMM:
         self._snapshot: tuple[int, tuple[MMUNotifier, ...]] = (0, ())
         self.by_ops: dict[MMUNotifierOps, dict[MMUNotifier, None]] = {}
         self.interval: IntervalState | None = None
+        #: per callback: (snapshot, registry generation, census) of the last :meth:`census`
+        self._census: dict[str, tuple[tuple[MMUNotifier, ...], int, tuple[tuple[MMUNotifierOps, int], ...]]] = {}
 
     @property
     def has_itree(self) -> bool:
@@ -172,6 +190,27 @@ class MMUNotifierMM:
         if not same:
             del self.by_ops[sub.ops]
         return True
+
+    def census(
+        self, subs: tuple[MMUNotifier, ...], callback: str, generation: int
+    ) -> tuple[tuple[MMUNotifierOps, int], ...]:
+        """Per ops, how many of the snapshot ``subs`` have ``callback`` (a walk's calls, for a dispatch observer).
+
+        No kernel counterpart: the accounting of :func:`_start_tallied` and :func:`_end_tallied`. Kept for
+        one snapshot (the walk pays O(N) once per change of the list, as for the snapshot itself) and one
+        ``generation`` of the registry's resolution (a field is ``None`` or not per resolution).
+        """
+        cached = self._census.get(callback)
+        if cached is not None and cached[0] is subs and cached[1] == generation:
+            return cached[2]
+        found: dict[MMUNotifierOps, int] = {}
+        for sub in subs:
+            ops = _ops_of(sub)
+            if getattr(ops, callback) is not None:
+                found[ops] = found.get(ops, 0) + 1
+        census = tuple(found.items())
+        self._census[callback] = (subs, generation, census)
+        return census
 
     def find(self, ops: MMUNotifierOps) -> MMUNotifier | None:
         """The first linked subscription with ``ops`` in list order; caller holds ``lock``."""
@@ -481,7 +520,14 @@ def _core_start(range: Range, container: MMUNotifierMM) -> int:
 
 
 def _start(range: Range, container: MMUNotifierMM) -> int:
-    """``mn_hlist_invalidate_range_start``: every list subscriber's start; the last refusal, or 0."""
+    """``mn_hlist_invalidate_range_start``: every list subscriber's start; the last refusal, or 0.
+
+    With a dispatch observer registered (``kernel.drivers.observed``, see
+    :meth:`mmu_notifier.plugins.DriverRegistry.add_plugin`) the walk is one of
+    two variants that also count and isolate (:func:`_start_counted` on the
+    deterministic backend, :func:`_start_tallied` on real threads); the choice
+    is made once per walk, so the walk without an observer pays nothing for them.
+    """
     mm = range.mm
     kernel = mm.kernel
     srcu = kernel.srcu
@@ -491,7 +537,13 @@ def _start(range: Range, container: MMUNotifierMM) -> int:
                   blockable=bool(blockable))
     result = 0
     with _walk_section(srcu, blockable) as walk_point:
-        for sub in container.subscriptions:
+        subs = container.subscriptions
+        drivers = kernel.drivers
+        if drivers.observed:
+            if walk_point is None:
+                return _start_tallied(range, container, subs, drivers)
+            return _start_counted(range, subs, walk_point, drivers)
+        for sub in subs:
             if not sub.linked:
                 continue
             if walk_point is not None:
@@ -502,6 +554,121 @@ def _start(range: Range, container: MMUNotifierMM) -> int:
                 if ret:
                     result = _start_failed(range, sub, ret)
     return result
+
+
+def _start_counted(range: Range, subs: tuple[MMUNotifier, ...], walk_point: Callable[[object], None],
+                   drivers: DriverRegistry) -> int:
+    """:func:`_start`'s walk with an observer, on the deterministic backend: each call counted as it happens.
+
+    Every subscription costs a scheduling point here anyway, so two counter
+    increments are nothing; counting at once keeps every reader's view (the main
+    job's progress witnesses) what a wrapper around each callback gave: a call
+    counts in ``calls`` when it begins, in ``starts`` when it returns. A driver's
+    exception is its fault (:meth:`~mmu_notifier.plugins.DriverRegistry.isolate`)
+    and the walk goes on as if the start had returned 0.
+    """
+    event = int(range.event)
+    result = 0
+    for sub in subs:
+        if not sub.linked:
+            continue
+        walk_point(sub)
+        ops = sub.ops
+        start = ops.invalidate_range_start
+        if start is not None:
+            counts = ops.counts
+            counts.calls += 1
+            try:
+                ret = start(sub, range)
+            except BaseException as error:
+                if not drivers.isolate(ops, "invalidate_range_start", error):
+                    raise
+                ret = None
+            counts.starts[event] += 1
+            if ret:
+                if ret == _EAGAIN:
+                    counts.refusals += 1
+                result = _start_failed(range, sub, ret)
+    return result
+
+
+def _start_tallied(range: Range, container: MMUNotifierMM, subs: tuple[MMUNotifier, ...],
+                   drivers: DriverRegistry) -> int:
+    """:func:`_start`'s walk with an observer, on real threads (no walk points): counted when the walk ends.
+
+    The loop adds nothing per subscription but a ``try`` (free in Python 3.11
+    while nothing raises): the calls are counted from the snapshot's census
+    (:meth:`MMUNotifierMM.census`) when the walk ends, less the subscriptions it
+    skipped as unlinked since the snapshot; a walk that an exception stops is
+    counted up to where it stopped (:func:`_tally_stopped`). A driver's
+    exception is its fault and the walk goes on, as in :func:`_start_counted`.
+    """
+    result = 0
+    skipped: list[MMUNotifier] | None = None
+    sub: MMUNotifier | None = None
+    raised = refused = None
+    try:
+        for sub in subs:
+            if not sub.linked:
+                if skipped is None:
+                    skipped = []
+                skipped.append(sub)
+                continue
+            start = sub.ops.invalidate_range_start
+            if start is not None:
+                try:
+                    ret = start(sub, range)
+                except BaseException as error:
+                    if not drivers.isolate(sub.ops, "invalidate_range_start", error):
+                        raised = sub
+                        raise
+                    ret = None
+                if ret:
+                    refused = sub
+                    if ret == _EAGAIN:
+                        sub.ops.counts.refusals += 1
+                    result = _start_failed(range, sub, ret)
+    except BaseException:
+        # the current subscription: its start raised (begun), or returned and the refusal's WARN raised
+        current = (1, 0) if raised is sub else (1, 1) if refused is sub else (0, 0)
+        _tally_stopped(subs, sub, skipped, ("invalidate_range_start",), int(range.event), current)
+        raise
+    event = int(range.event)
+    for ops, calls in container.census(subs, "invalidate_range_start", drivers.generation):
+        counts = ops.counts
+        counts.calls += calls
+        counts.starts[event] += calls
+    if skipped is not None:
+        for sub in skipped:
+            ops = _ops_of(sub)
+            if ops.invalidate_range_start is not None:
+                ops.counts.calls -= 1
+                ops.counts.starts[event] -= 1
+    return result
+
+
+def _tally_stopped(subs: tuple[MMUNotifier, ...], stop: MMUNotifier | None, skipped: list[MMUNotifier] | None,
+                   callbacks: tuple[str, ...], event: int, current: tuple[int, int]) -> None:
+    """Count a tallied walk that an exception stopped at ``stop``: every subscription before it that was not
+    skipped, with each of ``callbacks`` it has; ``current`` is ``stop``'s own (calls begun, starts returned)."""
+    passed = set(map(id, skipped or ()))
+    start = callbacks[0] == "invalidate_range_start"
+    for sub in subs:
+        if sub is stop:
+            break
+        if id(sub) in passed:
+            continue
+        ops = _ops_of(sub)
+        for callback in callbacks:
+            if getattr(ops, callback) is not None:
+                ops.counts.calls += 1
+                if start:
+                    ops.counts.starts[event] += 1
+    if stop is not None and current != (0, 0):
+        counts = _ops_of(stop).counts
+        counts.calls += current[0]
+        if start:
+            counts.starts[event] += current[1]
 
 
 def _start_failed(range: Range, sub: MMUNotifier, ret: int) -> int:
@@ -542,23 +709,111 @@ def _core_end(range: Range, container: MMUNotifierMM, *, only_end: bool) -> None
 
 
 def _end(range: Range, container: MMUNotifierMM, *, only_end: bool) -> None:
-    """``mn_hlist_invalidate_end``: ``invalidate_range`` and the end callback of every list subscriber."""
+    """``mn_hlist_invalidate_end``: ``invalidate_range`` and the end callback of every list subscriber.
+
+    With a dispatch observer, :func:`_end_counted` or :func:`_end_tallied`, as for :func:`_start`.
+    """
     mm = range.mm
     srcu = mm.kernel.srcu
     with _walk_section(srcu, range.flags & RANGE_BLOCKABLE) as walk_point:
-        for sub in container.subscriptions:
-            if not sub.linked:
-                continue
-            if walk_point is not None:
-                walk_point(sub)
-            ops = sub.ops
-            if not only_end and ops.invalidate_range is not None:
-                ops.invalidate_range(sub, mm, range.start, range.end)
-            end = ops.invalidate_range_end
-            if end is not None:
-                end(sub, range)
+        subs = container.subscriptions
+        drivers = mm.kernel.drivers
+        if drivers.observed:
+            if walk_point is None:
+                _end_tallied(range, container, subs, drivers, only_end)
+            else:
+                _end_counted(range, subs, walk_point, drivers, only_end)
+        else:
+            for sub in subs:
+                if not sub.linked:
+                    continue
+                if walk_point is not None:
+                    walk_point(sub)
+                ops = sub.ops
+                if not only_end and ops.invalidate_range is not None:
+                    ops.invalidate_range(sub, mm, range.start, range.end)
+                end = ops.invalidate_range_end
+                if end is not None:
+                    end(sub, range)
     if LOG.on:
         LOG.event("invalidate.end", mm=mm.id, kind=range.event.name, start=range.start, end=range.end)
+
+
+def _end_counted(range: Range, subs: tuple[MMUNotifier, ...], walk_point: Callable[[object], None],
+                 drivers: DriverRegistry, only_end: bool) -> None:
+    """:func:`_end`'s walk with an observer, on the deterministic backend (see :func:`_start_counted`)."""
+    mm = range.mm
+    for sub in subs:
+        if not sub.linked:
+            continue
+        walk_point(sub)
+        ops = sub.ops
+        counts = ops.counts
+        if not only_end and ops.invalidate_range is not None:
+            counts.calls += 1
+            try:
+                ops.invalidate_range(sub, mm, range.start, range.end)
+            except BaseException as error:
+                if not drivers.isolate(ops, "invalidate_range", error):
+                    raise
+        end = ops.invalidate_range_end
+        if end is not None:
+            counts.calls += 1
+            try:
+                end(sub, range)
+            except BaseException as error:
+                if not drivers.isolate(ops, "invalidate_range_end", error):
+                    raise
+
+
+def _end_tallied(range: Range, container: MMUNotifierMM, subs: tuple[MMUNotifier, ...],
+                 drivers: DriverRegistry, only_end: bool) -> None:
+    """:func:`_end`'s walk with an observer, on real threads: counted when the walk ends (as :func:`_start_tallied`)."""
+    mm = range.mm
+    skipped: list[MMUNotifier] | None = None
+    sub: MMUNotifier | None = None
+    raised: str | None = None
+    try:
+        for sub in subs:
+            if not sub.linked:
+                if skipped is None:
+                    skipped = []
+                skipped.append(sub)
+                continue
+            ops = sub.ops
+            if not only_end and ops.invalidate_range is not None:
+                try:
+                    ops.invalidate_range(sub, mm, range.start, range.end)
+                except BaseException as error:
+                    if not drivers.isolate(ops, "invalidate_range", error):
+                        raised = "invalidate_range"
+                        raise
+            end = ops.invalidate_range_end
+            if end is not None:
+                try:
+                    end(sub, range)
+                except BaseException as error:
+                    if not drivers.isolate(ops, "invalidate_range_end", error):
+                        raised = "invalidate_range_end"
+                        raise
+    except BaseException:
+        callbacks = ("invalidate_range_end",) if only_end else ("invalidate_range", "invalidate_range_end")
+        begun = 0
+        if raised is not None and sub is not None:
+            # the raising call, and (for the end) the invalidate_range that returned before it
+            ranged = not only_end and _ops_of(sub).invalidate_range is not None
+            begun = 1 + (raised == "invalidate_range_end" and ranged)
+        _tally_stopped(subs, sub, skipped, callbacks, 0, (begun, 0))
+        raise
+    generation = drivers.generation
+    for callback in ("invalidate_range_end",) if only_end else ("invalidate_range", "invalidate_range_end"):
+        for ops, calls in container.census(subs, callback, generation):
+            ops.counts.calls += calls
+        if skipped is not None:
+            for sub in skipped:
+                ops = _ops_of(sub)
+                if getattr(ops, callback) is not None:
+                    ops.counts.calls -= 1
 
 
 def _each_with(mm: MM, callback: str) -> Generator[tuple[MMUNotifier, Any], None, None]:

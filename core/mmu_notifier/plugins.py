@@ -17,6 +17,13 @@ generator as pluggy's ``_multicall`` would (outermost = last registered;
 exceptions thrown into the generators innermost first), so a traced callback
 costs the wrappers themselves, not a keyword-argument hook call per callback.
 Only an old-style ``hookwrapper`` still goes through pluggy's subset caller.
+
+A plugin that wants to count and isolate every driver's invalidation callbacks
+does not need a wrapper on them at all: the *dispatch observer* protocol
+(:data:`DISPATCH_OBSERVED`, :class:`CallbackCounts`, ``dispatch_counts`` and
+``callback_fault``, see :meth:`DriverRegistry.add_plugin`) makes the core's list
+walks count each driver's calls and route a driver's exception to the
+observer, with no Python call between the walk and the driver's function.
 """
 
 from __future__ import annotations
@@ -31,7 +38,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import pluggy
 
 from mmu_notifier import hookspecs
-from mmu_notifier.errors import ConfigError, MisuseError, PluginError, PluginWarning, UseAfterFreeError
+from mmu_notifier.errors import (
+    ConfigError,
+    KernelError,
+    MisuseError,
+    PluginError,
+    PluginWarning,
+    UseAfterFreeError,
+)
+from mmu_notifier.range import Event
 
 if TYPE_CHECKING:
     import importlib.metadata
@@ -109,6 +124,44 @@ class Driver:
 
 Callback = Callable[..., Any]
 
+#: the callbacks the core's list walks count and isolate themselves for a dispatch observer (the hot,
+#: per-subscription ones: ``mn_hlist_invalidate_range_start`` and ``mn_hlist_invalidate_end``)
+DISPATCH_OBSERVED = frozenset({"invalidate_range_start", "invalidate_range_end", "invalidate_range"})
+
+
+class CallbackCounts:
+    """What the core's list walks did with one driver's :data:`DISPATCH_OBSERVED` callbacks.
+
+    Not a kernel structure: the model's accounting for observers (a tracer),
+    kept by dispatch itself so that counting a callback costs no wrapper call.
+    The core counts only while a dispatch observer is registered (see
+    :meth:`DriverRegistry.add_plugin`); an observer reads the numbers whenever it
+    likes and keeps its own baseline if it joins late.
+
+    * ``calls``: the observed callbacks the walks began (a call still running
+      counts, and so does one that raised);
+    * ``starts``: ``invalidate_range_start`` calls that returned (or whose
+      exception was the driver's fault, routed to ``callback_fault``), by
+      :class:`~mmu_notifier.range.Event` value;
+    * ``refusals``: the starts among those that returned ``-EAGAIN``.
+
+    When they land: on the deterministic backend (the explorer, the main job's
+    default mode) each call is counted as it happens, as a wrapper would; on
+    real threads, where a walk has no scheduling points, a walk's calls are
+    counted together when the walk ends (or stops on an exception), so a reader
+    on another thread sees a walk's calls at once rather than one by one.
+    """
+
+    __slots__ = ("calls", "starts", "refusals")
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.starts = [0] * len(Event)
+        self.refusals = 0
+
+    def __repr__(self) -> str:
+        return f"<CallbackCounts calls={self.calls} starts={self.starts} refusals={self.refusals}>"
+
 
 class MMUNotifierOps:
     """One driver's resolved callbacks (``struct mmu_notifier_ops``); ``None`` where absent.
@@ -125,6 +178,8 @@ class MMUNotifierOps:
         "linked",
         "pending_frees",
         "unloaded_at",
+        "counts",
+        "isolated",
         *hookspecs.CALLBACKS,
     )
 
@@ -152,6 +207,11 @@ class MMUNotifierOps:
         self.pending_frees = 0
         #: where :meth:`DriverRegistry.unload` unloaded the module, or None while it is loaded
         self.unloaded_at: str | None = None
+        #: the dispatch counts handed to dispatch observers (the core counts into them while one is registered)
+        self.counts = CallbackCounts()
+        #: the :data:`DISPATCH_OBSERVED` callbacks whose field already isolates the driver's exception inside
+        #: (the field has wrappers around the driver's function); dispatch isolates the others itself
+        self.isolated: frozenset[str] = frozenset()
         for callback in hookspecs.CALLBACKS:
             setattr(self, callback, None)
 
@@ -188,7 +248,12 @@ def _adapter(function: Callback, spec_args: tuple[str, ...], impl_args: tuple[st
     if impl_args == spec_args:
         return function
     positions = tuple(spec_args.index(name) for name in impl_args)
-    return lambda *args: function(*(args[i] for i in positions))
+
+    def adapted(*args: Any) -> Any:
+        return function(*(args[i] for i in positions))
+
+    adapted.__wrapped__ = function  # type: ignore[attr-defined]  # what it calls (functools' convention)
+    return adapted
 
 
 def _wrapped(inner: Callback, wrappers: list[tuple[Callback, tuple[int, ...] | None]], name: str) -> Callback:
@@ -246,6 +311,13 @@ class DriverRegistry:
         self._by_name: dict[str, MMUNotifierOps] = {}
         #: non-driver plugins with a ``wrap_callback`` method, in registration order
         self._callback_wrappers: list[Any] = []
+        #: dispatch observers: plugins with ``dispatch_counts`` and those with ``callback_fault``
+        self._counters: list[Any] = []
+        self._fault_handlers: list[Any] = []
+        #: a dispatch observer is registered: the list walks count and isolate (read once per walk)
+        self.observed = False
+        #: bumped by every resolution of the ops (a walk's cached census is of one generation)
+        self.generation = 0
 
     @property
     def pm(self) -> pluggy.PluginManager:
@@ -289,6 +361,26 @@ class DriverRegistry:
         driver and callback when the ops are resolved, with the driver's own implementation, and what it
         returns is called instead (innermost, inside any pluggy wrapper). A closure around the driver's
         function costs one extra call per callback, where a generator wrapper costs a generator.
+
+        A plugin may also be a *dispatch observer*, for the hot per-subscription callbacks
+        (:data:`DISPATCH_OBSERVED`: a list walk calls them once per subscription, where even a closure
+        costs more than the call itself):
+
+        * ``dispatch_counts(driver: str, counts: CallbackCounts) -> None`` is called whenever the ops are
+          resolved, with the object the core counts that driver's observed callbacks into
+          (:class:`CallbackCounts`; the same object for the driver's whole time loaded). While any
+          plugin offering it is registered, the walks count.
+        * ``callback_fault(driver: str, callback: str, error: Exception) -> None``: while any plugin
+          offering it is registered, an observed callback that raises an ``Exception`` other than a
+          :class:`~mmu_notifier.errors.KernelError` (an errno for the caller) is that driver's fault:
+          every such plugin is told, and dispatch carries on as if the callback had returned nothing
+          (a kernel oops in a module is that module's bug; here the run goes on). Anything wrapping
+          the driver's function (a ``wrap_callback`` closure of another plugin, a pluggy wrapper) sees
+          that ``None`` too: the registry then isolates innermost, around the driver's own function.
+
+        An observer's own ``wrap_callback`` should return the observed callbacks unchanged, or the
+        walk's cost is back. The watchdog of the main job finds a callback in flight by sampling
+        thread and greenlet frames (see :mod:`mmu_notifier.workload.stats`), not by a wrapper.
         """
         try:
             self.pm.register(plugin, name=name)
@@ -296,14 +388,41 @@ class DriverRegistry:
             raise PluginError(name or type(plugin).__name__, f"bad hook: {error}") from error
         if callable(getattr(plugin, "wrap_callback", None)):
             self._callback_wrappers.append(plugin)
+        if callable(getattr(plugin, "dispatch_counts", None)):
+            self._counters.append(plugin)
+        if callable(getattr(plugin, "callback_fault", None)):
+            self._fault_handlers.append(plugin)
         self._resolve_all()
 
     def remove_plugin(self, plugin: object) -> None:
         """Unregister a non-driver plugin added with :meth:`add_plugin`."""
         self.pm.unregister(plugin)
-        if plugin in self._callback_wrappers:
-            self._callback_wrappers.remove(plugin)
+        for registered in (self._callback_wrappers, self._counters, self._fault_handlers):
+            if plugin in registered:
+                registered.remove(plugin)
         self._resolve_all()
+
+    def isolate(self, ops: MMUNotifierOps, callback: str, error: BaseException) -> bool:
+        """A dispatch walk caught ``error`` from ``ops``' ``callback``: True if it was the driver's fault and the
+        observers were told (the walk then goes on as if the callback returned ``None``), False if the walk
+        must re-raise it.
+
+        Re-raised: anything not an ``Exception`` (``KeyboardInterrupt``, a model thread unwound after its run
+        ended); a :class:`~mmu_notifier.errors.KernelError` (an errno the kernel returns through the
+        callback, for the caller to handle, as a wrapper around the callback lets it through too); every
+        exception when no plugin handles faults; the use after free of an unloaded module's callback (no
+        driver code ran); and every exception of a field that isolates the driver inside already
+        (:attr:`MMUNotifierOps.isolated`: what reaches the walk then came from a wrapper, not the driver).
+        """
+        if (not isinstance(error, Exception) or isinstance(error, KernelError) or not self._fault_handlers
+                or callback in ops.isolated or ops.unloaded_at is not None):
+            return False
+        self._fault(ops.name, callback, error)
+        return True
+
+    def _fault(self, name: str, callback: str, error: Exception) -> None:
+        for handler in list(self._fault_handlers):
+            handler.callback_fault(name, callback, error)
 
     def load_entry_points(
         self,
@@ -368,12 +487,18 @@ class DriverRegistry:
         for ops in self._by_name.values():
             others = [d for d in drivers if d is not ops.driver]
             null = _null_callbacks(ops.driver, ops.name)
+            isolated: set[str] = set()
             for callback in (*hookspecs.CALLBACKS, "exerciser"):
-                resolved = None if callback in null else self._resolve(ops.driver, callback, others, ops.name)
+                resolved = None if callback in null else self._resolve(ops.driver, callback, others, ops.name, isolated)
                 setattr(ops, callback, resolved)
+            ops.isolated = frozenset(isolated)
+            for counter in self._counters:
+                counter.dispatch_counts(ops.name, ops.counts)
+        self.observed = bool(self._counters or self._fault_handlers)
+        self.generation += 1
 
     def _resolve(
-        self, driver: object, callback: str, others: list[object], name: str = ""
+        self, driver: object, callback: str, others: list[object], name: str = "", isolated: set[str] | None = None
     ) -> Callable[..., Any] | None:
         caller = getattr(self.pm.hook, callback)
         impls = caller.get_hookimpls()
@@ -383,6 +508,12 @@ class DriverRegistry:
         spec_args = tuple(caller.spec.argnames)
         foreign = [impl for impl in impls if impl.plugin is not driver and impl.plugin not in others]
         direct = _adapter(own[0].function, spec_args, tuple(own[0].argnames))
+        if (callback in DISPATCH_OBSERVED and self._fault_handlers
+                and (foreign or any(p not in self._fault_handlers for p in self._callback_wrappers))):
+            # something may stand between the walk and the driver: isolate innermost, so that it sees None
+            direct = self._isolating(name, callback, direct)
+            if isolated is not None:
+                isolated.add(callback)
         if callback != "exerciser":
             for plugin in self._callback_wrappers:  # innermost first: the first registered is nearest the driver
                 direct = plugin.wrap_callback(name, callback, direct)
@@ -398,6 +529,22 @@ class DriverRegistry:
             return _wrapped(direct, chain, callback)
         subset = self.pm.subset_hook_caller(callback, remove_plugins=others)
         return lambda *args: subset(**dict(zip(spec_args, args, strict=True)))
+
+    def _isolating(self, name: str, callback: str, function: Callback) -> Callback:
+        """``function`` with its driver's exception routed to the fault handlers (see :meth:`isolate`)."""
+        registry = self
+
+        def isolating(*args: Any) -> Any:
+            try:
+                return function(*args)
+            except KernelError:
+                raise
+            except Exception as error:
+                registry._fault(name, callback, error)
+                return None
+
+        isolating.__wrapped__ = function  # type: ignore[attr-defined]  # what it calls (functools' convention)
+        return isolating
 
     # -- unloading --------------------------------------------------------
     def unload(self, driver: object) -> None:
@@ -431,6 +578,9 @@ class DriverRegistry:
         for callback in (*hookspecs.CALLBACKS, "exerciser"):
             if getattr(ops, callback) is not None:
                 setattr(ops, callback, _unloaded_callback(ops.name, callback, site))
+        # a call into the unloaded module is no callback of the driver: the walks count it nowhere observed
+        ops.counts = CallbackCounts()
+        ops.isolated = frozenset()
         self._resolve_all()
 
     # -- lookup -----------------------------------------------------------

@@ -173,10 +173,37 @@ def test_cli_bad_jobs_exit_2_with_one_line(capsys: pytest.CaptureFixture[str], v
     assert err == f"mmu-notifier: explore: {message}\n"
 
 
-def test_cli_jobs_not_with_all(capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(capsys, "explore", "--all", "--jobs", "2")
-    assert code == 2
-    assert "not with --all" in err
+def _all_report(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *flags: str) -> tuple[int, str]:
+    """``explore --all --strategy dpor`` over a few built-ins and one scenario only this process knows."""
+    from mmu_notifier.scenarios import BUILTIN
+    from mmu_notifier.scenarios import cli as explore_cli
+
+    def build() -> ScenarioInstance:
+        run = ScenarioInstance()
+        run.thread("A")(lambda: None)
+        return run
+
+    names = ("get-put", "unregister-no-release", "abba-deadlock", "sleep-under-spinlock", "lock-order-inversion")
+    chosen = {s.name: s for s in BUILTIN if s.name in names}
+    local = Scenario("claims-a-deadlock", build, "clean, but declares a deadlock", "deadlock")  # no source: here
+    chosen[local.name] = local
+    monkeypatch.setattr(explore_cli, "scenarios", lambda plugins=False: dict(chosen))
+    code, out, err = run(capsys, "explore", "--all", "--strategy", "dpor", *flags)
+    assert err == ""
+    return code, out
+
+
+def test_cli_all_with_two_jobs_prints_the_report_of_one(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code1, out1 = _all_report(capsys, monkeypatch)
+    code2, out2 = _all_report(capsys, monkeypatch, "--jobs", "2")
+    assert code1 == code2 == 1  # the scenario that claims a deadlock is a mismatch, checked in this process
+    assert out2 == out1  # line for line, in the scenarios' order
+    lines = out1.splitlines()
+    assert [line.split()[0] for line in lines[:-1]] == sorted(line.split()[0] for line in lines[:-1])
+    assert "MISMATCH" in next(line for line in lines if line.startswith("claims-a-deadlock "))
+    assert lines[-1] == "5/6 scenarios show their declared outcome"
 
 
 def _without_timing(text: str) -> list[str]:
@@ -196,11 +223,17 @@ def test_cli_two_jobs_print_the_report_of_one(capsys: pytest.CaptureFixture[str]
     assert _without_timing(out2) == _without_timing(out1)
 
 
-def test_ctrl_c_stops_the_workers_and_exits_130() -> None:
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("explore", "get-put", "--strategy", "random", "--budget", "10000000", "--jobs", "2"),
+        ("explore", "--all", "--strategy", "random", "--budget", "10000000", "--jobs", "2"),  # scenarios side by side
+    ],
+)
+def test_ctrl_c_stops_the_workers_and_exits_130(command: tuple[str, ...]) -> None:
     """SIGINT to the whole process group (what a terminal's Ctrl-C does): one line, exit 130, no worker left."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "mmu_notifier.cli", "explore", "get-put", "--strategy", "random",
-         "--budget", "10000000", "--jobs", "2"],
+        [sys.executable, "-m", "mmu_notifier.cli", *command],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
     try:
@@ -248,7 +281,9 @@ def _running(pid: int) -> bool:
     return state != "Z"
 
 
-def test_dask_local_cluster_gives_the_local_result(capsys: pytest.CaptureFixture[str]) -> None:
+def test_dask_local_cluster_gives_the_local_result(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     distributed = pytest.importorskip(
         "distributed", reason="Dask distributed is not installed: pip install 'mmu-notifier[distributed]'"
     )
@@ -260,6 +295,10 @@ def test_dask_local_cluster_gives_the_local_result(capsys: pytest.CaptureFixture
             local = explore_parallel(get(name), strategy, budget=300, jobs=2)
             remote = explore_parallel(get(name), strategy, budget=300, scheduler=address)
             assert comparable(remote) == comparable(local), (name, strategy)
+        code_local, local_all = _all_report(capsys, monkeypatch)
+        code_remote, remote_all = _all_report(capsys, monkeypatch, "--scheduler", address)
+        assert code_local == code_remote == 1
+        assert remote_all == local_all
         hmm = get("hmm-getput-invalidate", plugins=True)
         assert comparable(explore_parallel(hmm, "dfs", preemptions=1, scheduler=address)) == comparable(
             explore_parallel(hmm, "dfs", preemptions=1, jobs=1)

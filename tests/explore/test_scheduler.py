@@ -280,3 +280,29 @@ def test_list_walks_get_a_scheduling_point() -> None:
     out = run_once(build)
     assert [op for _, op, _ in out.trace] == ["start", "walk"]
     assert seen == ["after"]
+
+
+def test_a_random_walk_subclass_with_its_own_pick_is_asked_at_every_decision() -> None:
+    # The scheduler draws a plain random walk's choices from its stream inline; a subclass that
+    # defines ``pick`` itself must still be the one that decides.
+    from mmu_notifier.explore import RandomWalk
+
+    asked = []
+
+    class First(RandomWalk):
+        def pick(self, n: int) -> int:
+            asked.append(n)
+            return 0
+
+    def build() -> ScenarioInstance:
+        run = ScenarioInstance()
+        for name in "AB":
+            run.thread(name)(lambda: [sync.yield_now() for _ in range(3)])
+        return run
+
+    out = Execution(Scenario("own-pick", build), First(0), record=False).run()
+    assert out.status == FINISHED
+    assert asked and all(n >= 1 for n in asked)
+    assert out.trace[-1][0] == 1  # always the first runnable thread: A finished first, B took the last step
+    plain = Execution(Scenario("own-pick", build), RandomWalk(0), record=False).run()
+    assert plain.status == FINISHED

@@ -53,7 +53,7 @@ import itertools
 import operator
 import sys
 import threading
-from bisect import bisect_left, insort
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -83,11 +83,7 @@ ABORTED = "aborted"
 _THREAD_OF_STEP = operator.itemgetter(0)
 
 
-def _index(thread: ModelThread) -> int:
-    return thread.idx
-
-
-#: the index as a C-level key (sorting a herd of woken threads calls it for each)
+#: a thread's index as a C-level key (sorts and bisections of herds of threads call it for each)
 _IDX = attrgetter("idx")
 
 #: waits whose condition reads only the resource waited on: every waiter of it shares the answer
@@ -104,18 +100,38 @@ def _merged_at(runnable: list[ModelThread], ready: list[ModelThread], k: int) ->
     lo, hi = 0, len(ready)
     while lo < hi:
         mid = (lo + hi) // 2
-        if mid + bisect_left(runnable, ready[mid].idx, key=_index) >= k:
+        if mid + bisect_left(runnable, ready[mid].idx, key=_IDX) >= k:
             hi = mid
         else:
             lo = mid + 1
-    if lo < len(ready) and lo + bisect_left(runnable, ready[lo].idx, key=_index) == k:
+    if lo < len(ready) and lo + bisect_left(runnable, ready[lo].idx, key=_IDX) == k:
         return ready[lo]
     return runnable[k - lo]
 
 
+def _kth_of(lists: list[list[ModelThread]], k: int) -> ModelThread:
+    """The ``k``-th thread of the index-ordered merge of ``lists`` (each in index order, no thread twice).
+
+    A binary search over thread indices (how many threads of all lists are at or below an index is a
+    sum of C-level bisections): O(log(indices) * lists * log(length)), whatever the herds' sizes.
+    """
+    lo, hi = 0, max(threads[-1].idx for threads in lists)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if sum(bisect_right(threads, mid, key=_IDX) for threads in lists) > k:
+            hi = mid
+        else:
+            lo = mid + 1
+    for threads in lists:
+        at = bisect_left(threads, lo, key=_IDX)
+        if at < len(threads) and threads[at].idx == lo:
+            return threads[at]
+    raise AssertionError("unreachable: the k-th thread is in one of the lists")
+
+
 def _remove(threads: list[ModelThread], th: ModelThread) -> None:
     """Remove ``th`` from a list kept in index order: a binary search, not a scan."""
-    del threads[bisect_left(threads, th.idx, key=_index)]
+    del threads[bisect_left(threads, th.idx, key=_IDX)]
 
 
 class _CountingTrace(list[tuple[int, str, object]]):
@@ -349,6 +365,20 @@ def _pick_of(chooser: Chooser) -> Callable[[int], int] | None:
     return pick if own else None
 
 
+def _random_of(chooser: Chooser) -> Callable[[], float] | None:
+    """The uniform stream a random walk's ``pick`` draws from (``int(stream() * n)``), else None.
+
+    Only when the class that defines the chooser's ``pick`` declares itself uniform (``uniform_pick`` in
+    its own body, as :class:`RandomWalk` does): a subclass with a ``pick`` of its own is asked.
+    """
+    for klass in type(chooser).__mro__:
+        if "pick" in vars(klass):
+            if vars(klass).get("uniform_pick"):
+                return cast("Callable[[], float]", chooser.stream)  # type: ignore[attr-defined]
+            return None
+    return None
+
+
 #: chooser class -> whether its ``pick`` makes its choices (decided once per class: every execution asks)
 _OWN_PICK: dict[type, bool] = {}
 
@@ -442,6 +472,15 @@ class Execution(sync.Backend):
         self._woken_epoch = 0
         self._ready_cache: tuple[int, list[Callable[[], bool]], list[ModelThread]] | None = None
         self._blocked: dict[int, list[ModelThread]] = {}
+        # Herds (an execution without eager wakes, see ``sync.Backend.eager_wakes``): the waiters of a
+        # shared wait (a mutex, a spinlock, an rw-semaphore side, a completion: one condition that reads
+        # only the resource) sleep by (resource, op) in index order, and a wake moves them as one list.
+        # The candidates are exactly those of per-thread wakes (the same draws, the same run), but a
+        # herd of W waiters costs O(1) per wake and per recheck instead of O(W) (a global mutex that
+        # 1,000 processes wait for was a quadratic run). Members of a herd keep state BLOCKED.
+        self._sleepers: dict[int, dict[str, list[ModelThread]]] = {}
+        #: woken herds by (resource id, op): (resource, members in index order, the shared condition)
+        self._herds: dict[tuple[int, str], tuple[object, list[ModelThread], Callable[[], bool]]] = {}
         #: every step (thread, op, resource); without ``record`` only counted (a long main-job run)
         self.trace: list[tuple[int, str, object]] = [] if record else _CountingTrace()
         self.lock_order = LockOrder()
@@ -474,9 +513,14 @@ class Execution(sync.Backend):
         self._pick = _pick_of(chooser)
         #: ``_pick`` when a scheduling point may choose inline (no records, no lazy waits: see ``point``)
         self._quick = self._pick if not (self._rec or self._lazy) else None
+        #: the random walk's own stream when its ``pick`` is :meth:`RandomWalk.pick` (the same draw, no call)
+        self._rand: Callable[[], float] | None = _random_of(chooser) if self._quick is not None else None
+        #: the trace when it only counts (see ``point``)
+        self._counted = self.trace if type(self.trace) is _CountingTrace else None
         #: records and retried or lazy waits see every wake (see ``sync.Backend.eager_wakes``); a random walk
         #: or DFS over ready threads only sees threads whose condition holds, however often they are woken
         self.eager_wakes = bool(self._rec or self._retry or self._lazy)
+        self._herding = not self.eager_wakes
         # ``critical()``: one model thread runs at a time, so there is nothing to guard; primitives enter it
         # about once a step, so it is a C-level callable handing out a C-level context manager (no Python
         # call at all). A reentrant lock of this execution only: greenlets switch inside it (a wait),
@@ -502,6 +546,9 @@ class Execution(sync.Backend):
                 self._spawn("finale", self._finale, daemon=False)
                 self._finale = None
             self._loop()
+            for _, members, _ in self._herds.values():  # the outcome reads them as per-thread wakes left them
+                for t in members:
+                    t.state = WOKEN
             if self.status == FINISHED:
                 if self.problems:
                     self.status = FAILED
@@ -677,7 +724,7 @@ class Execution(sync.Backend):
             return None
         nxt: ModelThread | None
         runnable = self._runnable
-        if not self._woken and not self._lazy:
+        if not self._woken and not self._herds and not self._lazy:
             # the common case, in O(1) whatever the number of live threads: no woken waiter to recheck,
             # the candidates are the runnable list itself (not a copy: a chooser reads it and keeps nothing)
             n = len(runnable)
@@ -695,18 +742,28 @@ class Execution(sync.Backend):
             if n:
                 return self._take(runnable[0], trace)
             cands = runnable
-        elif self._pick is not None and self._woken and not (self._lazy or self._retry) and runnable:
+        elif self._pick is not None and not (self._lazy or self._retry) and runnable:
             # the random walk with woken threads: the choice is an index, found in the merge of
             # runnable and ready threads without building it (binary searches, however many are ready:
             # a contended global lock's herd costs no copy of the runnable list)
-            ready = self._recheck_woken()
-            if ready:
-                k = self._pick(len(runnable) + len(ready))
-                nxt = _merged_at(runnable, ready, k)
-                if nxt is not cur and cur is not None and cur.state == RUN:
-                    self.preemptions += 1
-                return self._take(nxt, trace)
-            cands = runnable
+            if self._herds:
+                lists = self._ready_lists()
+                if lists:
+                    k = self._pick(len(runnable) + sum(map(len, lists)))
+                    nxt = _merged_at(runnable, lists[0], k) if len(lists) == 1 else _kth_of([runnable, *lists], k)
+                    if nxt is not cur and cur is not None and cur.state == RUN:
+                        self.preemptions += 1
+                    return self._take(nxt, trace)
+                cands = runnable
+            else:
+                ready = self._recheck_woken()
+                if ready:
+                    k = self._pick(len(runnable) + len(ready))
+                    nxt = _merged_at(runnable, ready, k)
+                    if nxt is not cur and cur is not None and cur.state == RUN:
+                        self.preemptions += 1
+                    return self._take(nxt, trace)
+                cands = runnable
         else:
             cands = self._candidates()
         if not cands:
@@ -802,18 +859,21 @@ class Execution(sync.Backend):
             runnable = [t for t in self._runnable if t.op not in LAZY_WAITS or passable(t.res)]
             if not woken:
                 return runnable
-        elif not woken:
+        elif not woken and not self._herds:
             return self._runnable
         else:
             runnable = self._runnable
         if self._retry:
-            return sorted(runnable + woken, key=_index)
+            return sorted(runnable + woken, key=_IDX)
+        if self._herds:
+            lists = self._ready_lists()
+            return sorted([*runnable, *itertools.chain(*lists)], key=_IDX) if lists else runnable
         ready = self._recheck_woken()
         if not ready:
             return runnable
         if runnable is self._runnable:
             return self._merge(runnable, ready)
-        return sorted(runnable + ready, key=_index)
+        return sorted(runnable + ready, key=_IDX)
 
     def _recheck_woken(self) -> list[ModelThread]:
         """Woken threads whose condition holds, in index order; the others sleep again.
@@ -857,13 +917,39 @@ class Execution(sync.Backend):
         self._ready_cache = None if own else (self._woken_epoch, [fn for fn, v in shared.values() if v], ready)
         return ready
 
+    def _ready_lists(self) -> list[list[ModelThread]]:
+        """The woken threads whose condition holds, as index-ordered lists: own conditions, then herds.
+
+        A herd whose condition does not hold goes back to sleep as a whole, as each of its members
+        would (per-thread wakes: the same candidates).
+        """
+        lists = []
+        if self._woken:
+            own = self._recheck_woken()
+            if own:
+                lists.append(own)
+        herds = self._herds
+        for key, (resource, members, ready) in list(herds.items()):
+            if ready():
+                lists.append(members)
+            else:
+                del herds[key]
+                self._sleep_herd(resource, key[1], members)
+        return lists
+
+    def _sleep_herd(self, resource: object, op: str, members: list[ModelThread]) -> None:
+        """``members`` (index order) sleep on ``resource`` again, with whoever went to sleep there meanwhile."""
+        ops = self._sleepers.setdefault(id(resource), {})
+        asleep = ops.get(op)
+        ops[op] = members if asleep is None else sorted([*asleep, *members], key=_IDX)
+
     def _merge(self, runnable: list[ModelThread], ready: list[ModelThread]) -> list[ModelThread]:
         """``runnable`` and ``ready`` merged in index order; reused while neither changes."""
         if ready == self._merged_ready:
             return self._merged
         cands = runnable.copy()
         for t in ready:
-            insort(cands, t, key=_index)
+            insort(cands, t, key=_IDX)
         self._merged = cands
         self._merged_ready = ready  # never changed in place (see _recheck_woken)
         return cands
@@ -875,10 +961,15 @@ class Execution(sync.Backend):
             woken.remove(th)
             self._woken = woken
             self._woken_epoch += 1
+        elif (herd := self._herds.get((id(th.res), th.op))) is not None and th in herd[1]:
+            members = herd[1]  # changed in place: no answer keeps a herd's list past the step
+            _remove(members, th)
+            if not members:
+                del self._herds[(id(th.res), th.op)]
         else:
             self._blocked[id(th.res)].remove(th)
         th.state = RUN
-        insort(self._runnable, th, key=_index)
+        insort(self._runnable, th, key=_IDX)
         self._merged_ready = None
 
     def _idle(self) -> ModelThread | None:
@@ -917,28 +1008,35 @@ class Execution(sync.Backend):
         cur.op = op
         cur.res = resource
         if op in ACQUIRE_OPS:
-            stack = self._stacks[cur.idx] = findings.stack_here() if self._sites else ()
+            stack: findings.RawStack = ()
+            if self._sites:
+                stack = self._stacks[cur.idx] = findings.stack_here()
             held = cur.task.held
             if held:  # lockdep records the dependency at the attempt, before any wait
                 self.lock_order.acquire(held, resource, cur.name, len(self.trace), stack, self.acquired, cur.idx)
         pick = self._quick
-        if pick is not None and not self._woken and not self.status:
+        if pick is not None and not self._woken and not self._herds and not self.status:
             # Most steps of a random walk: no woken waiter, no records, no lazy waits. The step
             # ``_next`` and ``_take`` would choose and record (the same draw), made here inline.
-            trace = self.trace
-            k = len(trace)
+            counted = self._counted  # an unrecorded run: the counting trace's fields, without its methods
+            k = counted._steps if counted is not None else len(self.trace)
             runnable = self._runnable
             n = len(runnable)
             if n and k < self.max_steps:
                 if n > 1:
-                    chosen = runnable[pick(n)]
+                    rand = self._rand
+                    chosen = runnable[int(rand() * n) if rand is not None else pick(n)]
                     if chosen is not cur and cur.state == RUN:
                         self.preemptions += 1
                 else:
                     chosen = runnable[0]
                 chosen.last = k
-                trace.append((chosen.idx, chosen.op, chosen.res))
-                if chosen.op in ACQUIRE_OPS:
+                if counted is not None:
+                    counted._steps = k + 1
+                    counted._last = (chosen.idx, chosen.op, chosen.res)
+                else:
+                    self.trace.append((chosen.idx, chosen.op, chosen.res))
+                if self._sites and chosen.op in ACQUIRE_OPS:
                     self._acquire(chosen, k)
                 if chosen is not cur:
                     if chosen.glet is not None:
@@ -981,7 +1079,10 @@ class Execution(sync.Backend):
             cur.state = BLOCKED
             _remove(self._runnable, cur)
             self._merged_ready = None
-            self._blocked.setdefault(id(resource), []).append(cur)
+            if self._herding and timeout is None and op in _SHARED_WAITS:
+                insort(self._sleepers.setdefault(id(resource), {}).setdefault(op, []), cur, key=_IDX)
+            else:
+                self._blocked.setdefault(id(resource), []).append(cur)
             cur.ready = ready
             cur.op = op
             cur.res = resource
@@ -1010,6 +1111,19 @@ class Execution(sync.Backend):
                 t.state = WOKEN
             self._woken = sorted([*self._woken, *waiting], key=_IDX)  # a new list, in index order
             self._woken_epoch += 1
+        if self._sleepers:
+            ops = self._sleepers.pop(id(resource), None)
+            if ops:
+                herds = self._herds
+                for op, members in ops.items():
+                    key = (id(resource), op)
+                    herd = herds.get(key)
+                    if herd is None:
+                        ready = members[0].ready
+                        assert ready is not None
+                        herds[key] = (resource, members, ready)
+                    else:  # woken again before a step rechecked it
+                        herd[1][:] = sorted([*herd[1], *members], key=_IDX)
 
     def spawn_daemon(self, name: str, fn: Callable[[], None]) -> None:
         if self._rec:
@@ -1019,7 +1133,9 @@ class Execution(sync.Backend):
             th.parents = (self._cur.last,)
 
     def has_waiters(self, resource: object) -> bool:
-        return bool(self._blocked.get(id(resource)))
+        key = id(resource)
+        return bool(self._blocked.get(key) or self._sleepers.get(key)
+                    or any(herd_key[0] == key for herd_key in self._herds))
 
     def step(self) -> int | None:
         return len(self.trace) - 1 if self._cur is not None else None

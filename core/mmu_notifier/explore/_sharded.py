@@ -7,7 +7,7 @@ pays only for these two names.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from mmu_notifier.explore._explorer import Exploration
@@ -68,3 +68,18 @@ def explore_sharded(
         stop_on_first=stop_on_first, minimise_budget=minimise_budget, reproduce=reproduce, max_steps=max_steps,
         jobs=jobs, scheduler=scheduler, streams=streams, finder=finder,
     )
+
+
+def worker_context() -> Any:
+    """The ``multiprocessing`` context the engine starts its worker processes with.
+
+    ``fork`` where the platform has it and this process runs one thread (a worker starts at once, with the
+    model imported), else ``spawn``. For work split the way the engine splits it (``explore --all --jobs``
+    checks whole scenarios side by side): workers that find their scenario through a finder give the
+    same results under either start method.
+    """
+    import multiprocessing
+
+    from mmu_notifier.explore._shards import _start_method
+
+    return multiprocessing.get_context(_start_method())

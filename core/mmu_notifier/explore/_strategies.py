@@ -108,10 +108,17 @@ class RandomWalk(Strategy):
     """Uniform choice among runnable threads at every decision, from one seeded stream."""
 
     name = "random"
+    #: ``pick(n)`` is ``int(stream() * n)``: the scheduler may draw from ``stream`` itself (no call per step)
+    uniform_pick = True
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
         self._random = random.Random(seed).random
+
+    @property
+    def stream(self) -> Callable[[], float]:
+        """The uniform draws in [0, 1) every choice is made from."""
+        return self._random
 
     def choose(
         self, cands: list[ModelThread], current: ModelThread | None, ex: Execution

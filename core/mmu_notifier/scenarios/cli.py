@@ -47,6 +47,7 @@ _EXPLORE_EXAMPLES = """examples:
   mmu-notifier explore get-put --strategy dfs --preemptions 3
   mmu-notifier explore get-put --strategy dfs --preemptions 4 --jobs 2
   mmu-notifier explore get-put --budget 20000 --jobs 8 --scheduler tcp://scheduler:8786
+  mmu-notifier explore --all --jobs 2
 """
 
 _REPLAY_EXAMPLES = """examples:
@@ -98,13 +99,13 @@ def add_commands(subparsers: Any) -> None:
         "--jobs",
         metavar="N",
         help="split the search over N processes (this one included): dfs/exhaustive by schedule prefix, random/pct "
-        "by seed streams; the report is the same for every N",
+        "by seed streams; with --all, the scenarios side by side; the report is the same for every N",
     )
     ex.add_argument(
         "--scheduler",
         metavar="ADDRESS",
-        help=f"run the shards on the Dask cluster at ADDRESS (tcp://HOST:PORT; default ${SCHEDULER_ENV}); needs "
-        "mmu-notifier[distributed] and, on every worker, the same plugins",
+        help=f"run the shards (with --all, the scenarios) on the Dask cluster at ADDRESS (tcp://HOST:PORT; default "
+        f"${SCHEDULER_ENV}); needs mmu-notifier[distributed] and, on every worker, the same plugins",
     )
     add_driver_selection(ex)
     ex.set_defaults(func=cmd_explore)
@@ -225,45 +226,17 @@ def cmd_list(args: argparse.Namespace | None = None) -> int:
 def cmd_all(args: argparse.Namespace) -> int:
     """``explore --all``: every scenario against its declared outcome; exit 1 on a mismatch.
 
-    A scenario declared clean is explored with DPOR (``--preemptions`` bounds
-    it, ``--budget`` caps it): it passes proved clean when every trace was
-    explored, and is reported "not complete" with its trace count when the
-    budget ran out first. A scenario declared to show a finding is explored
-    with ``--strategy`` (by default DPOR, then PCT, then random, until the
-    finding shows; each goes on past other findings) and passes when a
-    finding of that kind shows.
+    How each scenario is checked: :func:`mmu_notifier.scenarios._all.check`. With
+    ``--jobs N`` (or ``--scheduler``) the scenarios are checked side by side; the
+    report is the same, line for line.
     """
+    from mmu_notifier.scenarios._all import AllOptions, check_all, report
+
     _check_args(args)
-    mismatches = 0
-    for name, scenario in sorted(scenarios(plugins=True).items()):
-        searches = [args.strategy] if args.strategy else ["dpor", "pct", "random"]
-        chain = ["dpor"] if scenario.expect is None else searches
-        for strategy in chain:
-            result = explore(
-                scenario,
-                strategy,
-                args.budget,
-                args.seed,
-                args.time_budget,
-                depth=args.depth,
-                preemptions=args.preemptions,
-                stop_on_first=scenario.expect is None,
-                minimise_budget=0,
-                reproduce=0,
-            )
-            kinds = {f.problem.kind.value for f in result.findings}
-            if scenario.expect in kinds:
-                break
-        ok = scenario.expect in kinds if scenario.expect else not kinds
-        proved = scenario.expect is not None or (result.complete and not result.bounded)
-        verdict = "MISMATCH" if not ok else "ok" if proved else "ok, not complete"
-        mismatches += not ok
-        shown = ", ".join(sorted(kinds)) or "clean"
-        expect = scenario.expect or "clean"
-        print(f"{name:<34} expect {expect:<22} {strategy:<7} {verdict:<17} {result.verdict} [{shown}]")
-    total = len(scenarios(plugins=True))
-    print(f"{total - mismatches}/{total} scenarios show their declared outcome")
-    return 1 if mismatches else 0
+    options = AllOptions(args.strategy, args.budget, args.seed, args.time_budget, args.depth, args.preemptions)
+    chosen = [scenario for _, scenario in sorted(scenarios(plugins=True).items())]
+    rows = check_all(chosen, options, jobs=args.jobs or 1, scheduler=args.scheduler)
+    return 1 if report(rows, lambda line: print(line, flush=True)) else 0
 
 
 def cmd_explore(args: argparse.Namespace) -> int:
@@ -273,8 +246,6 @@ def cmd_explore(args: argparse.Namespace) -> int:
     if args.all:
         if args.scenario:
             raise UsageError("explore: --all runs every scenario; do not name one")
-        if getattr(args, "jobs", None) is not None or getattr(args, "scheduler", None):
-            raise UsageError("explore: --jobs and --scheduler split one scenario's search; not with --all")
         return cmd_all(args)
     if not args.scenario:
         raise UsageError("explore: name a scenario, or use --list or --all")
