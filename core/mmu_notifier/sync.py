@@ -229,7 +229,14 @@ class BargingLock:
                 with suppress(ValueError):  # a ValueError: a release already opened it, to wake this thread
                     parked.remove(gate)
                 return
-            gate.acquire()  # sleeps without the GIL until a release opens the gate
+            try:
+                gate.acquire()  # sleeps without the GIL until a release opens the gate
+            except BaseException:  # interrupted (Ctrl-C on the main thread): leave the queue
+                try:
+                    parked.remove(gate)
+                except ValueError:  # a release opened it for this thread: the next waiter gets the wake instead
+                    self._open_one()
+                raise
             if lock.acquire(False):
                 return
 
