@@ -300,8 +300,12 @@ class ThreadBackend(Backend):
         #: sleepers per resource (by ``id``), oldest first; a resource is listed only while it has some
         self._waiters: dict[int, list[_Waiter]] = {}
         self._local = threading.local()
-        # a C-level callable handing out the section (``with b.critical():`` costs no Python call)
-        self.critical: Callable[[], AbstractContextManager[Any]] = itertools.repeat(self._critical).__next__
+        if type(self).critical is ThreadBackend.critical:  # (a subclass overriding it keeps its own)
+            # a C-level callable handing out the section (``with b.critical():`` costs no Python call)
+            self.critical = itertools.repeat(self._critical).__next__  # type: ignore[method-assign]
+
+    def critical(self) -> AbstractContextManager[Any]:
+        return self._critical
 
     def current(self) -> Task:
         try:
