@@ -23,8 +23,8 @@ instead (misuse of ``put``), it raises before changing anything.
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable, Generator, Iterator
-from contextlib import closing, contextmanager
+from collections.abc import Callable, Generator
+from contextlib import closing
 from typing import TYPE_CHECKING, Any
 
 from mmu_notifier import sync
@@ -457,25 +457,34 @@ def release(mm: MM) -> None:
 # -- invalidation dispatch -----------------------------------------------------
 
 
-@contextmanager
-def _walk_section(srcu: Srcu, blockable: int | bool) -> Iterator[Callable[[object], None] | None]:
+class _WalkSection:
     """One list walk: an SRCU read section, non-blocking as well for a non-blockable range.
 
     The kernel brackets each callback of a non-blockable range with
     ``non_block_start()/end()``; bracketing the whole walk is the same to the
-    callbacks and keeps the per-subscription cost of dispatch low. Yields the
-    backend's walk point (``None`` on real threads).
+    callbacks and keeps the per-subscription cost of dispatch low. Gives the
+    backend's walk point (``None`` on real threads). A class rather than a
+    generator context manager: every invalidation enters two of these.
     """
-    index = srcu.read_lock()
-    task = None if blockable else sync.current()
-    if task is not None:
-        task.non_block_depth += 1
-    try:
-        yield sync.backend().walk_point
-    finally:
+
+    __slots__ = ("srcu", "blockable", "index", "task")
+
+    def __init__(self, srcu: Srcu, blockable: int | bool) -> None:
+        self.srcu = srcu
+        self.blockable = blockable
+
+    def __enter__(self) -> Callable[[object], None] | None:
+        self.index = self.srcu.read_lock()
+        task = self.task = None if self.blockable else sync.current()
+        if task is not None:
+            task.non_block_depth += 1
+        return sync.backend().walk_point
+
+    def __exit__(self, *exc: object) -> None:
+        task = self.task
         if task is not None:
             task.non_block_depth -= 1
-        srcu.read_unlock(index)
+        self.srcu.read_unlock(self.index)
 
 
 def invalidate_range_start(range: Range) -> None:
@@ -536,7 +545,7 @@ def _start(range: Range, container: MMUNotifierMM) -> int:
         LOG.event("invalidate.start", mm=mm.id, kind=range.event.name, start=range.start, end=range.end,
                   blockable=bool(blockable))
     result = 0
-    with _walk_section(srcu, blockable) as walk_point:
+    with _WalkSection(srcu, blockable) as walk_point:
         subs = container.subscriptions
         drivers = kernel.drivers
         if drivers.observed:
@@ -715,7 +724,7 @@ def _end(range: Range, container: MMUNotifierMM, *, only_end: bool) -> None:
     """
     mm = range.mm
     srcu = mm.kernel.srcu
-    with _walk_section(srcu, range.flags & RANGE_BLOCKABLE) as walk_point:
+    with _WalkSection(srcu, range.flags & RANGE_BLOCKABLE) as walk_point:
         subs = container.subscriptions
         drivers = mm.kernel.drivers
         if drivers.observed:
@@ -821,7 +830,7 @@ def _each_with(mm: MM, callback: str) -> Generator[tuple[MMUNotifier, Any], None
     container = mm.mmu_notifier_mm
     if container is None:
         return
-    with _walk_section(mm.kernel.srcu, blockable=True) as walk_point:
+    with _WalkSection(mm.kernel.srcu, blockable=True) as walk_point:
         for sub in container.subscriptions:
             if not sub.linked:
                 continue

@@ -17,6 +17,7 @@ from mmu_notifier.errors import UsageError
 from mmu_notifier.explore import Exploration, Scenario, ScenarioInstance, explore, explore_sharded
 from mmu_notifier.explore._shards import SEED_STREAMS, stream_seed
 from mmu_notifier.scenarios import explore_parallel, get, load_file, register, unregister
+from mmu_notifier.scenarios._parallel import ScenarioRef
 
 LOST_UPDATE = '''
 from mmu_notifier import sync
@@ -316,3 +317,25 @@ def test_a_time_budget_stops_every_shard() -> None:
     assert result.stopped == "time budget"
     assert 0 < result.stats.schedules < 10**9
     assert result.verdict.endswith("sampled schedules, not exhaustive: no finding")
+
+
+def test_a_split_search_shows_its_progress_as_shards_finish() -> None:
+    seen: list[tuple[int, int]] = []
+    result = explore_sharded(
+        get("unregister-no-release"), "random", budget=400, jobs=2, stop_on_first=False,
+        finder=ScenarioRef("unregister-no-release", "builtin"), progress=lambda s: seen.append((s.schedules, s.failing)),
+        progress_every=0.0,
+    )
+    assert len(seen) >= 2  # one call per shard result at least (16 seed streams)
+    assert [n for n, _ in seen] == sorted(n for n, _ in seen)  # what the shards ran so far only grows
+    assert seen[-1][0] >= result.stats.schedules  # the merge keeps at most what ran
+    assert seen[-1][1] >= 1  # the race shows in some shard
+
+
+def test_cli_progress_with_jobs(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "explore", "get-put", "--strategy", "random", "--budget", "20000", "--jobs", "2",
+                         "--progress")
+    assert code == 0
+    assert "20,000 sampled schedules" in out.splitlines()[0]
+    lines = err.splitlines()
+    assert lines and all(line.endswith("/s") and " schedules, " in line for line in lines)

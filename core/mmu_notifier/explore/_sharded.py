@@ -10,8 +10,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from mmu_notifier.explore._explorer import Exploration
     from mmu_notifier.explore._scenario import Scenario
+    from mmu_notifier.explore._stats import Stats
 
 
 class ScenarioFinder(Protocol):
@@ -45,6 +48,8 @@ def explore_sharded(
     scheduler: str | None = None,
     streams: int | None = None,
     finder: ScenarioFinder | None = None,
+    progress: Callable[[Stats], None] | None = None,
+    progress_every: float = 0.5,
 ) -> Exploration:
     """Explore ``scenario`` split into shards over ``jobs`` processes (or the Dask cluster at ``scheduler``).
 
@@ -58,6 +63,9 @@ def explore_sharded(
     and keep the single search's counts, findings and verdict; random and PCT
     run in seed streams; DPOR runs as one shard; the portfolio keeps its
     phases and shares. The report is the same for every ``jobs`` and on Dask.
+    ``progress`` is called with what the shards ran so far (schedules, failing,
+    elapsed; before the merge cuts them at the budget or a first finding) at most
+    every ``progress_every`` seconds, as shards finish.
     Raises :class:`~mmu_notifier.errors.UsageError` for ``jobs < 1``, an
     unknown strategy, or no finder where one is needed.
     """
@@ -66,7 +74,8 @@ def explore_sharded(
     return run_sharded(
         scenario, strategy, budget, seed, time_budget, depth=depth, preemptions=preemptions,
         stop_on_first=stop_on_first, minimise_budget=minimise_budget, reproduce=reproduce, max_steps=max_steps,
-        jobs=jobs, scheduler=scheduler, streams=streams, finder=finder,
+        jobs=jobs, scheduler=scheduler, streams=streams, finder=finder, progress=progress,
+        progress_every=progress_every,
     )
 
 

@@ -382,6 +382,7 @@ class _Runner(Protocol):
 
     cut: Any
     limits: Any
+    on_result: Callable[[ShardResult], None] | None
 
     def run(
         self, shards: list[Shard], hook: Callable[[ShardResult], None], adjust: Callable[[Shard], Shard | None] = ...
@@ -400,6 +401,8 @@ class LocalRunner:
         self.jobs = jobs
         self.pool: ProcessPoolExecutor | None = None
         self._closing = False
+        #: told of every shard's result as it comes (the progress display), after the search's own hook
+        self.on_result: Callable[[ShardResult], None] | None = None
         self.cut: Any = _LocalCut()
         self.limits: Any = [_NO_CUT] * LIMIT_SLOTS
         self.ref = finder
@@ -441,6 +444,8 @@ class LocalRunner:
             with lock:
                 results[result.key] = result
                 hook(result)
+                if self.on_result is not None:
+                    self.on_result(result)
 
         def prepare(shard: Shard) -> Shard | None:
             return adjust(shard) if shard.base <= self.cut.value else None
@@ -551,6 +556,7 @@ class DaskRunner:
         except (OSError, TimeoutError) as error:
             raise UsageError(f"explore: cannot reach the Dask scheduler at {address!r}: {error}") from None
         self.jobs = max(1, sum(self.client.nthreads().values()))
+        self.on_result: Callable[[ShardResult], None] | None = None
         self.cut: Any = _LocalCut()
         self.limits: Any = [_NO_CUT] * LIMIT_SLOTS  # the parent's only: remote shards keep their limits
 
@@ -578,6 +584,8 @@ class DaskRunner:
                 ) from None
             results[result.key] = result
             hook(result)
+            if self.on_result is not None:
+                self.on_result(result)
             for other, shard in futures.items():
                 if not other.done() and shard.base > self.cut.value:
                     other.cancel()
@@ -833,6 +841,33 @@ def _alternatives(probe: ShardResult, shard: Shard, bound: int) -> list[tuple[No
     return out
 
 
+class _Progress:
+    """The running statistics of a sharded search, from the shards' results as they come.
+
+    What the shards ran so far, not yet cut at the budget or a first finding
+    (the merge does that at the end): a display of how far the search got, at
+    most every ``every`` seconds. The report's numbers are the merge's.
+    """
+
+    def __init__(self, show: Callable[[Stats], None], every: float, start: float) -> None:
+        self.show = show
+        self.every = every
+        self.start = start
+        self.stats = Stats()
+        self.next = start + every
+
+    def __call__(self, result: ShardResult) -> None:
+        stats = self.stats
+        for _, steps, bound, failing, _, _ in result.runs:
+            stats.count(steps, bound)
+            stats.failing += failing
+        now = time.perf_counter()
+        if now >= self.next:
+            stats.elapsed = now - self.start
+            self.next = now + self.every
+            self.show(stats)
+
+
 def run_sharded(
     scenario: Scenario,
     strategy: str = "portfolio",
@@ -850,6 +885,8 @@ def run_sharded(
     scheduler: str | None = None,
     streams: int | None = None,
     finder: ScenarioFinder | None = None,
+    progress: Callable[[Stats], None] | None = None,
+    progress_every: float = 0.5,
 ) -> Exploration:
     """:func:`mmu_notifier.explore.explore_sharded` (see there), once this module is needed."""
     if not isinstance(scenario, Scenario):
@@ -875,6 +912,8 @@ def run_sharded(
     plan = _Plan(budget, seed, depth, preemptions, stop_on_first, max_steps, deadline, streams,
                  getattr(runner, "jobs", jobs))
     search = _Search(sc, runner, plan)
+    if progress is not None:
+        runner.on_result = _Progress(progress, progress_every, start)
     aborted = True
     try:
         if strategy == "portfolio":

@@ -12,11 +12,12 @@ only in the process that registered it: it explores with ``jobs=1`` only.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote
 
 from mmu_notifier.errors import UsageError
-from mmu_notifier.explore import Exploration, Scenario, explore_sharded
+from mmu_notifier.explore import Exploration, Scenario, Stats, explore_sharded
 from mmu_notifier.scenarios._registry import conformance_scenario, get, load_file
 
 
@@ -63,6 +64,7 @@ def explore_parallel(
     jobs: int = 1,
     scheduler: str | None = None,
     streams: int | None = None,
+    progress: Callable[[Stats], None] | None = None,
 ) -> Exploration:
     """Explore a scenario (or its name) split over ``jobs`` processes or the Dask cluster at ``scheduler``.
 
@@ -70,7 +72,8 @@ def explore_parallel(
     name when a name is given, and a :class:`ScenarioRef` for the workers.
     The arguments are :func:`mmu_notifier.explore.explore`'s plus ``jobs``
     (processes, this one included), ``scheduler`` (``tcp://HOST:PORT``) and
-    ``streams`` (seed streams of random and PCT; None: the engine's 16). The report is the same for
+    ``streams`` (seed streams of random and PCT; None: the engine's 16) and ``progress`` (called with what
+    the shards ran so far, as they finish). The report is the same for
     every ``jobs``. Raises :class:`UsageError` for a bad ``jobs`` and for a
     scenario other processes cannot find (registered in code) with
     ``jobs > 1`` or a scheduler; :class:`~mmu_notifier.scenarios.UnknownScenarioError`
@@ -83,5 +86,5 @@ def explore_parallel(
     return explore_sharded(
         sc, strategy, budget, seed, time_budget, depth=depth, preemptions=preemptions, stop_on_first=stop_on_first,
         minimise_budget=minimise_budget, reproduce=reproduce, max_steps=max_steps, jobs=jobs, scheduler=scheduler,
-        streams=streams, finder=finder,
+        streams=streams, finder=finder, progress=progress,
     )

@@ -255,18 +255,16 @@ def cmd_explore(args: argparse.Namespace) -> int:
         "depth": args.depth, "preemptions": args.preemptions, "stop_on_first": not args.keep_going,
     }
     positional = (args.strategy or "portfolio", args.budget, args.seed, args.time_budget)
+    progress = _Progress(sys.stderr) if args.progress or sys.stderr.isatty() else None
     if args.jobs is not None or args.scheduler:
         from mmu_notifier.scenarios._parallel import explore_parallel
 
-        if args.progress:
-            print("explore: --progress is not shown with --jobs/--scheduler (the shards report when merged)",
-                  file=sys.stderr)
-        result = explore_parallel(scenario, *positional, **common, jobs=args.jobs or 1, scheduler=args.scheduler)
+        result = explore_parallel(scenario, *positional, **common, jobs=args.jobs or 1, scheduler=args.scheduler,
+                                  progress=progress)
     else:
-        progress = _Progress(sys.stderr) if args.progress or sys.stderr.isatty() else None
         result = explore(scenario, *positional, **common, progress=progress)
-        if progress is not None:
-            progress.done()
+    if progress is not None:
+        progress.done()
     text = result.text()
     if result.failed:
         text += f"\nnext: {result.findings[0].replay} --step   (walk it step by step; --timeline FILE.html draws it)"
