@@ -323,8 +323,8 @@ def test_a_split_search_shows_its_progress_as_shards_finish() -> None:
     seen: list[tuple[int, int]] = []
     result = explore_sharded(
         get("unregister-no-release"), "random", budget=400, jobs=2, stop_on_first=False,
-        finder=ScenarioRef("unregister-no-release", "builtin"), progress=lambda s: seen.append((s.schedules, s.failing)),
-        progress_every=0.0,
+        finder=ScenarioRef("unregister-no-release", "builtin"),
+        progress=lambda s: seen.append((s.schedules, s.failing)), progress_every=0.0,
     )
     assert len(seen) >= 2  # one call per shard result at least (16 seed streams)
     assert [n for n, _ in seen] == sorted(n for n, _ in seen)  # what the shards ran so far only grows
