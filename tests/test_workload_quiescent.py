@@ -91,3 +91,39 @@ def test_no_check_while_an_invalidation_is_in_flight(
     check_quiescent(world, mm)
     notifier.invalidate_range_end(range)
     assert world.stats["gntdev"].violations == []
+
+
+def test_a_read_that_fails_while_the_process_frees_a_subscription_of_the_mm_is_no_finding(
+        world: JobWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    # On OS threads the background thread's check may read a device the mm's own process tears down meanwhile
+    # (gru: a thread state's GMS, put and then freed after the grace period): what the read raises is the
+    # check's own use after free, not the driver's.
+    mm = world.monitor.track_mm(MM(world.kernel))
+    mm.mmap(4 * mm.page_size)
+    exerciser = world.exercisers["gntdev"]
+    handle = world.monitor.attached("gntdev", exerciser.attach(mm))
+    frees = world.monitor.recorder.records[id(handle.subscription)]
+
+    def torn_down(of: MM) -> dict[int, int]:
+        world.monitor.detached("gntdev", handle)
+        exerciser.detach(handle)
+        world.kernel.srcu.barrier()  # the put's free after the grace period has run
+        assert frees.frees == 1
+        raise RuntimeError("the device state the read went through was freed")
+
+    monkeypatch.setattr(exerciser, "translations", torn_down)
+    checks = world.quiescent_checks
+    check_quiescent(world, mm)
+    assert world.stats["gntdev"].violations == [] and world.quiescent_checks == checks
+
+
+def test_a_read_that_fails_with_nothing_changed_under_the_mm_propagates(
+        world: JobWorld, attached: tuple[MM, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    mm, _ = attached
+
+    def broken(of: MM) -> dict[int, int]:
+        raise RuntimeError("a driver bug in its translations")
+
+    monkeypatch.setattr(world.exercisers["gntdev"], "translations", broken)
+    with pytest.raises(RuntimeError, match="a driver bug"):
+        check_quiescent(world, mm)

@@ -100,9 +100,10 @@ class Recorder:
         #: per mm (by ``id``): the (subscription, range) pairs started and not yet ended, so "is an
         #: invalidation of this mm in flight?" costs O(1) whatever the number of mms and ranges
         self.open_by_mm: dict[int, int] = {}
-        #: per mm (by ``id``): invalidation starts delivered so far (counted as a start callback begins), so a
-        #: check on OS threads can tell that an invalidation began while it read (see :meth:`quiet_seq`)
-        self.starts_by_mm: dict[int, int] = {}
+        #: per mm (by ``id``): invalidation starts delivered so far (counted as a start callback begins) and
+        #: subscriptions of the mm freed so far (counted as ``free_notifier`` begins), so a check on OS threads
+        #: can tell that an invalidation began, or a subscription was freed, while it read (see :meth:`quiet_seq`)
+        self.changes_by_mm: dict[int, int] = {}
         #: guards every field above; the checks of this package take it too. Taken about three times per
         #: event by every model thread, so on OS threads a plain ``threading.Lock`` would convoy with the GIL
         #: (see :class:`mmu_notifier.sync.BargingLock`)
@@ -152,20 +153,22 @@ class Recorder:
             return id(mm) in self.open_by_mm
 
     def quiet_seq(self, mm: MM) -> int | None:
-        """``None`` while an invalidation of ``mm`` is in flight, else how many starts of ``mm`` were delivered.
+        """``None`` while an invalidation of ``mm`` is in flight, else a count of what changed under ``mm``.
 
-        A check that reads the device's translations and the page table is quiescent only if no
-        invalidation of the mm began while it read; on OS threads another thread (reclaim, migration)
-        may begin one at any moment. The check reads this before and after its reads and keeps what it
-        found only if both are the same number, as a reader of ``mmu_interval_read_begin`` /
-        ``mmu_interval_read_retry`` does. A start is counted when its callback begins, before the
-        driver drops anything and before the kernel changes the page table after the starts.
+        The count is the starts of invalidations of ``mm`` delivered and the subscriptions of ``mm`` freed
+        so far. A check that reads the device's translations and the page table is quiescent only if
+        nothing of the kind happened while it read; on OS threads another thread may begin an
+        invalidation of the mm (reclaim, migration), and the mm's own process may tear its devices down
+        (a subscription put, then freed after the grace period) while the background thread's check
+        reads them. The check reads this before and after its reads and keeps what it found only if both
+        are the same number, as a reader of ``mmu_interval_read_begin``/``mmu_interval_read_retry``
+        does. Both are counted as their callback begins: before the driver drops or frees anything, and
+        before the kernel changes the page table after the starts.
         """
-        key = id(mm)
         with self.lock:
-            if key in self.open_by_mm:
+            if id(mm) in self.open_by_mm:
                 return None
-            return self.starts_by_mm.get(key, 0)
+            return self.changes_by_mm.get(mm.id, 0)
 
     def _violate(self, check: str, message: str) -> None:
         self.violations.append(InvariantViolation(check, message))
@@ -226,6 +229,8 @@ class Recorder:
                 )
             else:
                 rec = self._record(sub)
+                if rec.mm_id is not None:
+                    self.changes_by_mm[rec.mm_id] = self.changes_by_mm.get(rec.mm_id, 0) + 1
                 rec.frees += 1
                 if rec.frees > 1:
                     self._violate(ALLOC_FREE, f"free_notifier called {rec.frees} times on {subscription_label(sub)}")
@@ -266,8 +271,8 @@ class Recorder:
         with self._callback("invalidate_range_start", sub) as rec:
             key = id(range)
             with self.lock:
-                mm_key = id(range.mm)
-                self.starts_by_mm[mm_key] = self.starts_by_mm.get(mm_key, 0) + 1
+                mm_id = range.mm.id
+                self.changes_by_mm[mm_id] = self.changes_by_mm.get(mm_id, 0) + 1
                 if key in rec.open_ranges:
                     self._violate(
                         PAIRING, f"invalidate_range_start delivered twice for {range!r} to {subscription_label(sub)}"

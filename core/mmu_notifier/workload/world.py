@@ -230,11 +230,15 @@ def check_quiescent(world: JobWorld, mm: MM | None) -> None:
 
     On OS threads (the threads mode) the background thread may begin an invalidation of the mm
     while the check reads: a translation read before the driver dropped it, compared with the
-    page table read after the kernel changed it, is no stale translation. So the check keeps
-    what it found only if no invalidation of the mm began during its reads (the recorder's
-    :meth:`~mmu_notifier.invariants.Recorder.quiet_seq` before and after, the seqcount retry
-    of an interval notifier's reader); otherwise the point was not quiescent after all. On the
-    deterministic scheduler nothing runs between the two reads, so nothing is ever dropped there.
+    page table read after the kernel changed it, is no stale translation. And the background
+    thread's check of a process's mm may read a device the process is tearing down: a
+    subscription it reads through may be freed under it (a use after free of the check's, not
+    the driver's). So the check keeps what it found, or lets what its reads raised propagate,
+    only if no invalidation of the mm began and no subscription of the mm was freed during its
+    reads (the recorder's :meth:`~mmu_notifier.invariants.Recorder.quiet_seq` before and after,
+    the seqcount retry of an interval notifier's reader); otherwise the point was not quiescent
+    after all. On the deterministic scheduler nothing else runs between the two reads unless
+    the check waits for a lock, so nothing is dropped there but such a check.
 
     Costs O(the work of ``mm``) whatever the number of processes: "in flight"
     is the recorder's per-mm count, and each exerciser finds the mm's device
@@ -248,12 +252,17 @@ def check_quiescent(world: JobWorld, mm: MM | None) -> None:
     if seq is None:
         return
     found: list[tuple[str, InvariantViolation]] = []
-    for name, ex in world.exercisers.items():
-        if contract.DEVICE_TRANSLATIONS not in ex.capabilities:
-            continue
-        with sync.observing():  # the check's reads are no steps of the run: no decisions, the same interleavings
-            translations = ex.translations(mm)
-        found.extend((name, violation) for violation in check_coherence(mm, translations, (), name))
+    try:
+        for name, ex in world.exercisers.items():
+            if contract.DEVICE_TRANSLATIONS not in ex.capabilities:
+                continue
+            with sync.observing():  # the check's reads are no steps of the run: no decisions, the same interleavings
+                translations = ex.translations(mm)
+            found.extend((name, violation) for violation in check_coherence(mm, translations, (), name))
+    except Exception:
+        if recorder.quiet_seq(mm) != seq:
+            return  # the mm's process freed a subscription the read was using (OS threads): not quiescent
+        raise
     if recorder.quiet_seq(mm) != seq:
         return  # an invalidation of the mm began while the check read (OS threads): not a quiescent point
     world.quiescent_checks += 1
