@@ -100,7 +100,7 @@ class Recorder:
         #: per mm (by ``id``): the (subscription, range) pairs started and not yet ended, so "is an
         #: invalidation of this mm in flight?" costs O(1) whatever the number of mms and ranges
         self.open_by_mm: dict[int, int] = {}
-        #: per mm (by ``id``): invalidation starts delivered so far (counted as a start callback begins) and
+        #: per mm (by ``mm.id``): invalidation starts delivered so far (counted as a start callback begins) and
         #: subscriptions of the mm freed so far (counted as ``free_notifier`` begins), so a check on OS threads
         #: can tell that an invalidation began, or a subscription was freed, while it read (see :meth:`quiet_seq`)
         self.changes_by_mm: dict[int, int] = {}
