@@ -15,11 +15,13 @@ quiescent (no invalidation in flight).
 from __future__ import annotations
 
 import errno
+import threading
 from collections.abc import Generator, Iterable
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from mmu_notifier import sync
 from mmu_notifier.errors import SleepInAtomicError
 from mmu_notifier.hookspecs import hookimpl
 from mmu_notifier.invariants import invalidation, leaks, teardown
@@ -34,7 +36,7 @@ from mmu_notifier.invariants.violations import (
 )
 from mmu_notifier.kmem import is_freed
 from mmu_notifier.notifier import MMUNotifier
-from mmu_notifier.sync import BargingLock
+from mmu_notifier.sync import BargingLock, ThreadBackend
 
 if TYPE_CHECKING:
     from mmu_notifier.kernel import Kernel
@@ -106,8 +108,11 @@ class Recorder:
         self.changes_by_mm: dict[int, int] = {}
         #: guards every field above; the checks of this package take it too. Taken about three times per
         #: event by every model thread, so on OS threads a plain ``threading.Lock`` would convoy with the GIL
-        #: (see :class:`mmu_notifier.sync.BargingLock`)
-        self.lock = BargingLock()
+        #: (see :class:`mmu_notifier.sync.BargingLock`); under the deterministic scheduler (made there: one OS
+        #: thread runs every model thread) a plain lock, entered in C, is all it needs
+        self.lock: AbstractContextManager[Any] = (
+            BargingLock() if isinstance(sync.backend(), ThreadBackend) else threading.Lock()
+        )
 
     # -- installation -------------------------------------------------------------
     def install(self, kernel: Kernel) -> Recorder:
