@@ -371,12 +371,20 @@ def _random_of(chooser: Chooser) -> Callable[[], float] | None:
     Only when the class that defines the chooser's ``pick`` declares itself uniform (``uniform_pick`` in
     its own body, as :class:`RandomWalk` does): a subclass with a ``pick`` of its own is asked.
     """
-    for klass in type(chooser).__mro__:
-        if "pick" in vars(klass):
-            if vars(klass).get("uniform_pick"):
-                return cast("Callable[[], float]", chooser.stream)  # type: ignore[attr-defined]
-            return None
-    return None
+    kind = type(chooser)
+    uniform = _UNIFORM_PICK.get(kind)
+    if uniform is None:
+        uniform = False
+        for klass in kind.__mro__:
+            if "pick" in vars(klass):
+                uniform = bool(vars(klass).get("uniform_pick"))
+                break
+        _UNIFORM_PICK[kind] = uniform
+    return cast("Callable[[], float]", chooser.stream) if uniform else None  # type: ignore[attr-defined]
+
+
+#: chooser class -> whether the class defining its ``pick`` declares it uniform (decided once per class)
+_UNIFORM_PICK: dict[type, bool] = {}
 
 
 #: chooser class -> whether its ``pick`` makes its choices (decided once per class: every execution asks)
