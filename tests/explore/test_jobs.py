@@ -250,7 +250,7 @@ def test_ctrl_c_stops_the_workers_and_exits_130(command: tuple[str, ...]) -> Non
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
-    assert process.returncode == 130
+    assert process.returncode == 130, err
     assert err == "mmu-notifier: interrupted\n"
     time.sleep(0.5)
     assert not [pid for pid in workers if _running(pid)]

@@ -51,6 +51,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import operator
+import signal
 import sys
 import threading
 from bisect import bisect_left, bisect_right, insort
@@ -413,6 +414,40 @@ def _work(ex: Execution, th: ModelThread) -> None:
         ex, th = getcurrent().parent.switch(None)
 
 
+#: the execution running on the main thread now (what Ctrl-C stops), if any
+_running: Execution | None = None
+_handler_installed = False
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """SIGINT while the explorer runs: stop the running execution's scheduling, then ``KeyboardInterrupt``.
+
+    A ``KeyboardInterrupt`` raised inside a model thread unwinds through the model's ``finally``
+    blocks, which release locks: scheduling points. Had the execution gone on choosing there,
+    another thread would run while the interrupt waited half-propagated, and the teardown's
+    ``Abandon`` would replace it: the interrupt lost, and the search going on over a thread cut
+    off mid-step (DPOR then sees a "nondeterministic" scenario). So the handler first marks the
+    execution stopping: its points return at once and a wait raises ``KeyboardInterrupt`` again.
+    """
+    ex = _running
+    if ex is not None:
+        ex._stopping = True
+        ex._interrupted = True
+    raise KeyboardInterrupt
+
+
+def _catch_interrupts() -> None:
+    """Install :func:`_interrupt` for SIGINT once, on the main thread, over Python's default handler only."""
+    global _handler_installed
+    if _handler_installed:
+        return
+    if threading.current_thread() is not threading.main_thread():
+        return
+    _handler_installed = True
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _interrupt)
+
+
 #: parked workers kept for later executions (beyond this, ended executions' workers are dropped)
 _POOL_SIZE = 256
 _POOLS = threading.local()
@@ -500,6 +535,8 @@ class Execution(sync.Backend):
         self._task = sync.Task("setup")
         self._hub: Any = None
         self._stopping = False
+        #: Ctrl-C stopped this execution (see :func:`_interrupt`)
+        self._interrupted = False
         self._finale: Callable[[], object] | None = None
         self.events: list[Event] = []
         #: (lock id, thread index) -> (step, stack) of the acquisition, for deadlock reports
@@ -542,27 +579,40 @@ class Execution(sync.Backend):
 
     # -- the run -------------------------------------------------------------
     def run(self) -> Outcome:
-        """Build the scenario, run it to its end and return what happened."""
+        """Build the scenario, run it to its end and return what happened.
+
+        Ctrl-C (``KeyboardInterrupt``) stops the execution where it is: no further scheduling
+        decisions (see :func:`_interrupt`), the suspended threads unwound, and the interrupt
+        propagates to the caller.
+        """
+        global _running
         self._hub = getcurrent()
-        with sync.use_backend(self):
-            instance = self.scenario.build()
-            self._finale = instance.finale
-            for name, fn in instance.threads:
-                self._spawn(name, fn, daemon=False)
-            declared = tuple([t.name for t in self.threads])
-            if not self.threads and self._finale is not None:
-                self._spawn("finale", self._finale, daemon=False)
-                self._finale = None
-            self._loop()
-            for _, members, _ in self._herds.values():  # the outcome reads them as per-thread wakes left them
-                for t in members:
-                    t.state = WOKEN
-            if self.status == FINISHED:
-                if self.problems:
-                    self.status = FAILED
-                else:
-                    self._check(instance.checks)
-            self._teardown()
+        outer, _running = _running, self
+        _catch_interrupts()
+        try:
+            with sync.use_backend(self):
+                try:
+                    instance = self.scenario.build()
+                    self._finale = instance.finale
+                    for name, fn in instance.threads:
+                        self._spawn(name, fn, daemon=False)
+                    declared = tuple([t.name for t in self.threads])
+                    if not self.threads and self._finale is not None:
+                        self._spawn("finale", self._finale, daemon=False)
+                        self._finale = None
+                    self._loop()
+                    for _, members, _ in self._herds.values():  # as per-thread wakes would have left them
+                        for t in members:
+                            t.state = WOKEN
+                    if self.status == FINISHED:
+                        if self.problems:
+                            self.status = FAILED
+                        else:
+                            self._check(instance.checks)
+                finally:
+                    self._teardown()
+        finally:
+            _running = outer
         return Outcome(
             self.status,
             self.trace,
@@ -608,6 +658,7 @@ class Execution(sync.Backend):
 
     def _teardown(self) -> None:
         self._stopping = True
+        self._interrupted = False  # the interrupt is on its way to the caller: the others unwind quietly
         for th in list(self._live.values()):
             if th.glet is not None:  # started and suspended
                 self._cur = th
@@ -1078,7 +1129,8 @@ class Execution(sync.Backend):
         if cur is None:
             raise RuntimeError(f"{op} on {describe(resource)} would block outside a model thread")
         if self._stopping:
-            raise Abandon
+            # a thread unwinding from Ctrl-C keeps its KeyboardInterrupt (an Abandon would end it quietly)
+            raise KeyboardInterrupt if self._interrupted else Abandon
         task = cur.task
         while True:
             if self._rec:
