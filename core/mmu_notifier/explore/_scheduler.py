@@ -342,54 +342,44 @@ _PASSABLE: dict[type, Callable[[Any], bool]] = {
 }
 
 
-def _pick_of(chooser: Chooser) -> Callable[[int], int] | None:
-    """The chooser's ``pick``, if its choices are made by it.
+def _pick_kind(kind: type) -> tuple[bool, bool]:
+    """(its ``pick`` makes its choices, that ``pick`` is uniform) for a chooser class; decided once per class.
 
-    A subclass that overrides ``choose`` but inherits ``pick`` (a test's
-    "always switch" random walk) chooses otherwise: the first class of its
-    MRO defining either must define ``pick``.
+    A subclass that overrides ``choose`` but inherits ``pick`` (a test's "always switch" random walk)
+    chooses otherwise: the first class of its MRO defining either must define ``pick``. That class's
+    ``pick`` is uniform (``int(stream() * n)``) when its own body says ``uniform_pick``, as
+    :class:`RandomWalk`'s does; a subclass with a ``pick`` of its own is asked.
     """
-    pick: Callable[[int], int] | None = getattr(chooser, "pick", None)
-    if pick is None or chooser.always:
-        return None
-    kind = type(chooser)
-    own = _OWN_PICK.get(kind)
-    if own is None:
-        own = False
+    known = _PICK_KINDS.get(kind)
+    if known is None:
+        known = (False, False)
         for klass in kind.__mro__:
             if "pick" in vars(klass):
-                own = True
+                known = (True, bool(vars(klass).get("uniform_pick")))
                 break
             if "choose" in vars(klass):
                 break
-        _OWN_PICK[kind] = own
-    return pick if own else None
+        _PICK_KINDS[kind] = known
+    return known
+
+
+#: chooser class -> :func:`_pick_kind` (every execution asks)
+_PICK_KINDS: dict[type, tuple[bool, bool]] = {}
+
+
+def _pick_of(chooser: Chooser) -> Callable[[int], int] | None:
+    """The chooser's ``pick``, if its choices are made by it (see :func:`_pick_kind`)."""
+    pick: Callable[[int], int] | None = getattr(chooser, "pick", None)
+    if pick is None or chooser.always or not _pick_kind(type(chooser))[0]:
+        return None
+    return pick
 
 
 def _random_of(chooser: Chooser) -> Callable[[], float] | None:
-    """The uniform stream a random walk's ``pick`` draws from (``int(stream() * n)``), else None.
-
-    Only when the class that defines the chooser's ``pick`` declares itself uniform (``uniform_pick`` in
-    its own body, as :class:`RandomWalk` does): a subclass with a ``pick`` of its own is asked.
-    """
-    kind = type(chooser)
-    uniform = _UNIFORM_PICK.get(kind)
-    if uniform is None:
-        uniform = False
-        for klass in kind.__mro__:
-            if "pick" in vars(klass):
-                uniform = bool(vars(klass).get("uniform_pick"))
-                break
-        _UNIFORM_PICK[kind] = uniform
-    return cast("Callable[[], float]", chooser.stream) if uniform else None  # type: ignore[attr-defined]
-
-
-#: chooser class -> whether the class defining its ``pick`` declares it uniform (decided once per class)
-_UNIFORM_PICK: dict[type, bool] = {}
-
-
-#: chooser class -> whether its ``pick`` makes its choices (decided once per class: every execution asks)
-_OWN_PICK: dict[type, bool] = {}
+    """The uniform stream a random walk's ``pick`` draws from, else None (see :func:`_pick_kind`)."""
+    if not _pick_kind(type(chooser))[1]:
+        return None
+    return cast("Callable[[], float]", chooser.stream)  # type: ignore[attr-defined]
 
 
 def _parked(th: ModelThread) -> bool:
