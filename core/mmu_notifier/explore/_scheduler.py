@@ -1010,16 +1010,25 @@ class Execution(sync.Backend):
             woken.remove(th)
             self._woken = woken
             self._woken_epoch += 1
-        elif (herd := self._herds.get((id(th.res), th.op))) is not None and th in herd[1]:
-            members = herd[1]  # changed in place: no answer keeps a herd's list past the step
-            _remove(members, th)
+        elif (at := self._herd_position(th)) is not None:
+            members = self._herds[(id(th.res), th.op)][1]  # changed in place: no answer keeps it past the step
+            del members[at]
             if not members:
                 del self._herds[(id(th.res), th.op)]
-        else:
+        else:  # a timed wait (never in a herd)
             self._blocked[id(th.res)].remove(th)
         th.state = RUN
         insort(self._runnable, th, key=_IDX)
         self._merged_ready = None
+
+    def _herd_position(self, th: ModelThread) -> int | None:
+        """Where ``th`` sits in the woken herd of its (resource, op), by binary search; None if it is in none."""
+        herd = self._herds.get((id(th.res), th.op))
+        if herd is None:
+            return None
+        members = herd[1]
+        at = bisect_left(members, th.idx, key=_IDX)
+        return at if at < len(members) and members[at] is th else None
 
     def _idle(self) -> ModelThread | None:
         """No thread can run: fire a timeout, or end the run as finished or deadlocked."""
