@@ -339,3 +339,15 @@ def test_cli_progress_with_jobs(capsys: pytest.CaptureFixture[str]) -> None:
     assert "20,000 sampled schedules" in out.splitlines()[0]
     lines = err.splitlines()
     assert lines and all(line.endswith("/s") and " schedules, " in line for line in lines)
+
+
+def test_all_a_worker_that_cannot_find_its_scenario_is_one_clear_usage_error() -> None:
+    from concurrent.futures import Future
+
+    from mmu_notifier.scenarios import UnknownScenarioError
+    from mmu_notifier.scenarios._all import _row
+
+    future: Future[Any] = Future()
+    future.set_exception(UnknownScenarioError("no scenario 'mine'"))
+    with pytest.raises(UsageError, match="a worker process could not find scenario 'get-put'.*same plugins"):
+        _row(future, get("get-put"), "worker process")

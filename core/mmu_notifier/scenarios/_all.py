@@ -147,16 +147,28 @@ def _on_processes(chosen: list[Scenario], options: AllOptions, jobs: int) -> Ite
                 index = queue.popleft()
                 rows[index] = check(chosen[index], options)
             elif pending:
-                done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
-                for future in done:
-                    rows[pending.pop(future)] = future.result()
+                wait(list(pending), return_when=FIRST_COMPLETED)
             for future in [f for f in pending if f.done()]:
-                rows[pending.pop(future)] = future.result()
+                index = pending.pop(future)
+                rows[index] = _row(future, chosen[index], "worker process")
             ready, emitted = _in_order(len(chosen), rows, emitted)
             yield from ready
         aborted = False
     finally:
         _stop(pool, aborted)
+
+
+def _row(future: Any, scenario: Scenario, worker: str) -> Row:
+    """A worker's row for ``scenario``; one clear line when the worker could not find the scenario (a plugin
+    that loads here but not there, a scenario file at another path)."""
+    try:
+        row: Row = future.result()
+    except (UsageError, KeyError) as error:  # the library's UnknownScenarioError is a KeyError
+        raise UsageError(
+            f"explore: a {worker} could not find scenario {scenario.name!r} ({error}): install the same plugins "
+            f"(and scenario files, at the same paths) wherever the workers run"
+        ) from None
+    return row
 
 
 def _stop(pool: ProcessPoolExecutor, abort: bool) -> None:
@@ -189,13 +201,7 @@ def _on_dask(chosen: list[Scenario], options: AllOptions, address: str) -> Itera
             if index not in futures:
                 yield check(scenario, options)
                 continue
-            try:
-                yield futures[index].result()
-            except (UsageError, KeyError) as error:  # the library's UnknownScenarioError is a KeyError
-                raise UsageError(
-                    f"explore: a Dask worker could not find scenario {scenario.name!r} ({error}): install the "
-                    f"same plugins (and scenario files, at the same paths) on every worker"
-                ) from None
+            yield _row(futures[index], scenario, "Dask worker")
     finally:
         client.close()
 
