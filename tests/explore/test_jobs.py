@@ -349,5 +349,5 @@ def test_all_a_worker_that_cannot_find_its_scenario_is_one_clear_usage_error() -
 
     future: Future[Any] = Future()
     future.set_exception(UnknownScenarioError("no scenario 'mine'"))
-    with pytest.raises(UsageError, match="a worker process could not find scenario 'get-put'.*same plugins"):
+    with pytest.raises(UsageError, match=r"a worker process could not find scenario 'get-put'.*same plugins"):
         _row(future, get("get-put"), "worker process")
