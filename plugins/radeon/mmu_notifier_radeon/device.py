@@ -189,7 +189,18 @@ class Reservation:
 
 
 class Gtt:
-    """The GTT aperture of one device: ``pages`` entries, GTT page -> frame; ranges allocated first fit."""
+    """The GTT aperture of one device: ``pages`` entries, GTT page -> frame; ranges allocated first fit.
+
+    The kernel's GTT range manager (``ttm_bo_man_get_node``/``_put_node`` around
+    ``drm_mm_insert_node_in_range``/``drm_mm_remove_node``) takes the manager's spinlock, so
+    every BO of every process allocates and frees ranges of the one aperture atomically. The
+    model makes each :meth:`bind` and :meth:`unbind` one indivisible step: the backend's critical
+    section, without a scheduling point (nothing in it sleeps, and nobody else sees the
+    aperture's bookkeeping half done, so the explorer has no interleaving to try there). On OS
+    threads (the main job's threads mode) it is what excludes the other threads: without it two
+    binds found the same free range and the second unbind of it raised ``KeyError``, leaving
+    the BO's pages pinned.
+    """
 
     def __init__(self, name: str, pages: int) -> None:
         self.name = name
@@ -201,23 +212,25 @@ class Gtt:
     def bind(self, frames: list[int]) -> int:
         """Map ``frames`` at a free range of the aperture; returns its first GTT page. ENOMEM when full."""
         count = len(frames)
-        cursor = 0
-        for offset in sorted(self.ranges):
-            if offset - cursor >= count:
-                break
-            cursor = offset + self.ranges[offset]
-        if cursor + count > self.pages:
-            raise NoMemoryError(f"{self.name}: no room for {count} page(s) in a {self.pages}-page GTT")
-        self.ranges[cursor] = count
-        for i, pfn in enumerate(frames):
-            self.entries[cursor + i] = pfn
-        return cursor
+        with sync.backend().critical():  # the manager's spinlock (see the class docstring)
+            cursor = 0
+            for offset in sorted(self.ranges):
+                if offset - cursor >= count:
+                    break
+                cursor = offset + self.ranges[offset]
+            if cursor + count <= self.pages:
+                self.ranges[cursor] = count
+                for i, pfn in enumerate(frames):
+                    self.entries[cursor + i] = pfn
+                return cursor
+        raise NoMemoryError(f"{self.name}: no room for {count} page(s) in a {self.pages}-page GTT")
 
     def unbind(self, offset: int) -> None:
         """Unmap the range bound at ``offset``."""
-        count = self.ranges.pop(offset)
-        for i in range(count):
-            del self.entries[offset + i]
+        with sync.backend().critical():  # the manager's spinlock (see the class docstring)
+            count = self.ranges.pop(offset)
+            for i in range(count):
+                del self.entries[offset + i]
 
 
 class GpuRing:
