@@ -63,23 +63,30 @@ def test_the_step_bound_grows_with_the_processes() -> None:
     assert runner.max_steps(scaled(10_000)) == 10_000 * runner.MAX_STEPS_PER_PROCESS
 
 
+def _explain(result: runner.RunResult) -> str:
+    """What a failing run did, as ``mmu-notifier run`` prints it: failed steps, every violation of the run and of
+    each driver, the traceback of each driver's fault and of each exception that ended a process."""
+    return f"failed steps: {result.failed_steps}\n" + summary.render(summary.document(result))
+
+
 def _assert_clean(result: runner.RunResult) -> None:
-    assert result.ok, result.violations[:5]
-    assert result.violations == []
+    assert result.ok, _explain(result)
+    assert result.violations == [], _explain(result)
+    assert result.failed_steps == 0, _explain(result)
     for name, stats in result.drivers.items():
-        assert not stats.violations, (name, stats.violations[:3])
-        assert stats.allocated == stats.freed, (name, stats.allocated, stats.freed)
+        assert not stats.violations, _explain(result)
+        assert stats.allocated == stats.freed, (name, stats.allocated, stats.freed, _explain(result))
 
 
 @pytest.mark.slow
 def test_ten_thousand_processes_deterministic() -> None:
     result = runner.run_deterministic(scaled(10_000), seed=0, record=False)
-    assert result.steps >= 10_000 * len(DEFAULT.processes[0].steps)
+    assert result.steps >= 10_000 * len(DEFAULT.processes[0].steps), _explain(result)
     _assert_clean(result)
 
 
 @pytest.mark.slow
 def test_ten_thousand_processes_on_eight_threads() -> None:
     result = runner.run_threads(scaled(10_000), threads=8)
-    assert result.steps >= 10_000 * len(DEFAULT.processes[0].steps)
+    assert result.steps >= 10_000 * len(DEFAULT.processes[0].steps), _explain(result)
     _assert_clean(result)

@@ -13,7 +13,7 @@ from mirror_driver import MirrorDriver
 
 from mmu_notifier import plugins
 from mmu_notifier.cli import main
-from mmu_notifier.workload import model, runner, summary
+from mmu_notifier.workload import model, runner, steps, summary
 from mmu_notifier.workload.default import DEFAULT
 
 
@@ -57,6 +57,32 @@ def test_threads_mode_runs_clean(mirror_installed):
     result = runner.run_threads(DEFAULT, threads=3)
     assert result.ok, result.violations
     assert result.mode == "threads(3)"
+
+
+def test_threads_mode_keeps_the_traceback_of_an_exception_that_ended_a_process(mirror_installed, monkeypatch):
+    # not a driver's fault (those are the driver's violations, with their tracebacks): the model's own code
+    # raised in a process body on an OS thread; the run goes on without that process
+    def broken_soft_dirty(self: steps.ProcessRunner, step: model.ProcessStep) -> bool:
+        if self.name == "worker1":
+            raise RuntimeError("soft-dirty broke")
+        return original(self, step)
+
+    original = steps.ProcessRunner._op_soft_dirty
+    monkeypatch.setattr(steps.ProcessRunner, "_op_soft_dirty", broken_soft_dirty)
+    result = runner.run_threads(DEFAULT, threads=3)
+    assert not result.ok
+    assert "exception in worker1: RuntimeError: soft-dirty broke" in result.violations
+    assert list(result.tracebacks) == ["worker1"]
+    text = result.tracebacks["worker1"]
+    assert text.startswith("Traceback (most recent call last):")
+    assert "in broken_soft_dirty" in text and text.rstrip().endswith("RuntimeError: soft-dirty broke")
+    doc = summary.document(result)
+    assert doc["tracebacks"] == {"worker1": text}
+    page = summary.render(doc)
+    assert "traceback of the exception that ended worker1:" in page
+    shown = page.split("traceback of the exception that ended worker1:\n", 1)[1].splitlines()
+    assert shown == [f"    {line}" for line in text.rstrip().splitlines()]
+    assert json.loads(json.dumps(doc))["tracebacks"] == {"worker1": text}
 
 
 def test_malformed_workload_is_one_line_naming_the_field(mirror_installed, tmp_path, capsys):

@@ -27,8 +27,9 @@ import random
 import re
 import threading
 import time
+import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mmu_notifier.explore import Execution, Kind, Outcome, RandomWalk, Scenario, ScenarioInstance, Timeline
@@ -63,7 +64,8 @@ class RunResult:
     scheduler_steps: int = 0
     #: the deterministic execution, kept to draw its timeline on request
     outcome: Outcome | None = None
-    #: steps in which a driver's code raised
+    #: steps in which a driver's code raised (each fault is that driver's violation, its traceback in the
+    #: driver's ``tracebacks``)
     failed_steps: int = 0
     #: drivers left out because their plugin is broken: name -> reason
     left_out: dict[str, str] | None = None
@@ -72,6 +74,10 @@ class RunResult:
 
     #: the deterministic run kept every step (``record``), so its timeline can be drawn
     recorded: bool = True
+    #: the traceback of each exception no driver owns that ended a model thread's body on an OS thread (threads
+    #: mode), by thread name; its one-line form is in :attr:`violations` (the deterministic mode puts the stack
+    #: in the violation itself)
+    tracebacks: dict[str, str] = field(default_factory=dict)
 
     @property
     def timeline(self) -> Timeline | None:
@@ -210,6 +216,7 @@ def run_threads(
     world = worlds[0]
     world.on_step = on_step
     errors: list[str] = []
+    tracebacks: dict[str, str] = {}
     lanes: list[list[tuple[str, Callable[[], object]]]] = [[] for _ in range(max(1, threads))]
     for index, entry in enumerate(instance.threads):
         lanes[index % len(lanes)].append(entry)
@@ -220,6 +227,7 @@ def run_threads(
                 body()
             except Exception as error:  # reported as a violation, like the explorer's thread exception
                 errors.append(f"exception in {name}: {type(error).__name__}: {error}")
+                tracebacks[name] = "".join(traceback.format_exception(error))
 
     started = time.perf_counter()
     workers = [threading.Thread(target=lane, args=(bodies,), daemon=True) for bodies in lanes]
@@ -232,7 +240,8 @@ def run_threads(
     for checker in instance.checks:
         checker()
     wall = time.perf_counter() - started
-    return _result(world, f"threads({threads})", workload.seed, wall, errors + world.violations)
+    return _result(world, f"threads({threads})", workload.seed, wall, errors + world.violations,
+                   tracebacks=dict(sorted(tracebacks.items())))
 
 
 class RunInterrupted(Exception):

@@ -8,8 +8,10 @@ results, and subscriptions a driver registered itself, as 5.4 amdkfd does)
 and ``freed`` the ``free_notifier`` calls, so on a clean run they are equal; ``attach`` and ``detach`` count the opens
 and closes of the device through the exercisers, which mostly share one
 subscription per (driver, mm). Drivers left out of the run (broken plugins),
-steps that failed because a driver raised, and a run stopped by the watchdog
-or Ctrl-C are in the document and on the page.
+steps that failed because a driver raised (the tracebacks of the drivers'
+faults), the traceback of an exception that ended a process on an OS thread
+(threads mode), and a run stopped by the watchdog or Ctrl-C are in the
+document and on the page.
 """
 
 from __future__ import annotations
@@ -191,6 +193,9 @@ def _lines(doc: dict[str, Any], width: int | None, wrap: bool) -> list[tuple[str
         for text in stats.get("tracebacks", ()):
             lines.append((f"traceback of {name}'s fault:", "red"))
             lines += [(f"    {line}", "") for line in text.rstrip().splitlines()]
+    for name, text in (doc.get("tracebacks") or {}).items():
+        lines.append((f"traceback of the exception that ended {name}:", "red"))
+        lines += [(f"    {line}", "") for line in text.rstrip().splitlines()]
     return lines
 
 
@@ -287,6 +292,7 @@ def document(result: RunResult) -> dict[str, Any]:
         "wall_seconds": round(result.wall, 4),
         "events_per_second": round(result.events / result.wall, 1) if result.wall else None,
         "violations": result.violations,
+        "tracebacks": dict(result.tracebacks),
         "left_out": dict(result.left_out or {}),
         "stopped": result.stopped,
     }

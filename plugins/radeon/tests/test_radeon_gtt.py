@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from itertools import pairwise
 
 from mmu_notifier_radeon.device import Gtt
 
@@ -32,7 +33,7 @@ class _Overtaken(dict[int, int]):
 
 def _disjoint(gtt: Gtt) -> bool:
     spans = sorted(gtt.ranges.items())
-    return all(start + count <= following for (start, count), (following, _) in zip(spans, spans[1:]))
+    return all(start + count <= following for (start, count), (following, _) in pairwise(spans))
 
 
 def test_two_threads_binding_at_once_get_separate_ranges() -> None:
