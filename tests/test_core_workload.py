@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import random
 import sys
 import types
 from pathlib import Path
@@ -11,10 +12,11 @@ from pathlib import Path
 import pytest
 from mirror_driver import MirrorDriver
 
-from mmu_notifier import plugins
+from mmu_notifier import MM, plugins
 from mmu_notifier.cli import main
 from mmu_notifier.workload import model, runner, steps, summary
 from mmu_notifier.workload.default import DEFAULT
+from mmu_notifier.workload.world import new_world
 
 
 @pytest.fixture
@@ -83,6 +85,37 @@ def test_threads_mode_keeps_the_traceback_of_an_exception_that_ended_a_process(m
     shown = page.split("traceback of the exception that ended worker1:\n", 1)[1].splitlines()
     assert shown == [f"    {line}" for line in text.rstrip().splitlines()]
     assert json.loads(json.dumps(doc))["tracebacks"] == {"worker1": text}
+
+
+def test_the_background_thread_picks_a_live_mm_while_another_process_exits(mirror_installed, monkeypatch):
+    # On OS threads a process may exit (or start) at any GIL switch, also while the background thread looks for
+    # a live mm; here the first ``alive`` it asks lets another process exit, as a switch there would.
+    workload = DEFAULT.model_copy(update={"background": model.Background(reclaim=1, migrate=0, age=0)})
+    world = new_world(workload)
+    mms = []
+    for _ in range(3):
+        mm = MM(world.kernel)
+        start = mm.mmap(mm.page_size)
+        mm.fault(start, write=True)
+        world.live[id(mm)] = mm
+        mms.append(mm)
+    leaver = mms[1]
+    alive = MM.alive
+
+    def switched(self: MM) -> bool:
+        if id(leaver) in world.live:
+            del world.live[id(leaver)]
+            leaver.exit()
+        return alive.fget(self)
+
+    monkeypatch.setattr(MM, "alive", property(switched))
+    steps.background(world, random.Random(0))
+    assert world.steps == 1  # the reclaim found a live mm and ran; no "dictionary changed size during iteration"
+    monkeypatch.undo()
+    assert sum(len(mm.page_table) for mm in mms) == 1 and len(world.kernel.memory.refcount) == 1
+    for mm in (mms[0], mms[2]):
+        mm.exit()
+    assert world.kernel.memory.in_use() == 0
 
 
 def test_malformed_workload_is_one_line_naming_the_field(mirror_installed, tmp_path, capsys):

@@ -280,13 +280,20 @@ class _DeviceFault(Exception):
 
 
 def background(world: JobWorld, rng: random.Random) -> None:
-    """The kernel's own threads: reclaim, migrate and age random live pages."""
+    """The kernel's own threads: reclaim, migrate and age random live pages.
+
+    The live address spaces are copied at once (``list`` of the dict's values: one C call, no GIL switch inside)
+    before each is asked whether it is alive: on OS threads (the threads mode) the processes start and exit
+    while this thread picks, and a switch inside an iteration of ``world.live`` (``alive`` is a Python call)
+    would let one of them change the dict under it (``RuntimeError``: the background thread's end). As the
+    kernel's reverse map walk, the pick then works on an mm that may be exiting: ``mmget_not_zero`` decides.
+    """
     plan = world.workload.background
     ops = ["reclaim"] * plan.reclaim + ["migrate"] * plan.migrate + ["age"] * plan.age
     rng.shuffle(ops)
     for op in ops:
         sync.yield_now()
-        candidates = [mm for mm in world.live.values() if mm.alive]
+        candidates = [mm for mm in list(world.live.values()) if mm.alive]
         if not candidates:
             continue
         mm = rng.choice(candidates)
