@@ -159,13 +159,20 @@ class MMUNotifierMM:
         Walkers read without the lock (as RCU walkers do), on real threads too: a
         snapshot is cached with the version it was built at, and a writer changes
         the members *before* bumping the version, so a snapshot built while a
-        change is under way is never taken for a later version's.
+        change is under way is never taken for a later version's. The members are
+        copied in one C call (``dict.copy``) before the copy is reversed: a walker
+        sees the list either before or after a concurrent link or unlink, as an
+        RCU reader does. Iterating the live dict into a tuple is not one step on
+        OS threads: the tuple's allocation may run the garbage collector, whose
+        finalizers may switch the GIL to the writer, and the iteration then
+        raised "dictionary changed size during iteration" (seen in the main
+        job's threads mode, a background reclaim walking while a process attached).
         """
         version = self._version
         cached = self._snapshot
         if cached[0] == version:
             return cached[1]
-        snapshot = tuple(reversed(self._members))
+        snapshot = tuple(reversed(self._members.copy()))
         self._snapshot = (version, snapshot)
         return snapshot
 

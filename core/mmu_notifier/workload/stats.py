@@ -395,7 +395,7 @@ class StatsTracer:
         for since, key, (driver, callback) in parked.values():
             name, glet = glets[key]
             innermost[("greenlet", key)] = InFlight(driver, callback, name, min(since, self._progress_at), 0, glet)
-        for token, (driver, what, started, ident, glet) in list(self.in_flight.items()):
+        for token, (driver, what, started, ident, glet) in self.in_flight.copy().items():  # one C call: no switch
             place = ("thread", ident) if getattr(glet, "gr_frame", None) is None else ("greenlet", id(glet))
             known = innermost.get(place)
             if known is None or (known.token and token > known.token):

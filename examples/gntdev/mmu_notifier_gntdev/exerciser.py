@@ -77,9 +77,14 @@ class GntdevExerciser:
         return self.gntdev.map_grant_pages(handle.state, address, write)
 
     def translations(self, mm: MM) -> dict[int, int]:
-        """Every grant page mapped now in ``mm``: virtual page number -> frame."""
+        """Every grant page mapped now in ``mm``: virtual page number -> frame.
+
+        The mm's files are copied first, in one C call: on OS threads (the main job's threads mode) a check of the
+        mm may run on another thread while the process itself opens and closes files, and iterating the live
+        dict there may raise "dictionary changed size during iteration".
+        """
         found: dict[int, int] = {}
-        for file in self._of_mm.get(mm, {}):
+        for file in list(self._of_mm.get(mm, ())):
             for grant_map in file.maps:
                 found.update(grant_map.pages)
         return found

@@ -58,9 +58,14 @@ class HmmExerciser:
         return device.access(address, write)
 
     def translations(self, mm: MM) -> dict[int, int]:
-        """The translations every device of ``mm`` holds, merged (they agree when coherent)."""
+        """The translations every device of ``mm`` holds, merged (they agree when coherent).
+
+        The mm's devices are copied first, in one C call: on OS threads (the main job's threads mode) a check of the
+        mm may run on another thread while the process itself binds and unbinds devices, and iterating the live
+        dict there may raise "dictionary changed size during iteration".
+        """
         merged: dict[int, int] = {}
-        for device in self._of_mm.get(mm, {}):
+        for device in list(self._of_mm.get(mm, ())):
             merged.update(device.translations())
         return merged
 

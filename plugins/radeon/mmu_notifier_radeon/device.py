@@ -637,11 +637,14 @@ class RadeonDevice:
 
         Overlapping BOs translate shared pages too; where they disagree, the
         frame the CPU page table does not map there is kept (the stale one).
+        The mm's BOs are copied first, in one C call: on OS threads (the main job's threads mode) a check of the
+        mm may run on another thread while the process itself creates and frees BOs, and iterating the live
+        dict there raised "dictionary changed size during iteration".
         """
         out: dict[int, int] = {}
         shift = mm.page_shift
         entries = mm.page_table.entries
-        for bo in self.bos_of_mm.get(mm, {}):
+        for bo in list(self.bos_of_mm.get(mm, ())):
             if bo.bound and bo.usermm is mm:
                 assert bo.userptr is not None
                 for i, pfn in enumerate(bo.pages):

@@ -311,14 +311,20 @@ class Mlx5Device:
 
     # -- what the device translates --------------------------------------------------------
     def translations(self, mm: MM) -> dict[int, int]:
-        """Virtual page -> frame of every MTT the HCA can reach for ``mm`` (live MRs, live parents' children)."""
+        """Virtual page -> frame of every MTT the HCA can reach for ``mm`` (live MRs, live parents' children).
+
+        The mm's MRs, an implicit MR's children and each MTT are copied first, each in one C call: on OS threads
+        (the main job's threads mode) a check of the mm may run on another thread while the process itself
+        registers MRs and faults pages in, and iterating a live dict there may raise "dictionary changed size
+        during iteration".
+        """
         found: dict[int, int] = {}
-        for mr in self.mrs_of_mm.get(mm, {}):
+        for mr in list(self.mrs_of_mm.get(mm, ())):
             if not mr.live or mr.umem.owning_mm is not mm:
                 continue
-            for reachable in mr.ksm.values() if mr.implicit else (mr,):
+            for reachable in list(mr.ksm.values()) if mr.implicit else (mr,):
                 base = reachable.umem.start >> reachable.umem.page_shift
-                for index, (pfn, _writable) in reachable.mtt.items():
+                for index, (pfn, _writable) in reachable.mtt.copy().items():
                     found[base + index] = pfn
         return found
 
