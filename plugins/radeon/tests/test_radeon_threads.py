@@ -1,13 +1,19 @@
-"""The GTT range manager on real OS threads: a bind or unbind is one indivisible step, as under the kernel's
-manager spinlock (the intermittent failure of the main job's 10,000 processes on 8 threads)."""
+"""radeon on real OS threads (the main job's threads mode): the GTT range manager's bind and unbind are each one
+indivisible step, as under the kernel's manager spinlock (the intermittent failure of the main job's 10,000
+processes on 8 threads); a check reading a process's translations from another thread survives the process
+creating a BO meanwhile."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
 from itertools import pairwise
+from typing import Any
 
 from mmu_notifier_radeon.device import Gtt
+
+Machine = Any  # conftest.Machine
+Make = Callable[..., Machine]
 
 #: how long the first binder waits for the second to get through (it never can once the bind is atomic)
 _OVERTAKE_SECONDS = 0.3
@@ -72,3 +78,39 @@ def test_an_unbind_and_a_bind_at_once_never_lose_a_range() -> None:
     assert _disjoint(gtt), gtt.ranges
     assert sorted(gtt.ranges) == sorted([2, offset])
     assert gtt.entries == {2: 102, offset: 200, offset + 1: 201}
+
+
+class _SwitchInTheMiddle:
+    """A BO-shaped entry of the device's per-mm index whose first read by the check runs ``other`` (what the
+    process does at a GIL switch there) and then says it is not bound (it translates nothing)."""
+
+    def __init__(self, other: Callable[[], None]) -> None:
+        self.other: Callable[[], None] | None = other
+
+    @property
+    def bound(self) -> bool:
+        other, self.other = self.other, None
+        if other is not None:
+            other()
+        return False
+
+
+def test_translations_read_while_the_process_creates_a_bo(machine: Make) -> None:
+    m = machine()
+    mm, a = m.process(4)
+    file = m.rdev.open(mm)
+    _, first = m.userptr(file, a, 2)
+    made: list[int] = []
+    switch = _SwitchInTheMiddle(lambda: made.append(m.userptr(file, a + 2 * m.page, 2)[0]))
+    m.rdev.bos_of_mm[mm][switch] = None  # type: ignore[index]
+    try:
+        # before: "dictionary changed size during iteration" (the background thread's check on OS threads)
+        seen = m.rdev.translations(mm)
+    finally:
+        del m.rdev.bos_of_mm[mm][switch]  # type: ignore[arg-type]
+    assert len(made) == 1
+    base = a // m.page
+    assert seen == {base: first.pages[0], base + 1: first.pages[1]}  # the BOs of the moment the read began
+    assert len(m.rdev.translations(mm)) == 4
+    m.rdev.close(file)
+    m.finish()
