@@ -313,19 +313,23 @@ class Mlx5Device:
     def translations(self, mm: MM) -> dict[int, int]:
         """Virtual page -> frame of every MTT the HCA can reach for ``mm`` (live MRs, live parents' children).
 
-        The mm's MRs, an implicit MR's children and each MTT are copied first, each in one C call: on OS threads
-        (the main job's threads mode) a check of the mm may run on another thread while the process itself
-        registers MRs and faults pages in, and iterating a live dict there may raise "dictionary changed size
-        during iteration".
+        Read as the fault path reads MRs, inside a ``mr_srcu`` read section: ``dereg_mr`` clears ``live`` and
+        waits for the readers before it frees the umem (and a dying child is freed after a grace period too), so
+        an MR seen live keeps its umem for the whole read. On OS threads (the main job's threads mode) the check
+        of a process's mm runs on another thread while the process deregisters MRs: without the section it read
+        a umem the process had just freed. The mm's MRs, an implicit MR's children and each MTT are copied
+        first, each in one C call, as the process registers MRs and faults pages in meanwhile, and iterating a
+        live dict there may raise "dictionary changed size during iteration".
         """
         found: dict[int, int] = {}
-        for mr in list(self.mrs_of_mm.get(mm, ())):
-            if not mr.live or mr.umem.owning_mm is not mm:
-                continue
-            for reachable in list(mr.ksm.values()) if mr.implicit else (mr,):
-                base = reachable.umem.start >> reachable.umem.page_shift
-                for index, (pfn, _writable) in reachable.mtt.copy().items():
-                    found[base + index] = pfn
+        with self.mr_srcu.read_section():
+            for mr in list(self.mrs_of_mm.get(mm, ())):
+                if not mr.live or mr.umem.owning_mm is not mm:
+                    continue
+                for reachable in list(mr.ksm.values()) if mr.implicit else (mr,):
+                    base = reachable.umem.start >> reachable.umem.page_shift
+                    for index, (pfn, _writable) in reachable.mtt.copy().items():
+                        found[base + index] = pfn
         return found
 
 
