@@ -165,8 +165,8 @@ class MMUNotifierMM:
         RCU reader does. Iterating the live dict into a tuple is not one step on
         OS threads: the tuple's allocation may run the garbage collector, whose
         finalizers may switch the GIL to the writer, and the iteration then
-        raised "dictionary changed size during iteration" (seen in the main
-        job's threads mode, a background reclaim walking while a process attached).
+        raised "dictionary changed size during iteration" (seen on OS threads:
+        the main job's background thread aging a page of a process that attached).
         """
         version = self._version
         cached = self._snapshot
