@@ -175,14 +175,32 @@ def cpu_switch_ns(n: int) -> float:
     return (time.process_time() - start) / (2 * n) * 1e9
 
 
-def cpu_schedule_ns(budget: int) -> float:
-    """CPU time of one schedule of the patch-09 race: random walk, full budget, no early stop."""
+def cpu_schedule_ns(budget: int) -> tuple[float, float]:
+    """CPU time of one schedule of the patch-09 race (random walk, full budget, no early stop), and its mean steps."""
     start = time.process_time()
     result = explore("unregister-no-release", "random", budget, 1, stop_on_first=False, minimise_budget=0,
                      reproduce=0)
     elapsed = time.process_time() - start
     assert result.stats.schedules == budget, result.stats.schedules
-    return elapsed / budget * 1e9
+    return elapsed / budget * 1e9, result.stats.steps_avg
+
+
+def cpu_engine_floor_ns(n: int) -> tuple[float, float]:
+    """The engine's least cost, in CPU time: one execution of two empty threads, and one step that switches.
+
+    What any schedule costs before the model does anything: a schedule of ``s`` steps costs at least
+    the first plus ``s`` times the second.
+    """
+    empty = Scenario("empty", lambda: ScenarioInstance(threads=[("A", lambda: None), ("B", lambda: None)]))
+    start = time.process_time()
+    for seed in range(n):
+        Execution(empty, RandomWalk(seed), record=False).run()
+    execution = (time.process_time() - start) / n * 1e9
+    points = 20 * n
+    start = time.process_time()
+    out = Execution(_points(2, points), _AlwaysSwitch(0), max_steps=10 * points, record=False).run()
+    step = (time.process_time() - start) / len(out.trace) * 1e9
+    return execution, step
 
 
 def switches_per_schedule(budget: int) -> float:
@@ -206,11 +224,14 @@ def target3(repeat: int, budget: int, report: dict[str, Any]) -> bool:
     explore("unregister-no-release", "random", 200, 1, stop_on_first=False, minimise_budget=0, reproduce=0)
     costs: list[float] = []
     rows: list[tuple[float, float]] = []
+    floors: list[float] = []
     for _ in range(repeat):  # interleaved: each round measures the switch beside the schedules
         switch = cpu_switch_ns(200_000)
-        schedule = cpu_schedule_ns(budget)
+        schedule, steps = cpu_schedule_ns(budget)
+        execution, step = cpu_engine_floor_ns(budget)
         rows.append((switch, schedule))
         costs.append(schedule / switch)
+        floors.append((execution + steps * step) / switch)
     counted = switches_per_schedule(min(budget, 500))
     proofs, walls = [], []
     for _ in range(repeat):
@@ -226,6 +247,7 @@ def target3(repeat: int, budget: int, report: dict[str, Any]) -> bool:
         "switch_ns": [round(r[0], 1) for r in rows],
         "schedule_us": [round(r[1] / 1000, 1) for r in rows],
         "cost_in_switches": [round(c) for c in costs],
+        "engine_floor_in_switches": [round(f) for f in floors],
         "switches_counted_per_schedule": round(counted, 1),
         "dfs_get_put_cpu_s": [round(p, 4) for p in proofs],
         "dfs_get_put_wall_s": [round(w, 4) for w in walls],
@@ -238,6 +260,8 @@ def target3(repeat: int, budget: int, report: dict[str, Any]) -> bool:
           f"(target <= 200): {'PASS' if ok_cost else 'MISS'}")
     print(f"  greenlet switches a schedule makes (greenlet.settrace): {counted:.1f} (target <= 200): "
           f"{'PASS' if ok_count else 'MISS'}")
+    print(f"  the engine's floor for a schedule of {steps:.1f} steps (two empty threads, plus a switching step "
+          f"per step, no model at all): median {statistics.median(floors):.0f} switches")
     print(f"  DFS proof of get-put at 2 preemptions: {clean.stats.schedules} schedules, complete={clean.complete}, "
           f"{len(clean.findings)} findings, CPU min {min(proofs):.3f} s, median {proof:.3f} s (wall median "
           f"{statistics.median(walls):.3f} s) (target <= 0.1 s): {'PASS' if ok_proof else 'MISS'}")

@@ -63,6 +63,36 @@ DRIVERS = ("amdkfd", "gntdev", "gru", "hmm")
 PLUGIN_DIRS = ("plugins/amdkfd", "plugins/gru", "plugins/hmm", "examples/gntdev")
 
 
+def bare_point_us(threads: int, steps: int = 100_000) -> float:
+    """CPU microseconds of one scheduling point of a random walk over ``threads`` live model threads doing nothing else.
+
+    The scheduler's floor at this size (``bench/bench_scheduler.py`` measures the same for 2 to 1,024
+    threads): the main job cannot take less per scheduling point than this.
+    """
+    from mmu_notifier import sync
+    from mmu_notifier.explore import Execution, RandomWalk, Scenario, ScenarioInstance
+
+    per_thread = max(1, steps // threads)
+
+    def body() -> None:
+        for _ in range(per_thread):
+            sync.yield_now()
+
+    def build() -> ScenarioInstance:
+        return ScenarioInstance(threads=[(f"t{i}", body) for i in range(threads)])
+
+    scenario = Scenario("bare-points", build, max_steps=10 * per_thread * threads + 10 * threads)
+    try:
+        execution = Execution(scenario, RandomWalk(0), record=False)
+    except TypeError:  # an older core records every step
+        execution = Execution(scenario, RandomWalk(0))
+    cpu = time.process_time()
+    outcome = execution.run()
+    cpu = time.process_time() - cpu
+    assert outcome.status == "finished", outcome.status
+    return cpu / (per_thread * threads) * 1e6
+
+
 def one(processes: int, mode: str) -> dict[str, float]:
     """Run one scaled workload here; what the parent prints."""
     from mmu_notifier.workload import runner
@@ -108,7 +138,10 @@ def one(processes: int, mode: str) -> dict[str, float]:
     if unbalanced:
         raise SystemExit(f"{mode} run of {processes} processes: allocs != frees {unbalanced}")
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return {"events": result.events, "wall": result.wall, "cpu": cpu, "rss_mb": usage.ru_maxrss / 1024,
+    floor: dict[str, float] = {}
+    if mode == "deterministic" and hasattr(result, "scheduler_steps"):  # (after the peak RSS is read)
+        floor = {"points": float(result.scheduler_steps), "bare_point_us": bare_point_us(processes)}
+    return {**floor, "events": result.events, "wall": result.wall, "cpu": cpu, "rss_mb": usage.ru_maxrss / 1024,
             "proc_cpu": usage.ru_utime + usage.ru_stime, "sys": after.ru_stime - before.ru_stime,
             "switches": after.ru_nvcsw - before.ru_nvcsw, "broken": float(broken)}
 
@@ -218,6 +251,17 @@ def main() -> int:
         print(f"  same work (processes per CPU second of the run): {same_work:.2f}x")
         verdicts.append(("1. events/s at 1,000 processes >= 8x the baseline's at 100 (whole process)",
                          ratios["proc_wall"] >= 8))
+        if got(new_key, "points"):
+            # what 8x would leave the model per scheduling point, against what a bare point costs at this size
+            per_event = runs[new_key][0]["points"] / new_events
+            bare = med(new_key, "bare_point_us")
+            target_rate = 8 * base_events / med(base_key, "proc_wall")
+            budget = 1e6 / target_rate / per_event
+            spent = med(new_key, "cpu") * 1e6 / runs[new_key][0]["points"]
+            print(f"  floor: {per_event:.1f} scheduling points per event; a bare point among 1,000 threads costs "
+                  f"{bare:.2f} us CPU (the scheduler alone: {1e6 / (bare * per_event):,.0f} events/s); 8x is "
+                  f"{target_rate:,.0f} events/s, {budget:.2f} us per point for the point and the model's work "
+                  f"between points, start-up left out (today {spent:.2f} us, of which the model {spent - bare:.2f})")
     else:
         verdicts.append(("1. events/s at 1,000 processes >= 8x the baseline's at 100", None))
     low_n, high_n = min(sizes), max(sizes)

@@ -249,7 +249,7 @@ def test_wait_event_locked_times_out_and_rejects_a_held_lock() -> None:
 
 
 class _CountingWakes(sync.ThreadBackend):
-    """The threads backend, counting the wakes of one resource."""
+    """The threads backend, counting the wakes of one resource (or of a wake channel of its waiters)."""
 
     def __init__(self, watched: list[object], eager: bool) -> None:
         super().__init__()
@@ -258,7 +258,7 @@ class _CountingWakes(sync.ThreadBackend):
         self.wakes = 0
 
     def wake(self, resource: object) -> None:
-        if self.watched and resource is self.watched[0]:
+        if self.watched and (resource is self.watched[0] or getattr(resource, "srcu", None) is self.watched[0]):
             self.wakes += 1
         super().wake(resource)
 

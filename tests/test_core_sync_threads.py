@@ -69,8 +69,9 @@ def _eventually(condition: Callable[[], bool], what: str) -> None:
 
 
 def _sleepers(backend: sync.ThreadBackend, resource: object) -> list[sync._Waiter]:
+    """The tasks sleeping on ``resource``, whatever channel wakes them (SRCU: one per grace period)."""
     with backend.critical():
-        return list(backend._waiters.get(id(resource), ()))
+        return [w for sleepers in backend._waiters.values() for w in sleepers if w.resource is resource]
 
 
 @pytest.mark.parametrize("kind", [sync.SpinLock, sync.Mutex])

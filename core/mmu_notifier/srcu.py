@@ -22,12 +22,32 @@ always propagates.
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_left, bisect_right, insort
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from mmu_notifier import sync
 from mmu_notifier.errors import DeadlockError, LockingError
+
+
+class _GracePeriod:
+    """What the tasks waiting for one grace period are woken by (a wake channel: ``Backend.wait_until``).
+
+    Not a kernel object: the kernel's waiters sleep on their own completions, which the
+    grace-period machinery completes when their grace period ends. The model waits on the SRCU
+    domain (what reports name) and is woken through this channel, so the end of a grace period
+    wakes just its own waiters, not every task waiting for a later one.
+    """
+
+    __slots__ = ("srcu", "target")
+
+    def __init__(self, srcu: Srcu, target: int) -> None:
+        self.srcu = srcu
+        self.target = target
+
+    def __repr__(self) -> str:
+        return f"<grace period of {self.srcu.name} before ticket {self.target}>"
 
 
 class Srcu:
@@ -42,9 +62,11 @@ class Srcu:
         self._tickets: list[int] = []
         self._callbacks: deque[tuple[int, Callable[[], None]]] = deque()
         #: the grace periods waited for now: targets of ``synchronize`` callers and of the callback
-        #: worker waiting for its head, a min-heap with a count per target (see :meth:`read_unlock`)
+        #: worker waiting for its head, ascending, with a count and a wake channel per target (see
+        #: :meth:`read_unlock`)
         self._awaited: list[int] = []
         self._awaited_count: dict[int, int] = {}
+        self._channels: dict[int, _GracePeriod] = {}
         self._queued = 0
         self._completed = 0
         self._worker_running = False
@@ -77,14 +99,21 @@ class Srcu:
                 # The oldest reader left: prune the heap (amortised O(log n)).
                 while tickets and tickets[0] not in self._readers:
                     heapq.heappop(tickets)
-            # Only the oldest reader's leave can end a grace period, so the waiters are woken when the
-            # earliest one awaited is over, not at every leave (with many waiters, rechecking each at
-            # every leave made a long run quadratic; on OS threads it was a herd of futex wakes). A
-            # backend that orders a waiter after the step that woke it (the explorer's partial-order
-            # reduction, its retried waits) needs the same wakes in every order: every leave wakes.
+            # Only the oldest reader's leave can end a grace period, so a waiter is woken when its own
+            # grace period is over, through that grace period's channel: not at every leave, and not
+            # the waiters of later ones (with many waiters, rechecking each at every leave made a long
+            # run quadratic; on OS threads it was a herd of futex wakes). A backend that orders a
+            # waiter after the step that woke it (the explorer's partial-order reduction, its retried
+            # waits) needs the same wakes in every order: every leave wakes every waiter.
             awaited = self._awaited
-            if b.eager_wakes or (awaited and (not tickets or tickets[0] >= awaited[0])):
+            if b.eager_wakes:
                 b.wake(self)
+            elif awaited:
+                over = bisect_right(awaited, tickets[0]) if tickets else len(awaited)
+                if over:
+                    channels = self._channels
+                    for target in awaited[:over]:
+                        b.wake(channels[target])
         depth = task.srcu_depth[self] - 1
         if depth:
             task.srcu_depth[self] = depth
@@ -117,9 +146,9 @@ class Srcu:
         b.point("synchronize_srcu", self)
         with b.critical():
             target = self._next_ticket
-            self._await(target)
+            channel = self._await(target, b)
             try:
-                b.wait_until(self, lambda: self._grace_period_over(target), "synchronize_srcu")
+                b.wait_until(self, lambda: self._grace_period_over(target), "synchronize_srcu", channel=channel)
             finally:
                 self._awaited_done(target)
 
@@ -159,12 +188,18 @@ class Srcu:
         tickets = self._tickets  # pruned at every read_unlock: its head is the oldest open reader
         return not tickets or tickets[0] >= ticket
 
-    def _await(self, target: int) -> None:
-        """A task is about to wait for the grace period that ends when no ticket below ``target`` is left."""
+    def _await(self, target: int, b: sync.Backend) -> _GracePeriod | None:
+        """A task is about to wait for the grace period that ends when no ticket below ``target`` is left.
+
+        Returns the channel to wait with (``None``, the domain itself, on a backend that wants every
+        leave to wake every waiter).
+        """
         count = self._awaited_count.get(target, 0)
         if not count:
-            heapq.heappush(self._awaited, target)
+            insort(self._awaited, target)  # nearly always the newest: an append
+            self._channels[target] = _GracePeriod(self, target)
         self._awaited_count[target] = count + 1
+        return None if b.eager_wakes else self._channels[target]
 
     def _awaited_done(self, target: int) -> None:
         """That task stopped waiting (its grace period ended, or it was abandoned)."""
@@ -173,12 +208,9 @@ class Srcu:
             self._awaited_count[target] = count
             return
         del self._awaited_count[target]
+        del self._channels[target]
         awaited = self._awaited
-        if awaited[0] == target:
-            heapq.heappop(awaited)
-        else:  # not the earliest: rare (a later target's waiter ran first), rebuild
-            awaited.remove(target)
-            heapq.heapify(awaited)
+        del awaited[bisect_left(awaited, target)]
 
     def _head_ready(self) -> bool:
         return self._grace_period_over(self._callbacks[0][0])
@@ -192,9 +224,9 @@ class Srcu:
                     self._worker_running = False
                     return
                 head = self._callbacks[0][0]
-                self._await(head)
+                channel = self._await(head, b)
                 try:
-                    b.wait_until(self, self._head_ready, "srcu_gp")
+                    b.wait_until(self, self._head_ready, "srcu_gp", channel=channel)
                 finally:
                     self._awaited_done(head)
                 _, callback = self._callbacks.popleft()

@@ -110,12 +110,29 @@ class Backend:
         """A context that makes a primitive's state change atomic."""
         raise NotImplementedError
 
-    def wait_until(self, resource: object, ready: Callable[[], bool], op: str, timeout: float | None = None) -> bool:
-        """Block (inside ``critical()``) until ``ready()``; False if ``timeout`` expired."""
+    def wait_until(
+        self,
+        resource: object,
+        ready: Callable[[], bool],
+        op: str,
+        timeout: float | None = None,
+        channel: object | None = None,
+    ) -> bool:
+        """Block (inside ``critical()``) until ``ready()``; False if ``timeout`` expired.
+
+        The task waits *on* ``resource`` (what reports name) and is woken by ``wake(channel)``;
+        ``channel`` defaults to ``resource``. A primitive whose waiters wait for different things
+        gives each thing a channel of its own and wakes only the ones whose condition may now hold:
+        SRCU's ``synchronize_srcu`` callers each wait for their own grace period, and waking all of
+        them at every grace period's end made a run with many waiters quadratic.
+        """
         raise NotImplementedError
 
     def wake(self, resource: object) -> None:
-        """Let tasks waiting on ``resource`` re-check their condition (inside ``critical()``)."""
+        """Let tasks waiting on ``resource`` (or on the channel ``resource``) re-check their condition.
+
+        Called inside ``critical()``.
+        """
         raise NotImplementedError
 
     def point(self, op: str, resource: object) -> None:
@@ -255,10 +272,12 @@ class BargingLock:
 class _Waiter:
     """A task sleeping in :meth:`ThreadBackend.wait_until`: its condition and the gate it sleeps on."""
 
-    __slots__ = ("ready", "exclusive", "gate", "woken")
+    __slots__ = ("ready", "exclusive", "gate", "woken", "resource")
 
-    def __init__(self, ready: Callable[[], bool], exclusive: bool) -> None:
+    def __init__(self, ready: Callable[[], bool], exclusive: bool, resource: object) -> None:
         self.ready = ready
+        #: what it waits on (reports); it sleeps in the list of its wake channel
+        self.resource = resource
         #: waiting for something only one waiter can get (a mutex, a spinlock, the write side)
         self.exclusive = exclusive
         self.gate = _new_lock()
@@ -315,11 +334,19 @@ class ThreadBackend(Backend):
             task.ident = threading.get_ident()
         return task
 
-    def wait_until(self, resource: object, ready: Callable[[], bool], op: str, timeout: float | None = None) -> bool:
+    def wait_until(
+        self,
+        resource: object,
+        ready: Callable[[], bool],
+        op: str,
+        timeout: float | None = None,
+        channel: object | None = None,
+    ) -> bool:
         if ready():
             return True
-        key = id(resource)
-        waiter = _Waiter(ready, op in _EXCLUSIVE_OPS)
+        woken_by = resource if channel is None else channel
+        key = id(woken_by)
+        waiter = _Waiter(ready, op in _EXCLUSIVE_OPS, resource)
         sleepers = self._waiters.setdefault(key, [])
         sleepers.append(waiter)
         task = self.current()
@@ -352,7 +379,7 @@ class ThreadBackend(Backend):
             elif waiter.woken and not ok:
                 # woken but leaving without what it waited for (a timeout): the wake may have been
                 # the one an exclusive sleeper behind it needs
-                self.wake(resource)
+                self.wake(woken_by)
 
     def wake(self, resource: object) -> None:
         sleepers = self._waiters.get(id(resource))
@@ -376,7 +403,9 @@ class ThreadBackend(Backend):
         threading.Thread(target=fn, name=name, daemon=True).start()
 
     def has_waiters(self, resource: object) -> bool:
-        return id(resource) in self._waiters
+        if id(resource) in self._waiters:
+            return True
+        return any(w.resource is resource for sleepers in list(self._waiters.values()) for w in sleepers)
 
     def task_site(self, task: Task) -> str | None:
         if task.ident is None:

@@ -174,6 +174,41 @@ def test_cli_bad_jobs_exit_2_with_one_line(capsys: pytest.CaptureFixture[str], v
     assert err == f"mmu-notifier: explore: {message}\n"
 
 
+@pytest.mark.parametrize("target", [["get-put"], ["--all"]])
+def test_cli_bad_scheduler_exits_2_with_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, target: list[str]
+) -> None:
+    import importlib
+
+    from mmu_notifier.explore import _shards
+
+    pytest.importorskip("distributed", reason="Dask distributed is not installed")
+    # a malformed address: refused before a client exists (one that failed on it kept the process from exiting)
+    code, out, err = run(capsys, "explore", *target, "--scheduler", "foo://bar")
+    assert (code, out) == (2, "")
+    assert err.startswith("mmu-notifier: explore: --scheduler: 'foo://bar' is not a Dask scheduler address: unknown")
+    assert err.count("\n") == 1
+    # nothing listens there: refused once the connect timeout is over
+    monkeypatch.setattr(_shards, "DASK_CONNECT_TIMEOUT", 0.5)
+    code, out, err = run(capsys, "explore", *target, "--scheduler", "tcp://127.0.0.1:1")
+    assert (code, out) == (2, "")
+    assert err.startswith("mmu-notifier: explore: --scheduler: cannot reach the Dask scheduler at 'tcp://127.0.0.1:1'")
+    assert err.count("\n") == 1
+    # Dask is not installed
+    real = importlib.import_module
+
+    def without_dask(name: str, package: str | None = None) -> Any:
+        if name.split(".")[0] == "distributed":
+            raise ImportError(f"No module named {name!r}")
+        return real(name, package)
+
+    monkeypatch.setattr(importlib, "import_module", without_dask)
+    code, out, err = run(capsys, "explore", *target, "--scheduler", "tcp://127.0.0.1:8786")
+    assert (code, out, err) == (
+        2, "", "mmu-notifier: explore: --scheduler needs Dask distributed: pip install 'mmu-notifier[distributed]'\n"
+    )
+
+
 def _all_report(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *flags: str) -> tuple[int, str]:
     """``explore --all --strategy dpor`` over a few built-ins and one scenario only this process knows."""
     from mmu_notifier.scenarios import BUILTIN

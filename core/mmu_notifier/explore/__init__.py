@@ -57,7 +57,7 @@ from mmu_notifier.explore._schedule import (
     StaleScheduleError,
 )
 from mmu_notifier.explore._scheduler import Event, Execution, Outcome
-from mmu_notifier.explore._sharded import ScenarioFinder, explore_sharded, worker_context
+from mmu_notifier.explore._sharded import ScenarioFinder, dask_client, explore_sharded, worker_context
 from mmu_notifier.explore._stats import Stats
 from mmu_notifier.explore._strategies import PCT, RandomWalk, Strategy
 from mmu_notifier.explore._timeline import Step, Timeline
@@ -108,6 +108,7 @@ __all__ = [
     "ThreadState",
     "Timeline",
     "Violation",
+    "dask_client",
     "explore",
     "explore_sharded",
     "make_strategy",

@@ -90,6 +90,11 @@ _IDX = attrgetter("idx")
 #: waits whose condition reads only the resource waited on: every waiter of it shares the answer
 _SHARED_WAITS = frozenset({"mutex_lock", "spin_lock", "down_read", "down_write", "wait_for_completion"})
 
+#: waits whose condition, once it holds, holds until the waiter runs (nothing but the waiter can undo it:
+#: SRCU's grace periods end for good and its callback count only grows); a woken waiter of one is
+#: rechecked until its condition holds, then never again
+_MONOTONE_WAITS = frozenset({"synchronize_srcu", "srcu_gp", "srcu_barrier"})
+
 
 def _merged_at(runnable: list[ModelThread], ready: list[ModelThread], k: int) -> ModelThread:
     """The ``k``-th thread of the index-ordered merge of ``runnable`` and ``ready`` (both in index order).
@@ -193,6 +198,8 @@ class ModelThread:
         "last",
         "blocked_at",
         "parents",
+        "chan",
+        "sure",
     )
 
     def __init__(self, idx: int, name: str, daemon: bool, base: str = "") -> None:
@@ -218,6 +225,10 @@ class ModelThread:
         self.blocked_at = -1
         #: steps its creation waited for (the spawning step; for the finale every thread's last step)
         self.parents: tuple[int, ...] = ()
+        #: ``id`` of what a wake must name to wake it while it waits (its resource, or the wait's channel)
+        self.chan = 0
+        #: woken from a monotone wait whose condition was seen to hold (it holds until the thread runs)
+        self.sure = False
 
     def __repr__(self) -> str:
         return f"<ModelThread {self.idx} {self.name} {self.op} {describe(self.res)}>"
@@ -931,7 +942,9 @@ class Execution(sync.Backend):
         waiters of a lock, an rw-semaphore side or a completion share one condition (it reads only the
         resource), so a herd of them costs one evaluation per step; while no woken thread came or went
         (``_woken_epoch``) and every shared condition gives the same answer, the last answer is the
-        answer, so a step with a herd costs O(distinct conditions), not O(woken threads).
+        answer, so a step with a herd costs O(distinct conditions), not O(woken threads). A waiter of
+        a monotone wait (``_MONOTONE_WAITS``) whose condition held once is not asked again: a woken
+        ``synchronize_srcu`` caller may wait a thousand steps to be chosen among a thousand threads.
         """
         cache = self._ready_cache
         if cache is not None and cache[0] == self._woken_epoch:
@@ -953,6 +966,10 @@ class Execution(sync.Backend):
                     fn = cast("Callable[[], bool]", t.ready)
                     verdict = shared[key] = (fn, bool(fn()))
                 holds = verdict[1]
+            elif t.sure:
+                holds = True
+            elif op in _MONOTONE_WAITS:
+                holds = t.sure = bool(t.ready())  # type: ignore[misc]
             else:
                 own = True
                 holds = bool(t.ready())  # type: ignore[misc]
@@ -960,7 +977,7 @@ class Execution(sync.Backend):
                 ready.append(t)
             else:
                 t.state = BLOCKED
-                blocked.setdefault(id(t.res), []).append(t)
+                blocked.setdefault(t.chan, []).append(t)
         self._woken = ready
         self._woken_epoch += 1
         self._ready_cache = None if own else (self._woken_epoch, [fn for fn, v in shared.values() if v], ready)
@@ -1016,7 +1033,7 @@ class Execution(sync.Backend):
             if not members:
                 del self._herds[(id(th.res), th.op)]
         else:  # a timed wait (never in a herd)
-            self._blocked[id(th.res)].remove(th)
+            self._blocked[th.chan].remove(th)
         th.state = RUN
         insort(self._runnable, th, key=_IDX)
         self._merged_ready = None
@@ -1118,7 +1135,12 @@ class Execution(sync.Backend):
         self.point("walk", element)
 
     def wait_until(
-        self, resource: object, ready: Callable[[], bool], op: str, timeout: float | None = None
+        self,
+        resource: object,
+        ready: Callable[[], bool],
+        op: str,
+        timeout: float | None = None,
+        channel: object | None = None,
     ) -> bool:
         if ready():
             if self._rec:
@@ -1138,11 +1160,13 @@ class Execution(sync.Backend):
             cur.state = BLOCKED
             _remove(self._runnable, cur)
             self._merged_ready = None
-            if self._herding and timeout is None and op in _SHARED_WAITS:
+            if self._herding and timeout is None and channel is None and op in _SHARED_WAITS:
                 insort(self._sleepers.setdefault(id(resource), {}).setdefault(op, []), cur, key=_IDX)
             else:
-                self._blocked.setdefault(id(resource), []).append(cur)
+                cur.chan = chan = id(resource if channel is None else channel)
+                self._blocked.setdefault(chan, []).append(cur)
             cur.ready = ready
+            cur.sure = False
             cur.op = op
             cur.res = resource
             cur.timeout = timeout is not None
@@ -1166,10 +1190,13 @@ class Execution(sync.Backend):
             self._fact("wake", "", resource)
         waiting = self._blocked.pop(id(resource), None)
         if waiting:
-            for t in waiting:
-                t.state = WOKEN
-            self._woken = sorted([*self._woken, *waiting], key=_IDX)  # a new list, in index order
-            self._woken_epoch += 1
+            if self._herding:
+                waiting = self._run_settled(waiting)
+            if waiting:
+                for t in waiting:
+                    t.state = WOKEN
+                self._woken = sorted([*self._woken, *waiting], key=_IDX)  # a new list, in index order
+                self._woken_epoch += 1
         if self._sleepers:
             ops = self._sleepers.pop(id(resource), None)
             if ops:
@@ -1184,6 +1211,25 @@ class Execution(sync.Backend):
                     else:  # woken again before a step rechecked it
                         herd[1][:] = sorted([*herd[1], *members], key=_IDX)
 
+    def _run_settled(self, waiting: list[ModelThread]) -> list[ModelThread]:
+        """Make the woken waiters of monotone waits whose condition holds runnable now; return the others.
+
+        Their condition holds until they run (``_MONOTONE_WAITS``), so every step until then would
+        find them ready: they are candidates exactly as woken ones would be (the candidates are in
+        index order either way), without a recheck at each step, and the steps go on taking the
+        quick path. Only without records, retries and lazy waits (those want every wake seen).
+        """
+        others = []
+        runnable = self._runnable
+        for t in waiting:
+            if t.op in _MONOTONE_WAITS and t.ready():  # type: ignore[misc]
+                t.state = RUN
+                insort(runnable, t, key=_IDX)
+                self._merged_ready = None
+            else:
+                others.append(t)
+        return others
+
     def spawn_daemon(self, name: str, fn: Callable[[], None]) -> None:
         if self._rec:
             self._fact("spawn", "", None)
@@ -1194,7 +1240,8 @@ class Execution(sync.Backend):
     def has_waiters(self, resource: object) -> bool:
         key = id(resource)
         return bool(self._blocked.get(key) or self._sleepers.get(key)
-                    or any(herd_key[0] == key for herd_key in self._herds))
+                    or any(herd_key[0] == key for herd_key in self._herds)
+                    or any(th.res is resource and th.state != RUN for th in self._live.values()))
 
     def step(self) -> int | None:
         return len(self.trace) - 1 if self._cur is not None else None

@@ -79,6 +79,18 @@ def explore_sharded(
     )
 
 
+def dask_client(address: str) -> tuple[Any, Any]:
+    """The ``distributed`` module and a client of the Dask scheduler at ``address``, as ``--scheduler`` connects.
+
+    Raises :class:`~mmu_notifier.errors.UsageError` (one line naming ``--scheduler``) when Dask distributed is
+    not installed (``pip install 'mmu-notifier[distributed]'``) or the scheduler cannot be reached within 30 s.
+    The caller closes the client.
+    """
+    from mmu_notifier.explore._shards import connect_dask
+
+    return connect_dask(address)
+
+
 def worker_context() -> Any:
     """The ``multiprocessing`` context the engine starts its worker processes with.
 

@@ -534,6 +534,36 @@ def _lower_reset(cut: Any) -> None:
         cut.value = _NO_CUT
 
 
+#: seconds to reach a Dask scheduler before ``--scheduler`` gives up (Dask's own default connect timeout)
+DASK_CONNECT_TIMEOUT = 30.0
+
+
+def connect_dask(address: str) -> tuple[Any, Any]:
+    """The ``distributed`` module and a client of the Dask scheduler at ``address`` (typed ``Any``: it ships no
+    type information); a :class:`UsageError` naming the flag when Dask is missing, the address is not one or
+    the scheduler cannot be reached."""
+    try:
+        dask: Any = importlib.import_module("distributed")
+    except ImportError:
+        raise UsageError(
+            "explore: --scheduler needs Dask distributed: pip install 'mmu-notifier[distributed]'"
+        ) from None
+    try:
+        # checked before a client exists: a client that failed on a malformed address left the process
+        # unable to exit (Dask's IO loop)
+        scheme, _ = importlib.import_module("distributed.comm").parse_address(address)
+        importlib.import_module("distributed.comm.registry").get_backend(scheme)
+    except (ValueError, TypeError) as error:
+        raise UsageError(f"explore: --scheduler: {address!r} is not a Dask scheduler address: {error}") from None
+    try:
+        client: Any = dask.Client(address, timeout=DASK_CONNECT_TIMEOUT, set_as_default=False)
+    except (OSError, TimeoutError) as error:
+        raise UsageError(f"explore: --scheduler: cannot reach the Dask scheduler at {address!r}: {error}") from None
+    except (ValueError, TypeError) as error:  # the address is malformed (an unknown scheme ...)
+        raise UsageError(f"explore: --scheduler: {address!r} is not a Dask scheduler address: {error}") from None
+    return dask, client
+
+
 class DaskRunner:
     """The same shards on a Dask distributed cluster (``pip install 'mmu-notifier[distributed]'``).
 
@@ -543,18 +573,8 @@ class DaskRunner:
     """
 
     def __init__(self, scenario: Scenario, address: str, finder: ScenarioFinder | None) -> None:
-        try:
-            # typed as Any: distributed ships no type information for its client
-            self.dask: Any = importlib.import_module("distributed")
-        except ImportError:
-            raise UsageError(
-                "explore: --scheduler needs Dask distributed: pip install 'mmu-notifier[distributed]'"
-            ) from None
         self.ref = _require_finder(scenario, finder)
-        try:
-            self.client: Any = self.dask.Client(address, timeout=30, set_as_default=False)
-        except (OSError, TimeoutError) as error:
-            raise UsageError(f"explore: cannot reach the Dask scheduler at {address!r}: {error}") from None
+        self.dask, self.client = connect_dask(address)
         self.jobs = max(1, sum(self.client.nthreads().values()))
         self.on_result: Callable[[ShardResult], None] | None = None
         self.cut: Any = _LocalCut()

@@ -12,7 +12,6 @@ are known, so the report is the same, line for line, for every ``N``.
 
 from __future__ import annotations
 
-import importlib
 import signal
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -21,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mmu_notifier.errors import UsageError
-from mmu_notifier.explore import Scenario, explore, worker_context
+from mmu_notifier.explore import Scenario, dask_client, explore, worker_context
 from mmu_notifier.scenarios._parallel import ScenarioRef, scenario_ref
 
 #: the searches tried in turn for a scenario declared to show a finding, when no strategy is named
@@ -184,16 +183,7 @@ def _stop(pool: ProcessPoolExecutor, abort: bool) -> None:
 
 def _on_dask(chosen: list[Scenario], options: AllOptions, address: str) -> Iterator[Row]:
     """Every scenario a worker can find on the Dask cluster at ``address``; the others here, in turn."""
-    try:
-        dask: Any = importlib.import_module("distributed")  # ships no type information
-    except ImportError:
-        raise UsageError(
-            "explore: --scheduler needs Dask distributed: pip install 'mmu-notifier[distributed]'"
-        ) from None
-    try:
-        client: Any = dask.Client(address, timeout=30, set_as_default=False)
-    except (OSError, TimeoutError) as error:
-        raise UsageError(f"explore: cannot reach the Dask scheduler at {address!r}: {error}") from None
+    _, client = dask_client(address)
     try:
         refs = [_ref(scenario) for scenario in chosen]
         futures = {i: client.submit(check_ref, ref, options, pure=False) for i, ref in enumerate(refs) if ref}
