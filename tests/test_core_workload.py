@@ -6,6 +6,7 @@ import importlib.metadata
 import json
 import random
 import sys
+import threading
 import types
 from pathlib import Path
 
@@ -85,6 +86,41 @@ def test_threads_mode_keeps_the_traceback_of_an_exception_that_ended_a_process(m
     shown = page.split("traceback of the exception that ended worker1:\n", 1)[1].splitlines()
     assert shown == [f"    {line}" for line in text.rstrip().splitlines()]
     assert json.loads(json.dumps(doc))["tracebacks"] == {"worker1": text}
+
+
+def test_a_threads_mode_run_stopped_by_the_watchdog_still_reports_an_exception_that_ended_a_process(
+    mirror_installed, monkeypatch
+):
+    from mirror_driver import MirrorExerciser
+
+    release = threading.Event()
+    hung: list[str] = []
+
+    def broken_touch(self: steps.ProcessRunner, step: model.ProcessStep) -> bool:
+        if self.name == "worker1":
+            raise RuntimeError("touch broke")
+        return original_touch(self, step)
+
+    def stuck_access(self, handle, address, write=False):
+        if not hung:  # the first access never returns (until the test ends)
+            hung.append(threading.current_thread().name)
+            release.wait(30)
+        return original_access(self, handle, address, write)
+
+    original_touch, original_access = steps.ProcessRunner._op_touch, MirrorExerciser.access
+    monkeypatch.setattr(steps.ProcessRunner, "_op_touch", broken_touch)
+    monkeypatch.setattr(MirrorExerciser, "access", stuck_access)
+    try:
+        result = runner.run(DEFAULT, seed=0, threads=3, watchdog=0.3)
+    finally:
+        release.set()  # the stuck call returns, and the abandoned run goes on to its end
+        for thread in threading.enumerate():
+            if thread.name == "mmu-notifier-run":
+                thread.join(30)
+    assert result.stopped == "hang" and hung
+    assert "exception in worker1: RuntimeError: touch broke" in result.violations
+    assert list(result.tracebacks) == ["worker1"] and "in broken_touch" in result.tracebacks["worker1"]
+    assert "traceback of the exception that ended worker1:" in summary.render(summary.document(result))
 
 
 def test_the_background_thread_picks_a_live_mm_while_another_process_exits(mirror_installed, monkeypatch):

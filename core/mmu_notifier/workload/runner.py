@@ -125,7 +125,8 @@ def max_steps(workload: Workload) -> int:
 def _result(world: JobWorld, mode: str, seed: int, wall: float, violations: list[str], **more: object) -> RunResult:
     return RunResult(
         world.workload.name, mode, seed, world.stats, world.steps, world.skipped, world.tracer.callbacks,
-        wall, violations, failed_steps=world.failed, left_out=dict(world.left_out), **more,  # type: ignore[arg-type]
+        wall, violations, failed_steps=world.failed, left_out=dict(world.left_out),
+        tracebacks=dict(sorted(world.tracebacks.items())), **more,  # type: ignore[arg-type]
     )
 
 
@@ -215,8 +216,6 @@ def run_threads(
     instance = build(worlds, workload)
     world = worlds[0]
     world.on_step = on_step
-    errors: list[str] = []
-    tracebacks: dict[str, str] = {}
     lanes: list[list[tuple[str, Callable[[], object]]]] = [[] for _ in range(max(1, threads))]
     for index, entry in enumerate(instance.threads):
         lanes[index % len(lanes)].append(entry)
@@ -226,8 +225,8 @@ def run_threads(
             try:
                 body()
             except Exception as error:  # reported as a violation, like the explorer's thread exception
-                errors.append(f"exception in {name}: {type(error).__name__}: {error}")
-                tracebacks[name] = "".join(traceback.format_exception(error))
+                world.thread_errors.append(f"exception in {name}: {type(error).__name__}: {error}")
+                world.tracebacks[name] = "".join(traceback.format_exception(error))
 
     started = time.perf_counter()
     workers = [threading.Thread(target=lane, args=(bodies,), daemon=True) for bodies in lanes]
@@ -240,8 +239,7 @@ def run_threads(
     for checker in instance.checks:
         checker()
     wall = time.perf_counter() - started
-    return _result(world, f"threads({threads})", workload.seed, wall, errors + world.violations,
-                   tracebacks=dict(sorted(tracebacks.items())))
+    return _result(world, f"threads({threads})", workload.seed, wall, world.thread_errors + world.violations)
 
 
 class RunInterrupted(Exception):
@@ -254,7 +252,7 @@ class RunInterrupted(Exception):
 
 def _partial(world: JobWorld, mode: str, seed: int, wall: float, stopped: str, violation: str | None) -> RunResult:
     count_allocations(world)
-    violations = list(world.violations)
+    violations = world.thread_errors + world.violations
     if violation is not None:
         violations.append(violation)
     return _result(world, mode, seed, wall, violations, stopped=stopped)

@@ -78,6 +78,10 @@ class JobWorld:
     #: drivers already filed as stuck (see :mod:`mmu_notifier.workload.refusals`)
     refused_streaks: dict[tuple[str, int], int] = field(default_factory=dict)
     stuck: set[str] = field(default_factory=set)
+    #: threads mode: an exception no driver owns that ended a model thread's body, one line each, and its
+    #: traceback by thread name (kept here, so a run the watchdog or Ctrl-C stops still reports them)
+    thread_errors: list[str] = field(default_factory=list)
+    tracebacks: dict[str, str] = field(default_factory=dict)
 
     def count_step(self) -> None:
         """One process step or background operation done."""
