@@ -62,6 +62,40 @@ def test_threads_mode_runs_clean(mirror_installed):
     assert result.mode == "threads(3)"
 
 
+def test_threads_mode_runs_the_background_work_beside_the_processes(mirror_installed, monkeypatch):
+    # kswapd is a thread of its own from the start (it used to wait in a lane behind that lane's processes)
+    events: list[tuple[str, str]] = []
+    real_build, real_background = runner.build, runner.background
+
+    def build(world_box, workload):
+        instance = real_build(world_box, workload)
+
+        def ended(name, body):
+            def run():
+                body()
+                events.append(("end", name))
+            return run
+
+        instance.threads = [(name, body if name == runner.BACKGROUND else ended(name, body))
+                            for name, body in instance.threads]
+        return instance
+
+    def background(world, rng):
+        events.append(("kswapd", threading.current_thread().name))
+        real_background(world, rng)
+
+    monkeypatch.setattr(runner, "build", build)
+    monkeypatch.setattr(runner, "background", background)
+    workload = DEFAULT.model_copy(update={"processes": [DEFAULT.processes[0].model_copy(update={"count": 40})]})
+    result = runner.run_threads(workload, threads=1)
+    assert result.ok, result.violations
+    ends = [name for kind, name in events if kind == "end"]
+    assert len(ends) == 40
+    start = events.index(next(e for e in events if e[0] == "kswapd"))
+    assert start < 40  # some process was still running when kswapd began
+    assert events[start][1] not in {"MainThread"}
+
+
 def test_threads_mode_keeps_the_traceback_of_an_exception_that_ended_a_process(mirror_installed, monkeypatch):
     # not a driver's fault (those are the driver's violations, with their tracebacks): the model's own code
     # raised in a process body on an OS thread; the run goes on without that process

@@ -99,6 +99,10 @@ class RunResult:
                 and not self.left_out and self.stopped is None)
 
 
+#: the thread of the kernel's own work (reclaim, migration, ageing), the last of a run's threads
+BACKGROUND = "kswapd"
+
+
 def build(world_box: list[JobWorld], workload: Workload) -> ScenarioInstance:
     """A fresh world as an explorer scenario instance (``world_box`` receives it)."""
     world = new_world(workload)
@@ -111,7 +115,7 @@ def build(world_box: list[JobWorld], workload: Workload) -> ScenarioInstance:
             instance.threads.append((runner.name, runner.run))
             number += 1
     rng = random.Random(workload.seed)
-    instance.threads.append(("kswapd", lambda: background(world, rng)))
+    instance.threads.append((BACKGROUND, lambda: background(world, rng)))
     instance.checks.append(lambda: check_world(world))
     return instance
 
@@ -211,14 +215,18 @@ def run_threads(
     on_step: Callable[[int], None] | None = None,
     world_box: list[JobWorld] | None = None,
 ) -> RunResult:
-    """Run the same thread bodies on ``threads`` OS threads (processes shared round-robin)."""
+    """Run the same thread bodies on OS threads: the processes shared round-robin by ``threads`` lanes, and the
+    background work (``kswapd``) on a thread of its own from the start, as the kernel's is a thread of its own
+    (in a lane it began only once that lane's processes were done, and hardly overlapped any)."""
     worlds: list[JobWorld] = [] if world_box is None else world_box
     instance = build(worlds, workload)
     world = worlds[0]
     world.on_step = on_step
     lanes: list[list[tuple[str, Callable[[], object]]]] = [[] for _ in range(max(1, threads))]
-    for index, entry in enumerate(instance.threads):
+    processes = [entry for entry in instance.threads if entry[0] != BACKGROUND]
+    for index, entry in enumerate(processes):
         lanes[index % len(lanes)].append(entry)
+    lanes.append([entry for entry in instance.threads if entry[0] == BACKGROUND])
 
     def lane(bodies: list[tuple[str, Callable[[], object]]]) -> None:
         for name, body in bodies:
