@@ -66,31 +66,15 @@ PLUGIN_DIRS = ("plugins/amdkfd", "plugins/gru", "plugins/hmm", "examples/gntdev"
 def bare_point_us(threads: int, steps: int = 100_000) -> float:
     """CPU microseconds of one scheduling point of a random walk over ``threads`` live model threads doing nothing else.
 
-    The scheduler's floor at this size (``bench/bench_scheduler.py`` measures the same for 2 to 1,024
-    threads): the main job cannot take less per scheduling point than this.
+    The scheduler's floor at this size (``bench/bench_scheduler.py``, whose measurement this is, gives the
+    same for 2 to 1,024 threads): the main job cannot take less per scheduling point than this.
     """
-    from mmu_notifier import sync
-    from mmu_notifier.explore import Execution, RandomWalk, Scenario, ScenarioInstance
+    from bench_scheduler import steps_per_second  # this folder: the script's own, first on sys.path
 
-    per_thread = max(1, steps // threads)
-
-    def body() -> None:
-        for _ in range(per_thread):
-            sync.yield_now()
-
-    def build() -> ScenarioInstance:
-        return ScenarioInstance(threads=[(f"t{i}", body) for i in range(threads)])
-
-    scenario = Scenario("bare-points", build, max_steps=10 * per_thread * threads + 10 * threads)
     try:
-        execution = Execution(scenario, RandomWalk(0), record=False)
+        return 1e6 / steps_per_second(threads, steps, record=False)
     except TypeError:  # an older core records every step
-        execution = Execution(scenario, RandomWalk(0))
-    cpu = time.process_time()
-    outcome = execution.run()
-    cpu = time.process_time() - cpu
-    assert outcome.status == "finished", outcome.status
-    return cpu / (per_thread * threads) * 1e6
+        return 1e6 / steps_per_second(threads, steps)
 
 
 def one(processes: int, mode: str) -> dict[str, float]:

@@ -37,8 +37,11 @@ from mmu_notifier.explore import Execution, RandomWalk, Scenario, ScenarioInstan
 COUNTS = (2, 64, 1024)
 
 
-def steps_per_second(threads: int, steps: int) -> float:
-    """Steps/s of one execution of ``threads`` threads doing ``steps`` yields in total."""
+def steps_per_second(threads: int, steps: int, record: bool = True) -> float:
+    """Steps/s (CPU time) of one execution of ``threads`` threads doing ``steps`` yields in total.
+
+    ``record=False``: an unrecorded run, as the main job's (``bench/bench_scale.py`` measures its floor so).
+    """
     per_thread = max(1, steps // threads)
 
     def body() -> None:
@@ -49,8 +52,9 @@ def steps_per_second(threads: int, steps: int) -> float:
         return ScenarioInstance(threads=[(f"t{i}", body) for i in range(threads)])
 
     scenario = Scenario(f"yield-{threads}", build, max_steps=10 * steps + 10 * threads)
+    execution = Execution(scenario, RandomWalk(0)) if record else Execution(scenario, RandomWalk(0), record=False)
     started = time.process_time()
-    outcome = Execution(scenario, RandomWalk(0)).run()
+    outcome = execution.run()
     wall = time.process_time() - started
     assert outcome.status == "finished", outcome.status
     return len(outcome.trace) / wall
