@@ -6,11 +6,16 @@ allocation runs the garbage collector and the collector runs Python code. The te
 a collection at nearly every allocation, and a collector callback that links another subscription, as the
 writer would. Building the tuple straight from the live dict then raised "dictionary changed size during
 iteration" (the background thread's ``clear_flush_young`` walk in the threads mode, while a process attached).
+
+That is CPython 3.11's collector, which runs inside an allocation. From 3.12 on it runs only between bytecodes
+(the eval breaker), never inside the C-level copy, so no writer can land while the snapshot is built; the test
+then checks that the snapshot is the list as it was.
 """
 
 from __future__ import annotations
 
 import gc
+import sys
 from typing import Any
 
 from mmu_notifier.notifier import MMUNotifierMM
@@ -72,7 +77,8 @@ def test_a_snapshot_is_the_list_before_or_after_a_link_that_lands_while_it_is_bu
     finally:
         gc.set_threshold(*threshold)
         gc.callbacks.remove(writer)
-    assert landed, "no collection ran while the snapshot was built"
+    if sys.version_info < (3, 12):  # the collector runs inside allocations (see the module docstring)
+        assert landed, "no collection ran while the snapshot was built"
     every = members + landed
     # newest first, and exactly the members of one moment: the original ones and a prefix of the late ones
     assert any(snapshot == tuple(reversed(every[: MEMBERS + k])) for k in range(len(landed) + 1)), len(snapshot)
