@@ -67,6 +67,9 @@ class Srcu:
         self._awaited: list[int] = []
         self._awaited_count: dict[int, int] = {}
         self._channels: dict[int, _GracePeriod] = {}
+        #: the latest awaited target whose channel was woken: those up to it are over for good, and a
+        #: target awaited later is above every open reader's ticket, so each channel is woken once
+        self._woken_through = -1
         self._queued = 0
         self._completed = 0
         self._worker_running = False
@@ -108,12 +111,14 @@ class Srcu:
             awaited = self._awaited
             if b.eager_wakes:
                 b.wake(self)
-            elif awaited:
+            elif awaited and awaited[-1] > self._woken_through:
+                first = bisect_right(awaited, self._woken_through)
                 over = bisect_right(awaited, tickets[0]) if tickets else len(awaited)
-                if over:
+                if over > first:
                     channels = self._channels
-                    for target in awaited[:over]:
+                    for target in awaited[first:over]:
                         b.wake(channels[target])
+                    self._woken_through = awaited[over - 1]
         depth = task.srcu_depth[self] - 1
         if depth:
             task.srcu_depth[self] = depth

@@ -124,7 +124,9 @@ class Backend:
         ``channel`` defaults to ``resource``. A primitive whose waiters wait for different things
         gives each thing a channel of its own and wakes only the ones whose condition may now hold:
         SRCU's ``synchronize_srcu`` callers each wait for their own grace period, and waking all of
-        them at every grace period's end made a run with many waiters quadratic.
+        them at every grace period's end made a run with many waiters quadratic. :meth:`has_waiters`
+        answers by the wake channel (``has_waiters(channel)``): it runs at every free of an object
+        holding a lock (``check_no_locks_freed``), and locks are waited for on themselves.
         """
         raise NotImplementedError
 
@@ -149,7 +151,10 @@ class Backend:
         """The running task changed ``resource``'s state without a scheduling point (recorded by the explorer)."""
 
     def has_waiters(self, resource: object) -> bool:
-        """True when some task is blocked waiting on ``resource`` (for reports; not a hot path)."""
+        """True when some task is blocked waiting to be woken by ``wake(resource)`` (see :meth:`wait_until`).
+
+        Asked at every free of an object that embeds a lock: it must not cost more with more tasks.
+        """
         return False
 
     def task_site(self, task: Task) -> str | None:
@@ -272,12 +277,10 @@ class BargingLock:
 class _Waiter:
     """A task sleeping in :meth:`ThreadBackend.wait_until`: its condition and the gate it sleeps on."""
 
-    __slots__ = ("ready", "exclusive", "gate", "woken", "resource")
+    __slots__ = ("ready", "exclusive", "gate", "woken")
 
-    def __init__(self, ready: Callable[[], bool], exclusive: bool, resource: object) -> None:
+    def __init__(self, ready: Callable[[], bool], exclusive: bool) -> None:
         self.ready = ready
-        #: what it waits on (reports); it sleeps in the list of its wake channel
-        self.resource = resource
         #: waiting for something only one waiter can get (a mutex, a spinlock, the write side)
         self.exclusive = exclusive
         self.gate = _new_lock()
@@ -346,7 +349,7 @@ class ThreadBackend(Backend):
             return True
         woken_by = resource if channel is None else channel
         key = id(woken_by)
-        waiter = _Waiter(ready, op in _EXCLUSIVE_OPS, resource)
+        waiter = _Waiter(ready, op in _EXCLUSIVE_OPS)
         sleepers = self._waiters.setdefault(key, [])
         sleepers.append(waiter)
         task = self.current()
@@ -403,9 +406,7 @@ class ThreadBackend(Backend):
         threading.Thread(target=fn, name=name, daemon=True).start()
 
     def has_waiters(self, resource: object) -> bool:
-        if id(resource) in self._waiters:
-            return True
-        return any(w.resource is resource for sleepers in list(self._waiters.values()) for w in sleepers)
+        return id(resource) in self._waiters
 
     def task_site(self, task: Task) -> str | None:
         if task.ident is None:

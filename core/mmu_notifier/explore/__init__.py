@@ -57,7 +57,13 @@ from mmu_notifier.explore._schedule import (
     StaleScheduleError,
 )
 from mmu_notifier.explore._scheduler import Event, Execution, Outcome
-from mmu_notifier.explore._sharded import ScenarioFinder, dask_client, explore_sharded, worker_context
+from mmu_notifier.explore._sharded import (
+    ScenarioFinder,
+    dask_client,
+    explore_sharded,
+    worker_context,
+    worker_result,
+)
 from mmu_notifier.explore._stats import Stats
 from mmu_notifier.explore._strategies import PCT, RandomWalk, Strategy
 from mmu_notifier.explore._timeline import Step, Timeline
@@ -114,4 +120,5 @@ __all__ = [
     "make_strategy",
     "replay",
     "worker_context",
+    "worker_result",
 ]

@@ -91,8 +91,8 @@ _IDX = attrgetter("idx")
 _SHARED_WAITS = frozenset({"mutex_lock", "spin_lock", "down_read", "down_write", "wait_for_completion"})
 
 #: waits whose condition, once it holds, holds until the waiter runs (nothing but the waiter can undo it:
-#: SRCU's grace periods end for good and its callback count only grows); a woken waiter of one is
-#: rechecked until its condition holds, then never again
+#: SRCU's grace periods end for good and its callback count only grows): a waiter of one woken with its
+#: condition holding is runnable at once (see ``Execution._run_settled``)
 _MONOTONE_WAITS = frozenset({"synchronize_srcu", "srcu_gp", "srcu_barrier"})
 
 
@@ -199,7 +199,6 @@ class ModelThread:
         "blocked_at",
         "parents",
         "chan",
-        "sure",
     )
 
     def __init__(self, idx: int, name: str, daemon: bool, base: str = "") -> None:
@@ -227,8 +226,6 @@ class ModelThread:
         self.parents: tuple[int, ...] = ()
         #: ``id`` of what a wake must name to wake it while it waits (its resource, or the wait's channel)
         self.chan = 0
-        #: woken from a monotone wait whose condition was seen to hold (it holds until the thread runs)
-        self.sure = False
 
     def __repr__(self) -> str:
         return f"<ModelThread {self.idx} {self.name} {self.op} {describe(self.res)}>"
@@ -942,9 +939,7 @@ class Execution(sync.Backend):
         waiters of a lock, an rw-semaphore side or a completion share one condition (it reads only the
         resource), so a herd of them costs one evaluation per step; while no woken thread came or went
         (``_woken_epoch``) and every shared condition gives the same answer, the last answer is the
-        answer, so a step with a herd costs O(distinct conditions), not O(woken threads). A waiter of
-        a monotone wait (``_MONOTONE_WAITS``) whose condition held once is not asked again: a woken
-        ``synchronize_srcu`` caller may wait a thousand steps to be chosen among a thousand threads.
+        answer, so a step with a herd costs O(distinct conditions), not O(woken threads).
         """
         cache = self._ready_cache
         if cache is not None and cache[0] == self._woken_epoch:
@@ -966,10 +961,6 @@ class Execution(sync.Backend):
                     fn = cast("Callable[[], bool]", t.ready)
                     verdict = shared[key] = (fn, bool(fn()))
                 holds = verdict[1]
-            elif t.sure:
-                holds = True
-            elif op in _MONOTONE_WAITS:
-                holds = t.sure = bool(t.ready())  # type: ignore[misc]
             else:
                 own = True
                 holds = bool(t.ready())  # type: ignore[misc]
@@ -1166,7 +1157,6 @@ class Execution(sync.Backend):
                 cur.chan = chan = id(resource if channel is None else channel)
                 self._blocked.setdefault(chan, []).append(cur)
             cur.ready = ready
-            cur.sure = False
             cur.op = op
             cur.res = resource
             cur.timeout = timeout is not None
@@ -1216,8 +1206,9 @@ class Execution(sync.Backend):
 
         Their condition holds until they run (``_MONOTONE_WAITS``), so every step until then would
         find them ready: they are candidates exactly as woken ones would be (the candidates are in
-        index order either way), without a recheck at each step, and the steps go on taking the
-        quick path. Only without records, retries and lazy waits (those want every wake seen).
+        index order either way), without a recheck at each step (a woken ``synchronize_srcu`` caller
+        may wait a thousand steps to be chosen among a thousand threads), and the steps go on taking
+        the quick path. Only without records, retries and lazy waits (those want every wake seen).
         """
         others = []
         runnable = self._runnable
@@ -1240,8 +1231,7 @@ class Execution(sync.Backend):
     def has_waiters(self, resource: object) -> bool:
         key = id(resource)
         return bool(self._blocked.get(key) or self._sleepers.get(key)
-                    or any(herd_key[0] == key for herd_key in self._herds)
-                    or any(th.res is resource and th.state != RUN for th in self._live.values()))
+                    or any(herd_key[0] == key for herd_key in self._herds))
 
     def step(self) -> int | None:
         return len(self.trace) - 1 if self._cur is not None else None

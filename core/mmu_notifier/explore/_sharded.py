@@ -79,6 +79,17 @@ def explore_sharded(
     )
 
 
+def worker_result(future: Any, scenario: str, worker: str) -> Any:
+    """``future.result()`` of work sent to a ``worker`` (a Dask worker, a worker process) about ``scenario``.
+
+    Raises :class:`~mmu_notifier.errors.UsageError` (one line) when the worker could not find the
+    scenario (a plugin that loads here but not there, a scenario file at another path).
+    """
+    from mmu_notifier.explore._shards import worker_result as result_of
+
+    return result_of(future, scenario, worker)
+
+
 def dask_client(address: str) -> tuple[Any, Any]:
     """The ``distributed`` module and a client of the Dask scheduler at ``address``, as ``--scheduler`` connects.
 

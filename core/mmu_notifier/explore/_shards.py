@@ -534,6 +534,22 @@ def _lower_reset(cut: Any) -> None:
         cut.value = _NO_CUT
 
 
+def worker_result(future: Any, scenario: str, worker: str) -> Any:
+    """``future.result()`` of work sent to a ``worker`` (a Dask worker, a worker process) about ``scenario``.
+
+    A worker that cannot find the scenario (a plugin that loads here but not there, a scenario file at
+    another path) raises the library's ``UnknownScenarioError`` (a ``KeyError``) or a :class:`UsageError`:
+    one clear line here, not the worker's traceback.
+    """
+    try:
+        return future.result()
+    except (UsageError, KeyError) as error:
+        raise UsageError(
+            f"explore: a {worker} could not find scenario {scenario!r} ({error}): install the same plugins "
+            f"(and scenario files, at the same paths) wherever the workers run"
+        ) from None
+
+
 #: seconds to reach a Dask scheduler before ``--scheduler`` gives up (Dask's own default connect timeout)
 DASK_CONNECT_TIMEOUT = 30.0
 
@@ -595,13 +611,7 @@ class DaskRunner:
         for future in self.dask.as_completed(list(futures), loop=self.client.loop):
             if future.cancelled() or future.status == "cancelled":
                 continue
-            try:
-                result: ShardResult = future.result()
-            except (UsageError, KeyError) as error:  # the library's UnknownScenarioError is a KeyError
-                raise UsageError(
-                    f"explore: a Dask worker could not find scenario {self.ref.name!r} ({error}): install the same "
-                    f"plugins (and scenario files, at the same paths) on every worker"
-                ) from None
+            result: ShardResult = worker_result(future, self.ref.name, "Dask worker")
             results[result.key] = result
             hook(result)
             if self.on_result is not None:

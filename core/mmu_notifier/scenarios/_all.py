@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mmu_notifier.errors import UsageError
-from mmu_notifier.explore import Scenario, dask_client, explore, worker_context
+from mmu_notifier.explore import Scenario, dask_client, explore, worker_context, worker_result
 from mmu_notifier.scenarios._parallel import ScenarioRef, scenario_ref
 
 #: the searches tried in turn for a scenario declared to show a finding, when no strategy is named
@@ -158,15 +158,8 @@ def _on_processes(chosen: list[Scenario], options: AllOptions, jobs: int) -> Ite
 
 
 def _row(future: Any, scenario: Scenario, worker: str) -> Row:
-    """A worker's row for ``scenario``; one clear line when the worker could not find the scenario (a plugin
-    that loads here but not there, a scenario file at another path)."""
-    try:
-        row: Row = future.result()
-    except (UsageError, KeyError) as error:  # the library's UnknownScenarioError is a KeyError
-        raise UsageError(
-            f"explore: a {worker} could not find scenario {scenario.name!r} ({error}): install the same plugins "
-            f"(and scenario files, at the same paths) wherever the workers run"
-        ) from None
+    """A worker's row for ``scenario`` (one clear line when the worker could not find it)."""
+    row: Row = worker_result(future, scenario.name, worker)
     return row
 
 
